@@ -1,0 +1,112 @@
+//! The one place where OS errors become `io::Error`s that name the operation and the endpoint.
+//!
+//! The `kind()` of the error is kept (or made more specific); the OS error stays reachable as the
+//! error's [`source`](std::error::Error::source), so `raw_os_error()` of the inner error still
+//! tells the code.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+use crate::Name;
+
+/// What was being done when an error happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Connect,
+    Bind,
+    Accept,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Connect => "connect to",
+            Op::Bind => "bind",
+            Op::Accept => "accept on",
+        }
+    }
+}
+
+/// An error with its context: `"<operation> <endpoint>: <what happened>"`.
+#[derive(Debug)]
+struct Contextual {
+    message: String,
+    source: io::Error,
+}
+
+impl fmt::Display for Contextual {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error for Contextual {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Wraps `err` so its message names `op` and `name`, with a plain-words hint for the kinds a
+/// caller most often meets. The kind is kept.
+pub(crate) fn context(err: io::Error, op: Op, name: &Name) -> io::Error {
+    let kind = err.kind();
+    let hint = hint(kind, op);
+    let message = if hint.is_empty() {
+        format!("{} {name}: {err}", op.verb())
+    } else {
+        format!("{} {name}: {hint} ({err})", op.verb())
+    };
+    io::Error::new(
+        kind,
+        Contextual {
+            message,
+            source: err,
+        },
+    )
+}
+
+/// Like [`context`], with extra words between the endpoint and the OS error.
+pub(crate) fn context_with(err: io::Error, op: Op, name: &Name, detail: &str) -> io::Error {
+    let kind = err.kind();
+    let message = format!("{} {name}: {detail} ({err})", op.verb());
+    io::Error::new(
+        kind,
+        Contextual {
+            message,
+            source: err,
+        },
+    )
+}
+
+fn hint(kind: io::ErrorKind, op: Op) -> &'static str {
+    use io::ErrorKind::*;
+    match (op, kind) {
+        (Op::Connect, NotFound) => "no server: the socket or pipe does not exist",
+        (Op::Connect, ConnectionRefused) => {
+            "no server is listening (the socket file is stale, left by a server that is gone)"
+        }
+        (Op::Connect, PermissionDenied) => "not allowed to connect",
+        (Op::Bind, AddrInUse) => "the name is in use",
+        (Op::Bind, PermissionDenied) => "not allowed to create the socket",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_names_operation_endpoint_and_cause() {
+        let name = Name::from_repr(crate::name::Repr::Path("/x/y.sock".into()));
+        let err = context(io::Error::from_raw_os_error(2), Op::Connect, &name);
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        let msg = err.to_string();
+        assert!(msg.starts_with("connect to /x/y.sock: no server"), "{msg}");
+        assert!(msg.contains("os error 2"), "{msg}");
+        let inner = err.get_ref().and_then(|e| e.source()).unwrap();
+        let inner = inner.downcast_ref::<io::Error>().unwrap();
+        assert_eq!(inner.raw_os_error(), Some(2));
+    }
+}

@@ -1,0 +1,106 @@
+//! Local inter-process communication over Unix domain sockets (Linux, macOS, BSD) and Windows
+//! named pipes, with one API: [`LocalListener`] accepts [`LocalStream`]s, both addressed by a
+//! [`Name`].
+//!
+//! It is what Qt's `QLocalServer`/`QLocalSocket` are to C++ programs, done the way `std::net`
+//! does things, and with the hard parts done right:
+//!
+//! - **Every connect is bounded.** [`ConnectOptions::timeout`] bounds the whole call; a busy
+//!   server is retried with capped exponential backoff and jitter, a missing one optionally too
+//!   ([`ConnectOptions::wait_for_server`]); a stream is returned only when connected.
+//! - **Every failure says why.** Errors are `io::Error`s with the most specific
+//!   [`ErrorKind`](std::io::ErrorKind) (`NotFound`, `ConnectionRefused`, `PermissionDenied`,
+//!   `AddrInUse`, `TimedOut`, ...), and their messages name the operation and the endpoint.
+//! - **Secure defaults.** Short names live in a per-user `0700` directory, sockets are created
+//!   owner-only without a chmod race, a live server's name is never stolen, stale socket files
+//!   are reclaimed safely, no descriptor leaks into child processes, and writing to a closed
+//!   peer is `BrokenPipe`, never `SIGPIPE`.
+//! - **Peer credentials** ([`LocalStream::peer_credentials`]).
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use localsock::{LocalListener, LocalStream, Name};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("localsock-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # #[cfg(unix)]
+//! # let name = Name::path(dir.join("quick.sock"))?;
+//! # #[cfg(windows)]
+//! let name = Name::new("localsock-quick-start")?;
+//! let listener = LocalListener::bind(&name)?;
+//! let server = std::thread::spawn(move || -> std::io::Result<()> {
+//!     let mut stream = listener.accept()?;
+//!     let mut buf = [0; 4];
+//!     stream.read_exact(&mut buf)?;
+//!     stream.write_all(&buf)
+//! });
+//! let mut client = LocalStream::connect(&name)?;
+//! client.write_all(b"ping")?;
+//! let mut reply = [0; 4];
+//! client.read_exact(&mut reply)?;
+//! assert_eq!(&reply, b"ping");
+//! # server.join().unwrap()?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Names
+//!
+//! | you write | Linux / macOS / BSD | Windows |
+//! |---|---|---|
+//! | `Name::new("svc")` | `$XDG_RUNTIME_DIR/svc`, else `<tmp>/localsock-<uid>/svc` (private, `0700`, verified) | `\\.\pipe\svc` |
+//! | `Name::new("/run/app/x.sock")` | that path | `InvalidInput` |
+//! | `Name::new(r"\\.\pipe\svc")` | `InvalidInput` | that pipe |
+//! | `Name::path(p)` | `p`, relative or absolute | `Unsupported` |
+//! | `Name::abstract_name(b)` | Linux: abstract `@b`, **no access control** | `Unsupported` |
+//! | `Name::qt("svc")` | Qt's rule: `QDir::tempPath()/svc` | `\\.\pipe\svc` |
+//!
+//! Socket paths must fit `sun_path` (107 bytes on Linux, 103 on macOS, with the NUL); pipe names
+//! are at most 256 UTF-16 units. Longer names are `InvalidInput` errors that give the limit.
+//!
+//! # Platforms
+//!
+//! | | Unix | Windows |
+//! |---|---|---|
+//! | transport | `AF_UNIX` `SOCK_STREAM` | byte-mode named pipe, overlapped I/O |
+//! | busy server | backlog full: `EAGAIN`, retried | all instances busy: `ERROR_PIPE_BUSY`, retried with short `WaitNamedPipeW` slices |
+//! | default access | socket `0600` in a `0700` directory | DACL: owner + SYSTEM |
+//! | peer credentials | pid, uid, gid (`SO_PEERCRED`; `getpeereid` on BSD/macOS) | pid, user SID |
+//!
+//! # What it does not do
+//!
+//! - Message framing: streams are byte streams, as TCP.
+//! - Passing file descriptors or handles.
+//! - `AF_UNIX` on Windows, and remote (`\\host\pipe\`) pipes.
+#![warn(missing_docs, missing_debug_implementations)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod listener;
+mod name;
+pub mod os;
+mod stream;
+mod sys;
+
+pub use crate::listener::{Access, Incoming, ListenerOptions, LocalListener};
+pub use crate::name::Name;
+pub use crate::stream::{ConnectOptions, LocalStream, PeerCredentials, DEFAULT_CONNECT_TIMEOUT};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<LocalStream>();
+        assert_send_sync::<LocalListener>();
+        assert_send_sync::<Name>();
+        assert_send_sync::<ConnectOptions>();
+        assert_send_sync::<ListenerOptions>();
+        assert_send_sync::<PeerCredentials>();
+    }
+}

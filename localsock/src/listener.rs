@@ -1,0 +1,269 @@
+//! [`LocalListener`], its [`ListenerOptions`] and [`Incoming`].
+
+use std::fmt;
+use std::io;
+
+use crate::error::{self, Op};
+use crate::{sys, LocalStream, Name};
+
+/// Who may connect to a listener.
+///
+/// | | Unix (socket file mode) | Windows (pipe DACL) |
+/// |---|---|---|
+/// | `Owner` (default) | `0600` | the owner's SID and SYSTEM |
+/// | `Group` | `0660` | + the owner's primary group |
+/// | `Everyone` | `0666` | + Everyone (read/write, never "create instance") |
+///
+/// On Unix the short-name directory is private (`0700`) whatever the mode, so `Group` and
+/// `Everyone` matter for sockets at explicit paths in shared directories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Access {
+    /// Only the user who created the listener (the default).
+    #[default]
+    Owner,
+    /// The owner and the members of the owner's group.
+    Group,
+    /// Every local user.
+    Everyone,
+}
+
+/// How to create a listener: who may connect, what to do with a stale socket file, the backlog,
+/// and whether to check each client's user.
+///
+/// # Examples
+///
+/// ```no_run
+/// use localsock::{Access, ListenerOptions, Name};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let listener = ListenerOptions::new()
+///     .access(Access::Group)
+///     .require_same_user(false)
+///     .bind(&Name::new("/run/example/app.sock")?)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ListenerOptions {
+    pub(crate) access: Access,
+    pub(crate) reclaim_stale: bool,
+    pub(crate) backlog: u32,
+    pub(crate) require_same_user: bool,
+    pub(crate) nonblocking: bool,
+    #[cfg(windows)]
+    pub(crate) windows: crate::os::windows::ListenerOptionsWindows,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions::new()
+    }
+}
+
+impl ListenerOptions {
+    /// The defaults: owner-only access, stale socket files reclaimed, a backlog of 1024, no
+    /// same-user check, blocking accepts.
+    pub fn new() -> ListenerOptions {
+        ListenerOptions {
+            access: Access::Owner,
+            reclaim_stale: true,
+            backlog: 1024,
+            require_same_user: false,
+            nonblocking: false,
+            #[cfg(windows)]
+            windows: Default::default(),
+        }
+    }
+
+    /// Who may connect. See [`Access`].
+    pub fn access(&mut self, access: Access) -> &mut Self {
+        self.access = access;
+        self
+    }
+
+    /// Whether to take over a stale socket file (one that refuses connections because its
+    /// server is gone) at the name. On by default. A live server's name is never taken: bind
+    /// probes the file first, and two localsock servers reclaiming the same name at once are
+    /// serialised so that exactly one wins. Has no effect on Windows, where pipe names vanish
+    /// with their server.
+    pub fn reclaim_stale(&mut self, reclaim: bool) -> &mut Self {
+        self.reclaim_stale = reclaim;
+        self
+    }
+
+    /// The queue of connections waiting for `accept` (`listen(2)` backlog; on Windows the
+    /// number of spare pipe instances is set in `os::windows`).
+    pub fn backlog(&mut self, backlog: u32) -> &mut Self {
+        self.backlog = backlog.max(1);
+        self
+    }
+
+    /// Accept only clients that run as the same user as this process (uid on Unix, user SID
+    /// on Windows); others are disconnected at once and never returned by `accept`.
+    pub fn require_same_user(&mut self, require: bool) -> &mut Self {
+        self.require_same_user = require;
+        self
+    }
+
+    /// Create the listener in non-blocking mode (see [`LocalListener::set_nonblocking`]).
+    pub fn nonblocking(&mut self, nonblocking: bool) -> &mut Self {
+        self.nonblocking = nonblocking;
+        self
+    }
+
+    /// Creates the listener.
+    ///
+    /// Corresponds to `socket(2)`+`bind(2)`+`listen(2)` on Unix, `CreateNamedPipeW` with
+    /// `FILE_FLAG_FIRST_PIPE_INSTANCE` on Windows.
+    ///
+    /// # Errors
+    ///
+    /// - `AddrInUse`: a live server has the name, or the path holds something that is not a
+    ///   socket, or a stale socket file is there and reclaiming is off. The live server keeps
+    ///   working.
+    /// - `PermissionDenied`: the directory (or pipe namespace) does not let this user create
+    ///   the socket.
+    /// - `NotFound`: the socket file's directory does not exist.
+    /// - `InvalidInput`: the name's kind does not exist on this platform.
+    ///
+    /// Every message names the endpoint and the operation.
+    pub fn bind(&self, name: &Name) -> io::Result<LocalListener> {
+        let inner =
+            sys::Listener::bind(name, self).map_err(|e| error::context(e, Op::Bind, name))?;
+        let listener = LocalListener {
+            inner,
+            name: name.clone(),
+            require_same_user: self.require_same_user,
+        };
+        if self.nonblocking {
+            listener.set_nonblocking(true)?;
+        }
+        Ok(listener)
+    }
+}
+
+/// A server endpoint that accepts [`LocalStream`]s.
+///
+/// Dropping it stops accepting; on Unix it also removes its socket file, but only if the file
+/// at the path is still the one it created. `LocalListener` is `Send + Sync`: several threads
+/// may call [`accept`](Self::accept) on the same listener.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::io::{Read, Write};
+/// use localsock::{LocalListener, Name};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let listener = LocalListener::bind(&Name::new("example-echo")?)?;
+/// for stream in listener.incoming() {
+///     let mut stream = stream?;
+///     let mut buf = [0; 1024];
+///     let n = stream.read(&mut buf)?;
+///     stream.write_all(&buf[..n])?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct LocalListener {
+    pub(crate) inner: sys::Listener,
+    name: Name,
+    require_same_user: bool,
+}
+
+impl LocalListener {
+    /// Creates a listener at `name` with the default [`ListenerOptions`]: owner-only access,
+    /// stale socket files reclaimed.
+    ///
+    /// # Errors
+    ///
+    /// As [`ListenerOptions::bind`]; most often `AddrInUse` when a server already listens there.
+    pub fn bind(name: &Name) -> io::Result<LocalListener> {
+        ListenerOptions::new().bind(name)
+    }
+
+    /// Waits for a client and returns the connected stream.
+    ///
+    /// Clients that connect and vanish before the accept completes are skipped. With
+    /// [`ListenerOptions::require_same_user`], clients of other users are dropped and skipped.
+    ///
+    /// Corresponds to `accept4(2)` on Unix, `ConnectNamedPipe` on Windows.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` in non-blocking mode when no client waits; the OS error otherwise (e.g.
+    /// `EMFILE` when the process is out of descriptors: the listener stays usable, and a caller
+    /// in a loop should pause before retrying). Messages name the endpoint.
+    pub fn accept(&self) -> io::Result<LocalStream> {
+        loop {
+            let inner = self.inner.accept().map_err(|e| {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    e
+                } else {
+                    error::context(e, Op::Accept, &self.name)
+                }
+            })?;
+            if self.require_same_user && !sys::peer_uid_matches(&inner).unwrap_or(false) {
+                continue;
+            }
+            return Ok(LocalStream { inner });
+        }
+    }
+
+    /// An endless iterator over accepted connections, one [`accept`](Self::accept) per item.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// Moves the listener into or out of non-blocking mode: in non-blocking mode `accept`
+    /// returns `WouldBlock` instead of waiting. Accepted streams are blocking either way.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.inner.set_nonblocking(nonblocking)
+    }
+
+    /// The name this listener was bound to.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn from_parts(inner: sys::Listener, name: Name, require_same_user: bool) -> Self {
+        LocalListener {
+            inner,
+            name,
+            require_same_user,
+        }
+    }
+
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn into_inner(self) -> sys::Listener {
+        self.inner
+    }
+}
+
+impl fmt::Debug for LocalListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalListener")
+            .field("name", &self.name)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+/// The iterator returned by [`LocalListener::incoming`]. It never ends: each `next()` is one
+/// `accept`, and errors are yielded, not swallowed.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a LocalListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<LocalStream>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.listener.accept())
+    }
+}

@@ -1,0 +1,467 @@
+//! [`LocalStream`], its [`ConnectOptions`], and [`PeerCredentials`].
+
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::Shutdown;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::error::{self, Op};
+use crate::sys::{self, ConnectFailure};
+use crate::Name;
+
+/// The deadline of a connect when none is set: 5 seconds.
+///
+/// It bounds only the waiting for a *busy* server (a full backlog on Unix, all pipe instances
+/// taken on Windows), and for a missing one with [`ConnectOptions::wait_for_server`]; a plain
+/// "no server" or "access denied" fails at once.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(1);
+const DEFAULT_BACKOFF_MAX: Duration = Duration::from_millis(50);
+
+/// A connected local socket: a Unix domain stream socket, or a Windows named-pipe client or
+/// server end. Blocking by default; `Read` and `Write` work on `LocalStream` and on
+/// `&LocalStream`, so one thread can read while another writes.
+///
+/// Dropping the stream closes it; data already written is delivered to the peer first.
+/// `LocalStream` is `Send + Sync`, and every method takes `&self` or `&mut self` without
+/// hidden shared state, so sharing it between threads is sound.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::io::{Read, Write};
+/// use localsock::{LocalStream, Name};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mut stream = LocalStream::connect(&Name::new("example-svc")?)?;
+/// stream.write_all(b"ping")?;
+/// let mut reply = [0; 4];
+/// stream.read_exact(&mut reply)?;
+/// # Ok(()) }
+/// ```
+pub struct LocalStream {
+    pub(crate) inner: sys::Stream,
+}
+
+impl LocalStream {
+    /// Connects to the server at `name` with the default options: a busy server is retried
+    /// with backoff for up to [`DEFAULT_CONNECT_TIMEOUT`]; no server is an error at once.
+    ///
+    /// Corresponds to `socket(2)`+`connect(2)` on Unix, `CreateFileW` on Windows.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnectOptions::connect`]: `NotFound` (no such socket or pipe),
+    /// `ConnectionRefused` (a stale socket file: no server listens), `PermissionDenied`,
+    /// `TimedOut` (the server stayed busy). Every message names the endpoint.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// let stream = localsock::LocalStream::connect(&localsock::Name::new("example-svc")?)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect(name: &Name) -> io::Result<LocalStream> {
+        ConnectOptions::new().connect(name)
+    }
+
+    /// Makes a second handle to the same connection (`dup` / `DuplicateHandle`).
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the process is out of file descriptors or handles.
+    pub fn try_clone(&self) -> io::Result<LocalStream> {
+        self.inner.try_clone().map(|inner| LocalStream { inner })
+    }
+
+    /// Shuts down the read half, the write half or both. After `Shutdown::Write` the peer reads
+    /// EOF while this side can still read what the peer sends.
+    ///
+    /// Corresponds to `shutdown(2)` on Unix.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` if the peer is already gone (Unix), or the OS error.
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// On Windows, named pipes have no half-close: `Shutdown::Write` flushes and then
+    /// disconnects the write side as far as the pipe allows; see the Windows backend notes in
+    /// the crate documentation.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.inner.shutdown(how)
+    }
+
+    /// Sets a timeout for reads; `None` blocks forever. A read that times out returns
+    /// `WouldBlock` (Unix, as `std`) or `TimedOut`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a zero duration, as `std::net`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        check_timeout(timeout)?;
+        self.inner.set_read_timeout(timeout)
+    }
+
+    /// Sets a timeout for writes; `None` blocks forever.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a zero duration, as `std::net`.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        check_timeout(timeout)?;
+        self.inner.set_write_timeout(timeout)
+    }
+
+    /// The read timeout, if any.
+    ///
+    /// # Errors
+    ///
+    /// The OS error, if the timeout cannot be read back.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        self.inner.read_timeout()
+    }
+
+    /// The write timeout, if any.
+    ///
+    /// # Errors
+    ///
+    /// The OS error, if the timeout cannot be read back.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        self.inner.write_timeout()
+    }
+
+    /// Moves the stream into or out of non-blocking mode; in non-blocking mode reads and writes
+    /// that would wait return `WouldBlock`.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.inner.set_nonblocking(nonblocking)
+    }
+
+    /// Who is on the other end, as the OS saw it when the connection was made.
+    ///
+    /// Corresponds to `SO_PEERCRED` on Linux, `getpeereid` (+ `LOCAL_PEERPID`) on macOS/BSD,
+    /// `GetNamedPipeClientProcessId`/`GetNamedPipeServerProcessId` on Windows. Authorise on
+    /// [`uid`](PeerCredentials::uid) / [`user_sid`](PeerCredentials::user_sid), not on the pid:
+    /// pids are reused.
+    ///
+    /// # Errors
+    ///
+    /// The OS error, e.g. when the connection is closed.
+    pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        self.inner.peer_credentials()
+    }
+}
+
+fn check_timeout(timeout: Option<Duration>) -> io::Result<()> {
+    if timeout == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        ));
+    }
+    Ok(())
+}
+
+impl fmt::Debug for LocalStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl Read for LocalStream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+    #[inline]
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.inner.read_vectored(bufs)
+    }
+}
+
+impl Read for &LocalStream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+    #[inline]
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.inner.read_vectored(bufs)
+    }
+}
+
+impl Write for LocalStream {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    #[inline]
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.inner.write_vectored(bufs)
+    }
+    #[inline]
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Write for &LocalStream {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    #[inline]
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.inner.write_vectored(bufs)
+    }
+    #[inline]
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// How to connect: the deadline, the retry backoff, and whether to wait for a server that is
+/// not there yet.
+///
+/// Every connect is bounded: the whole call, retries included, ends by the deadline. A busy
+/// server (a full backlog on Unix, all pipe instances taken on Windows) is retried with capped
+/// exponential backoff and jitter; with [`wait_for_server`](Self::wait_for_server) so is a
+/// server that does not exist yet (or left a stale socket). When the deadline passes the error
+/// is `TimedOut` and says how many attempts were made over how long, and the last OS error. A
+/// stream is returned only when it is connected.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use localsock::{ConnectOptions, Name};
+///
+/// # fn main() -> std::io::Result<()> {
+/// // Start before the server: wait up to 2 s for it to appear.
+/// let stream = ConnectOptions::new()
+///     .timeout(Duration::from_secs(2))
+///     .wait_for_server(true)
+///     .connect(&Name::new("example-svc")?)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub(crate) timeout: Duration,
+    pub(crate) wait_for_server: bool,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+    #[cfg(windows)]
+    pub(crate) windows: crate::os::windows::ConnectOptionsWindows,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions::new()
+    }
+}
+
+impl ConnectOptions {
+    /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], no waiting for a missing server, backoff
+    /// from 1 ms doubling up to 50 ms.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions {
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+            wait_for_server: false,
+            backoff_initial: DEFAULT_BACKOFF_INITIAL,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            #[cfg(windows)]
+            windows: Default::default(),
+        }
+    }
+
+    /// Bounds the whole connect, retries included. `Duration::ZERO` means one attempt.
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Also retry, inside the same deadline, when there is no server yet (`NotFound`) or only
+    /// a stale socket file (`ConnectionRefused`), so a client can start before its server.
+    pub fn wait_for_server(&mut self, wait: bool) -> &mut Self {
+        self.wait_for_server = wait;
+        self
+    }
+
+    /// The retry backoff: the first pause, doubled after each attempt up to `max`. Each pause
+    /// is randomly shortened by up to half (jitter) so that many clients do not retry in step.
+    pub fn backoff(&mut self, initial: Duration, max: Duration) -> &mut Self {
+        self.backoff_initial = initial.max(Duration::from_micros(1));
+        self.backoff_max = max.max(self.backoff_initial);
+        self
+    }
+
+    /// Connects to `name`.
+    ///
+    /// Corresponds to `socket(2)`+`connect(2)` on Unix, `CreateFileW` (+ `WaitNamedPipeW`
+    /// slices while busy) on Windows.
+    ///
+    /// # Errors
+    ///
+    /// - `NotFound`: no socket file or pipe at the name (after the deadline, with
+    ///   `wait_for_server`).
+    /// - `ConnectionRefused`: a socket file with no server behind it (stale).
+    /// - `PermissionDenied`: the socket or pipe does not let this user in.
+    /// - `TimedOut`: the server stayed busy (or absent, with `wait_for_server`) until the
+    ///   deadline; the message gives the attempts, the time and the last OS error.
+    /// - `InvalidInput`: the name's kind does not exist on this platform.
+    ///
+    /// Every message names the endpoint and the operation.
+    pub fn connect(&self, name: &Name) -> io::Result<LocalStream> {
+        let start = Instant::now();
+        let deadline = start.checked_add(self.timeout);
+        let mut attempts: u32 = 0;
+        let mut pause = self.backoff_initial;
+        let mut jitter = Jitter::new();
+        loop {
+            attempts += 1;
+            let (busy, last) = match sys::Stream::connect(name, self) {
+                Ok(inner) => return Ok(LocalStream { inner }),
+                Err(ConnectFailure::Fatal(err)) => {
+                    return Err(error::context(err, Op::Connect, name))
+                }
+                Err(ConnectFailure::NoServer(err)) if !self.wait_for_server => {
+                    return Err(error::context(err, Op::Connect, name))
+                }
+                Err(ConnectFailure::NoServer(err)) => (false, err),
+                Err(ConnectFailure::Busy(err)) => (true, err),
+            };
+            let now = Instant::now();
+            let left = match deadline {
+                Some(deadline) if now < deadline => deadline - now,
+                Some(_) => return Err(timed_out(name, attempts, now - start, busy, last)),
+                None => Duration::MAX,
+            };
+            let nap = jitter.shorten(pause).min(left);
+            if busy {
+                sys::Stream::wait_busy(name, nap);
+            } else {
+                thread::sleep(nap);
+            }
+            pause = (pause * 2).min(self.backoff_max);
+        }
+    }
+}
+
+fn timed_out(
+    name: &Name,
+    attempts: u32,
+    elapsed: Duration,
+    busy: bool,
+    last: io::Error,
+) -> io::Error {
+    let what = if busy {
+        "the server stayed busy"
+    } else {
+        "no server appeared"
+    };
+    error::context_with(
+        io::Error::new(io::ErrorKind::TimedOut, last),
+        Op::Connect,
+        name,
+        &format!(
+            "timed out: {what} through {attempts} attempt{} over {} ms; last error",
+            if attempts == 1 { "" } else { "s" },
+            elapsed.as_millis()
+        ),
+    )
+}
+
+/// A tiny xorshift generator for backoff jitter. Not for anything secret.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let here = &0u8 as *const u8 as u64;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+        Jitter((here ^ nanos ^ u64::from(std::process::id())) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A random duration in `[d/2, d]`.
+    fn shorten(&mut self, d: Duration) -> Duration {
+        let half = d / 2;
+        let nanos = half.as_nanos().min(u128::from(u64::MAX)) as u64;
+        half + Duration::from_nanos(if nanos == 0 {
+            0
+        } else {
+            self.next() % (nanos + 1)
+        })
+    }
+}
+
+/// The identity of the process on the other end of a [`LocalStream`], as the OS recorded it
+/// when the connection was made (it cannot be forged by the peer).
+///
+/// Fields the platform does not tell are `None`: macOS/BSD have no pid for some sockets, and
+/// Windows has no uid/gid (it has a user SID instead).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerCredentials {
+    pub(crate) pid: Option<u32>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) sid: Option<String>,
+}
+
+impl PeerCredentials {
+    /// The peer's process id. Pids are reused: use it for logs, not to authorise.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+    /// The peer's effective user id (Unix).
+    pub fn uid(&self) -> Option<u32> {
+        self.uid
+    }
+    /// The peer's effective group id (Unix).
+    pub fn gid(&self) -> Option<u32> {
+        self.gid
+    }
+    /// The peer's user SID in string form (`S-1-5-21-...`), where Windows tells it.
+    pub fn user_sid(&self) -> Option<&str> {
+        self.sid.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_range() {
+        let mut j = Jitter::new();
+        let d = Duration::from_millis(10);
+        for _ in 0..1000 {
+            let s = j.shorten(d);
+            assert!(s >= d / 2 && s <= d, "{s:?}");
+        }
+        assert_eq!(j.shorten(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn backoff_is_sanitised() {
+        let mut o = ConnectOptions::new();
+        o.backoff(Duration::ZERO, Duration::ZERO);
+        assert!(o.backoff_initial > Duration::ZERO);
+        assert!(o.backoff_max >= o.backoff_initial);
+    }
+}

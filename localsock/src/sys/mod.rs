@@ -1,0 +1,53 @@
+//! The backend contract: what every per-OS backend exports, under the same crate-private names.
+//!
+//! The public types are one struct each wrapping a backend type (`LocalStream { inner:
+//! sys::Stream }`); all policy that is the same everywhere (the connect deadline, backoff and
+//! retry loop, error context, options) lives above this line, in portable code. A backend does
+//! one OS operation per call and normalises the platform's quirks into `io::ErrorKind`s.
+//!
+//! # Required items
+//!
+//! - `SUN_PATH_LEN: usize` — size of `sockaddr_un::sun_path` (Unix only, used by [`crate::Name`]).
+//! - `fn private_dir() -> io::Result<PathBuf>` — the per-user private directory for short
+//!   names, created and verified (Unix only).
+//! - `struct Stream` — a connected, blocking, non-inheritable byte stream, `Send + Sync`:
+//!   - `fn connect(name: &Name, opts: &ConnectOptions) -> Result<Stream, ConnectFailure>`: one
+//!     attempt, never blocking for long; the failure says whether it is worth retrying;
+//!   - `fn wait_busy(name: &Name, slice: Duration)`: waits at most `slice` for a busy endpoint
+//!     to accept again (a sleep on Unix, `WaitNamedPipeW` on Windows);
+//!   - `read`, `read_vectored`, `write`, `write_vectored`, `flush`, `shutdown`, `try_clone`,
+//!     `set_read_timeout`, `read_timeout`, `set_write_timeout`, `write_timeout`,
+//!     `set_nonblocking`, `peer_credentials`, all on `&self`. Read returns `Ok(0)` at EOF,
+//!     including a peer that vanished; write to a vanished peer returns `BrokenPipe` and never
+//!     raises a signal.
+//! - `struct Listener` — `Send + Sync`:
+//!   - `fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener>` (errors without
+//!     context; the caller adds it);
+//!   - `fn accept(&self) -> io::Result<Stream>`, `fn set_nonblocking(&self, bool)`.
+//! - `fn peer_uid_matches(stream: &Stream) -> io::Result<bool>` — whether the peer runs as the
+//!   same user as this process (uid on Unix, user SID on Windows).
+
+use std::io;
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub(crate) use self::unix::*;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use self::windows::*;
+
+/// Why one connect attempt failed, so the portable loop knows whether to retry.
+#[derive(Debug)]
+pub(crate) enum ConnectFailure {
+    /// The server exists but cannot take the connection now (Unix backlog full, Windows all
+    /// instances busy, or a pipe instance that vanished between wait and open): retry.
+    Busy(io::Error),
+    /// No server: nothing at the name (`NotFound`) or a stale socket (`ConnectionRefused`).
+    /// Retried only with `wait_for_server`.
+    NoServer(io::Error),
+    /// Anything else: final.
+    Fatal(io::Error),
+}

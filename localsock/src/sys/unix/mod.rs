@@ -1,0 +1,447 @@
+//! Unix backend: `AF_UNIX` `SOCK_STREAM` sockets through `libc`.
+#![allow(unsafe_code)]
+
+mod listener;
+mod stream;
+
+pub(crate) use self::listener::Listener;
+pub(crate) use self::stream::{peer_uid_matches, Stream};
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::name::Repr;
+use crate::{LocalListener, LocalStream, Name};
+
+/// Size of `sockaddr_un::sun_path`: 108 on Linux, 104 on macOS and the BSDs.
+pub(crate) const SUN_PATH_LEN: usize =
+    mem::size_of::<libc::sockaddr_un>() - mem::offset_of!(libc::sockaddr_un, sun_path);
+
+/// Turns a `-1` return into the thread's `errno`.
+pub(super) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Like [`cvt`], retrying on `EINTR`.
+pub(super) fn cvt_retry(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        match cvt(f()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// An encoded `sockaddr_un` and its length.
+pub(super) struct SockAddr {
+    pub(super) addr: libc::sockaddr_un,
+    pub(super) len: libc::socklen_t,
+}
+
+impl SockAddr {
+    pub(super) fn new(name: &Name) -> io::Result<SockAddr> {
+        // SAFETY: `sockaddr_un` is plain old data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let (bytes, start) = match name.repr() {
+            Repr::Path(path) => (path.as_os_str().as_bytes(), 0),
+            Repr::Abstract(bytes) => (bytes.as_slice(), 1),
+            Repr::Pipe(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a Windows pipe name cannot be used with a Unix socket",
+                ))
+            }
+        };
+        // Name's constructors checked the length; check again rather than trust it blindly.
+        // Paths are counted with their NUL; abstract names are exactly their bytes.
+        let needed = start + bytes.len() + usize::from(start == 0);
+        if needed > addr.sun_path.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "name too long for sun_path",
+            ));
+        }
+        for (dst, src) in addr.sun_path[start..].iter_mut().zip(bytes) {
+            *dst = *src as libc::c_char;
+        }
+        let len = mem::offset_of!(libc::sockaddr_un, sun_path) + needed;
+        Ok(SockAddr {
+            addr,
+            len: len as libc::socklen_t,
+        })
+    }
+
+    pub(super) fn as_ptr(&self) -> *const libc::sockaddr {
+        (&self.addr as *const libc::sockaddr_un).cast()
+    }
+
+    /// Decodes an address filled in by the kernel (`getsockname`).
+    pub(super) fn to_name(&self) -> Option<Name> {
+        let base = mem::offset_of!(libc::sockaddr_un, sun_path);
+        let len = (self.len as usize).checked_sub(base)?;
+        let raw: Vec<u8> = self.addr.sun_path[..len.min(self.addr.sun_path.len())]
+            .iter()
+            .map(|c| *c as u8)
+            .collect();
+        match raw.first() {
+            None => None,
+            Some(0) => Some(Name::from_repr(Repr::Abstract(raw[1..].to_vec()))),
+            Some(_) => {
+                let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+                Some(Name::from_repr(Repr::Path(PathBuf::from(
+                    OsStr::from_bytes(&raw[..end]),
+                ))))
+            }
+        }
+    }
+}
+
+/// Creates a new `AF_UNIX` stream socket: close-on-exec, optionally non-blocking, and on Apple
+/// platforms with `SO_NOSIGPIPE` (Linux uses `MSG_NOSIGNAL` on each send instead).
+pub(super) fn new_socket(nonblocking: bool) -> io::Result<OwnedFd> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+        target_os = "illumos"
+    ))]
+    {
+        let mut ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+        if nonblocking {
+            ty |= libc::SOCK_NONBLOCK;
+        }
+        // SAFETY: plain FFI call with integer arguments.
+        let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, ty, 0) })?;
+        // SAFETY: `socket` returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+        target_os = "illumos"
+    )))]
+    {
+        // SAFETY: plain FFI call with integer arguments.
+        let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) })?;
+        // SAFETY: `socket` returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_cloexec(fd.as_fd())?;
+        set_nosigpipe(fd.as_fd())?;
+        if nonblocking {
+            set_nonblocking(fd.as_fd(), true)?;
+        }
+        Ok(fd)
+    }
+}
+
+#[cfg_attr(
+    any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+        target_os = "illumos"
+    ),
+    allow(dead_code)
+)]
+pub(super) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is a valid descriptor for the duration of the call.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(())
+}
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "tvos",
+    target_os = "watchos"
+))]
+pub(super) fn set_nosigpipe(fd: BorrowedFd<'_>) -> io::Result<()> {
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1 as libc::c_int)
+}
+
+#[cfg(not(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "tvos",
+    target_os = "watchos"
+)))]
+#[allow(dead_code)]
+pub(super) fn set_nosigpipe(_fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(())
+}
+
+pub(super) fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: `raw` is a valid descriptor for the duration of the call.
+    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
+    let new = if nonblocking {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if new != flags {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, new) })?;
+    }
+    Ok(())
+}
+
+pub(super) fn setsockopt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: T,
+) -> io::Result<()> {
+    // SAFETY: `value` lives on the stack for the whole call and its size is passed with it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const T).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+pub(super) fn getsockopt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<T> {
+    let mut value = mem::MaybeUninit::<T>::zeroed();
+    let mut len = mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` has room for `len` bytes, and `len` is passed by pointer as required.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            value.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    // SAFETY: `value` started zeroed (valid for the plain C types used here) and the kernel
+    // wrote at most `size_of::<T>()` bytes into it.
+    Ok(unsafe { value.assume_init() })
+}
+
+/// The address a socket is bound to.
+pub(super) fn local_name(fd: BorrowedFd<'_>) -> io::Result<Option<Name>> {
+    // SAFETY: `sockaddr_un` is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `addr` has room for `len` bytes, and `len` is passed by pointer as required.
+    cvt(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_un).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(SockAddr { addr, len }.to_name())
+}
+
+/// A path as a C string.
+pub(super) fn cstr(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path {} contains a NUL byte", path.display()),
+        )
+    })
+}
+
+/// `lstat(2)`: never follows a symlink.
+pub(super) fn lstat(path: &CStr) -> io::Result<libc::stat> {
+    let mut st = mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` has room for a `stat`.
+    cvt(unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) })?;
+    // SAFETY: `lstat` succeeded, so it filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+pub(super) fn geteuid() -> u32 {
+    // SAFETY: `geteuid` cannot fail and has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The per-user private directory for short names: `$XDG_RUNTIME_DIR` when set, else
+/// `<temp dir>/localsock-<euid>`, created `0700`. Either way it is verified before use: a
+/// directory (not a symlink), owned by us, with no group or other permissions.
+pub(crate) fn private_dir() -> io::Result<PathBuf> {
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        let dir = PathBuf::from(xdg);
+        if dir.is_absolute() {
+            verify_private_dir(&dir, "$XDG_RUNTIME_DIR")?;
+            return Ok(dir);
+        }
+    }
+    let uid = geteuid();
+    let dir = std::env::temp_dir().join(format!("localsock-{uid}"));
+    let c = cstr(&dir)?;
+    // SAFETY: `c` is NUL-terminated.
+    match cvt(unsafe { libc::mkdir(c.as_ptr(), 0o700) }) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create the private socket directory {}: {e}",
+                    dir.display()
+                ),
+            ))
+        }
+    }
+    verify_private_dir(&dir, "the private socket directory")?;
+    Ok(dir)
+}
+
+fn verify_private_dir(dir: &Path, what: &str) -> io::Result<()> {
+    let refuse = |why: String| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{what} {} is not safe to use: {why}; refusing to put sockets there",
+                dir.display()
+            ),
+        )
+    };
+    let st = lstat(&cstr(dir)?)
+        .map_err(|e| io::Error::new(e.kind(), format!("{what} {}: {e}", dir.display())))?;
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind == libc::S_IFLNK {
+        return Err(refuse("it is a symbolic link".into()));
+    }
+    if kind != libc::S_IFDIR {
+        return Err(refuse("it is not a directory".into()));
+    }
+    let me = geteuid();
+    if st.st_uid != me {
+        return Err(refuse(format!(
+            "it is owned by uid {}, not by this user (uid {me})",
+            st.st_uid
+        )));
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(refuse(format!(
+            "its mode is {mode:04o}, which lets group or other users in (expected 0700)"
+        )));
+    }
+    Ok(())
+}
+
+// ---- conversions between the public types and file descriptors ----
+
+impl AsFd for LocalStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+impl AsRawFd for LocalStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_fd().as_raw_fd()
+    }
+}
+
+impl From<OwnedFd> for LocalStream {
+    /// Adopts a connected `AF_UNIX` stream socket, e.g. one passed by a parent process.
+    fn from(fd: OwnedFd) -> LocalStream {
+        LocalStream {
+            inner: Stream::from(fd),
+        }
+    }
+}
+
+impl From<LocalStream> for OwnedFd {
+    fn from(stream: LocalStream) -> OwnedFd {
+        stream.inner.into()
+    }
+}
+
+impl IntoRawFd for LocalStream {
+    fn into_raw_fd(self) -> RawFd {
+        OwnedFd::from(self).into_raw_fd()
+    }
+}
+
+impl FromRawFd for LocalStream {
+    /// # Safety
+    ///
+    /// `fd` must be an open, connected `AF_UNIX` stream socket that nothing else owns.
+    unsafe fn from_raw_fd(fd: RawFd) -> LocalStream {
+        // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
+        LocalStream::from(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+impl AsFd for LocalListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+impl AsRawFd for LocalListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_fd().as_raw_fd()
+    }
+}
+
+impl From<OwnedFd> for LocalListener {
+    /// Adopts a bound, listening `AF_UNIX` stream socket, e.g. from systemd socket activation.
+    /// The listener's name is read back with `getsockname`; the socket file is *not* removed
+    /// when this listener is dropped, since this listener did not create it.
+    fn from(fd: OwnedFd) -> LocalListener {
+        let name = local_name(fd.as_fd())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Name::from_repr(Repr::Path(PathBuf::from("(unnamed)"))));
+        LocalListener::from_parts(Listener::from(fd), name, false)
+    }
+}
+
+impl From<LocalListener> for OwnedFd {
+    /// Releases the listening socket. The socket file stays where it is.
+    fn from(listener: LocalListener) -> OwnedFd {
+        listener.into_inner().into_fd()
+    }
+}
+
+impl IntoRawFd for LocalListener {
+    fn into_raw_fd(self) -> RawFd {
+        OwnedFd::from(self).into_raw_fd()
+    }
+}
+
+impl FromRawFd for LocalListener {
+    /// # Safety
+    ///
+    /// `fd` must be an open, listening `AF_UNIX` stream socket that nothing else owns.
+    unsafe fn from_raw_fd(fd: RawFd) -> LocalListener {
+        // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
+        LocalListener::from(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}

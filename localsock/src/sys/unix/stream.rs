@@ -1,0 +1,252 @@
+//! A connected `AF_UNIX` stream socket.
+
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use super::{cvt, cvt_retry, getsockopt, new_socket, setsockopt, SockAddr};
+use crate::sys::ConnectFailure;
+use crate::{ConnectOptions, Name, PeerCredentials};
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0; // SO_NOSIGPIPE is set on the socket instead
+
+pub(crate) struct Stream {
+    fd: OwnedFd,
+}
+
+impl Stream {
+    /// One connect attempt on a fresh non-blocking socket, so a full backlog is reported at
+    /// once (`EAGAIN`) instead of blocking; the socket is made blocking again on success.
+    pub(crate) fn connect(name: &Name, _opts: &ConnectOptions) -> Result<Stream, ConnectFailure> {
+        let addr = SockAddr::new(name).map_err(ConnectFailure::Fatal)?;
+        let fd = new_socket(true).map_err(ConnectFailure::Fatal)?;
+        // SAFETY: `addr` is a valid `sockaddr_un` of `addr.len` bytes for the whole call.
+        let ret = cvt_retry(|| unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr(), addr.len) });
+        match ret {
+            Ok(_) => {
+                super::set_nonblocking(fd.as_fd(), false).map_err(ConnectFailure::Fatal)?;
+                Ok(Stream { fd })
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    /// Unix has no "wait until the server can accept" call: sleep.
+    pub(crate) fn wait_busy(_name: &Name, slice: Duration) {
+        std::thread::sleep(slice);
+    }
+
+    #[inline]
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    pub(crate) fn read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        let count = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        // SAFETY: `IoSliceMut` is ABI-compatible with `iovec`, and each buffer is valid for
+        // writes of its length for the whole call.
+        let n = unsafe { libc::readv(self.fd.as_raw_fd(), bufs.as_mut_ptr().cast(), count) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    #[inline]
+    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                SEND_FLAGS,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // SAFETY: `msghdr` is plain old data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // `IoSlice` is ABI-compatible with `iovec`; sendmsg does not write through it.
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
+        // SAFETY: `msg` points at `bufs`, each valid for reads of its length for the call.
+        let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, SEND_FLAGS) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        };
+        // SAFETY: plain FFI call on a descriptor we own.
+        cvt(unsafe { libc::shutdown(self.fd.as_raw_fd(), how) })?;
+        Ok(())
+    }
+
+    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
+        // `OwnedFd::try_clone` uses F_DUPFD_CLOEXEC.
+        Ok(Stream {
+            fd: self.fd.try_clone()?,
+        })
+    }
+
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        set_timeout(self.fd.as_fd(), libc::SO_RCVTIMEO, timeout)
+    }
+
+    pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        set_timeout(self.fd.as_fd(), libc::SO_SNDTIMEO, timeout)
+    }
+
+    pub(crate) fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        get_timeout(self.fd.as_fd(), libc::SO_RCVTIMEO)
+    }
+
+    pub(crate) fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        get_timeout(self.fd.as_fd(), libc::SO_SNDTIMEO)
+    }
+
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        super::set_nonblocking(self.fd.as_fd(), nonblocking)
+    }
+
+    pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        peer_credentials(self.fd.as_fd())
+    }
+}
+
+/// Sorts a failed `connect(2)` into retry classes.
+fn classify(err: io::Error) -> ConnectFailure {
+    match err.raw_os_error() {
+        // Linux: the listener's backlog is full. The connect did not happen; a new attempt is
+        // needed (polling this socket would report POLLOUT|POLLHUP, not a connection).
+        Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => ConnectFailure::Busy(err),
+        Some(libc::ENOENT) | Some(libc::ECONNREFUSED) => ConnectFailure::NoServer(err),
+        _ => ConnectFailure::Fatal(err),
+    }
+}
+
+fn set_timeout(fd: BorrowedFd<'_>, opt: libc::c_int, timeout: Option<Duration>) -> io::Result<()> {
+    let tv = match timeout {
+        None => libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        Some(d) => {
+            let secs = d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t;
+            let mut tv = libc::timeval {
+                tv_sec: secs,
+                tv_usec: d.subsec_micros() as libc::suseconds_t,
+            };
+            if tv.tv_sec == 0 && tv.tv_usec == 0 {
+                tv.tv_usec = 1; // a sub-microsecond timeout must not mean "forever"
+            }
+            tv
+        }
+    };
+    setsockopt(fd, libc::SOL_SOCKET, opt, tv)
+}
+
+fn get_timeout(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<Option<Duration>> {
+    let tv: libc::timeval = getsockopt(fd, libc::SOL_SOCKET, opt)?;
+    if tv.tv_sec == 0 && tv.tv_usec == 0 {
+        return Ok(None);
+    }
+    Ok(Some(
+        Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64),
+    ))
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(super) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+    let cred: libc::ucred = getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED)?;
+    Ok(PeerCredentials {
+        // Linux reports pid 0 when the peer's pid is not visible (another pid namespace).
+        pid: (cred.pid > 0).then_some(cred.pid as u32),
+        uid: Some(cred.uid),
+        gid: Some(cred.gid),
+        sid: None,
+    })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(super) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+    let mut uid: libc::uid_t = 0;
+    let mut gid: libc::gid_t = 0;
+    // SAFETY: `uid` and `gid` are valid for writes for the whole call.
+    cvt(unsafe { libc::getpeereid(fd.as_raw_fd(), &mut uid, &mut gid) })?;
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    let pid = {
+        const SOL_LOCAL: libc::c_int = 0;
+        const LOCAL_PEERPID: libc::c_int = 2;
+        getsockopt::<libc::pid_t>(fd, SOL_LOCAL, LOCAL_PEERPID)
+            .ok()
+            .filter(|p| *p > 0)
+            .map(|p| p as u32)
+    };
+    #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+    let pid = None;
+    Ok(PeerCredentials {
+        pid,
+        uid: Some(uid),
+        gid: Some(gid),
+        sid: None,
+    })
+}
+
+/// Whether the peer runs with this process's effective uid.
+pub(crate) fn peer_uid_matches(stream: &Stream) -> io::Result<bool> {
+    let creds = peer_credentials(stream.fd.as_fd())?;
+    Ok(creds.uid == Some(super::geteuid()))
+}
+
+impl Stream {
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl From<OwnedFd> for Stream {
+    fn from(fd: OwnedFd) -> Stream {
+        Stream { fd }
+    }
+}
+
+impl From<Stream> for OwnedFd {
+    fn from(stream: Stream) -> OwnedFd {
+        stream.fd
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalStream")
+            .field("fd", &self.fd.as_raw_fd())
+            .finish()
+    }
+}

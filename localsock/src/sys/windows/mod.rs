@@ -1,0 +1,1 @@
+//! Windows backend: named pipes through `windows-sys`.
