@@ -1,0 +1,135 @@
+//! Helpers shared by the integration tests: unique names, watchdogs, child processes, fd counts.
+#![allow(dead_code, unreachable_pub)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use localsock::Name;
+
+/// A short name no other test (or test run) uses.
+pub fn unique(tag: &str) -> Name {
+    Name::new(unique_str(tag)).expect("a valid unique name")
+}
+
+pub fn unique_str(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("lst-{}-{n}-{nanos:x}-{tag}", std::process::id())
+}
+
+/// Fails the whole test binary if the guard is not dropped within `secs`: a hang becomes a
+/// failure in seconds, not at CI's limit.
+pub struct Watchdog(Option<mpsc::Sender<()>>);
+
+pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
+    let (tx, rx) = mpsc::channel::<()>();
+    thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
+            eprintln!("WATCHDOG: test `{what}` still running after {secs} s: aborting");
+            std::process::exit(99);
+        }
+    });
+    Watchdog(Some(tx))
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The environment variable that tells a re-executed test binary which child role to play.
+pub const ROLE: &str = "LOCALSOCK_TEST_ROLE";
+
+/// Re-executes this test binary to run the `#[ignore]`d test `entry` as a child process,
+/// with `LOCALSOCK_TEST_ROLE` and the given environment. The child's stdout is piped so its
+/// own harness summary does not mix into the parent's.
+pub fn child(entry: &str, envs: &[(&str, &str)]) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--exact",
+        entry,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE, entry)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// In a child entry point: true when this process was started by [`child`] for `entry`.
+pub fn is_child(entry: &str) -> bool {
+    std::env::var(ROLE).map(|r| r == entry).unwrap_or(false)
+}
+
+/// Waits for a child with a bound, killing it if it overstays.
+pub fn wait_bounded(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {} did not exit within {secs} s", child.id());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Number of open file descriptors of a process (Linux).
+#[cfg(target_os = "linux")]
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
+}
+
+/// Whether the tests run as root (they then play other users through child processes).
+#[cfg(unix)]
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// Reads one `CHILD ...` line from a child's stdout (the protocol between a test and its
+/// child), byte by byte so nothing after the line is swallowed by a buffer.
+pub fn read_line(child: &mut Child) -> String {
+    use std::io::Read;
+    let out = child.stdout.as_mut().expect("piped stdout");
+    loop {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            let n = out.read(&mut byte).expect("read child stdout");
+            assert!(n > 0, "child closed stdout before saying anything");
+            if byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8_lossy(&line);
+        // Skip the harness's own lines ("running 1 test", ...).
+        // The harness may print "test name ... " on the same line first.
+        if let Some(at) = line.find("CHILD ") {
+            return line[at + "CHILD ".len()..].trim_end().to_owned();
+        }
+    }
+}
