@@ -1,0 +1,210 @@
+//! Command-line syntax: what `localsock --help` shows.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// socat for local sockets: Unix domain sockets and Windows named pipes, with probe, echo and a
+/// built-in benchmark.
+///
+/// NAME is a short name (resolved to a per-user private directory on Unix, `\\.\pipe\NAME` on
+/// Windows), a path starting with '/', or a full `\\.\pipe\...` name on Windows.
+#[derive(Debug, Parser)]
+#[command(name = "localsock", version, propagate_version = true)]
+#[command(after_help = "Examples:\n  \
+    localsock listen svc                  # one connection: stdin -> socket -> stdout\n  \
+    printf 'hi' | localsock connect svc   # send, print the reply, exit\n  \
+    localsock echo svc                    # echo server for many clients\n  \
+    localsock probe svc; echo $?          # 0 listening, 1 absent, 2 stale, 3 error\n  \
+    localsock bench                       # library vs raw sockets, same run")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Listen on NAME, accept a connection and copy stdin -> socket and socket -> stdout.
+    ///
+    /// Both directions run at once. When stdin ends, the sending side of the socket is shut
+    /// down (the peer reads EOF) while the peer's data keeps flowing to stdout; the connection is
+    /// done when both directions are.
+    Listen(ListenArgs),
+    /// Connect to NAME and copy stdin -> socket and socket -> stdout, like `nc -U`.
+    ///
+    /// Exits when both directions are done: `printf 'hi' | localsock connect NAME` sends "hi",
+    /// shuts down its sending side, prints the reply and exits once the server closes.
+    Connect(ConnectArgs),
+    /// Run an echo server on NAME for many concurrent clients (one thread per client).
+    ///
+    /// Prints one line per connection with the peer's pid and uid.
+    Echo(EchoArgs),
+    /// Tell whether a server is listening on NAME.
+    ///
+    /// Exit status: 0 listening, 1 absent, 2 stale (a socket file left by a dead server),
+    /// 3 error. Prints the resolved endpoint and, when listening, the server's pid and uid where
+    /// the OS tells.
+    Probe(ProbeArgs),
+    /// Measure the library against raw OS sockets in the same run.
+    ///
+    /// Starts the server in a separate process (this binary again) and measures, alternating
+    /// localsock and the raw baseline (std's UnixStream on both sides): 64-byte ping-pong latency
+    /// (median and p99), streaming throughput with 64 KiB and 4 KiB writes, and the
+    /// connect-echo-close rate with the server's descriptor count before and after. Reports
+    /// medians over repetitions.
+    Bench(BenchArgs),
+    /// The benchmark's server process (internal).
+    #[command(hide = true)]
+    BenchServer(BenchServerArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListenArgs {
+    /// The name to listen on.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// Serve connections one after another instead of exiting after the first.
+    ///
+    /// Standard input goes to the connection that is open when it is read.
+    #[arg(short = 'k', long)]
+    pub(crate) keep_open: bool,
+    /// Who may connect (Unix: the socket file's mode; Windows: the pipe's DACL).
+    #[arg(long, value_enum, default_value_t = AccessArg::Owner)]
+    pub(crate) access: AccessArg,
+}
+
+/// Who may connect to a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AccessArg {
+    /// Only this user (0600).
+    Owner,
+    /// This user and the socket file's group (0660).
+    Group,
+    /// Every local user (0666).
+    Everyone,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// The name to connect to.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// Give up connecting after DUR (e.g. 500ms, 2s, 1m).
+    #[arg(short, long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    /// Wait for the server to appear (within --timeout) instead of failing at once.
+    #[arg(short, long)]
+    pub(crate) wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EchoArgs {
+    /// The name to listen on.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// Serve at most N clients at once; further clients wait in the backlog.
+    #[arg(short, long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_clients: u32,
+    /// Who may connect.
+    #[arg(long, value_enum, default_value_t = AccessArg::Owner)]
+    pub(crate) access: AccessArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// The name to probe.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// How long a busy server may take to accept the probe.
+    #[arg(short, long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// A short run (under 10 s): fewer repetitions and iterations, noisier figures.
+    #[arg(short, long)]
+    pub(crate) quick: bool,
+    /// Print the results as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Where client and server run: both on one CPU (stable, the default), on two CPUs, or
+    /// wherever the OS puts them (cross-CPU wake-ups are slow and noisy on small VMs).
+    #[arg(long, value_enum, default_value_t = Pin::Same)]
+    pub(crate) pin: Pin,
+    /// Number of repetitions (default 5, or 3 with --quick); medians are reported.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(crate) repetitions: Option<u32>,
+}
+
+/// CPU placement of the benchmark's client and server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Pin {
+    /// Client and server on the same CPU.
+    Same,
+    /// Client and server on two different CPUs.
+    Split,
+    /// No pinning.
+    None,
+}
+
+impl Pin {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Pin::Same => "same",
+            Pin::Split => "split",
+            Pin::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchServerArgs {
+    /// Which implementation serves: the library or raw std sockets.
+    #[arg(long, value_enum)]
+    pub(crate) imp: Imp,
+    /// The name (library) or path (raw) to listen on.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Pin to this CPU.
+    #[arg(long)]
+    pub(crate) cpu: Option<usize>,
+}
+
+/// An implementation under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Imp {
+    /// The localsock library on both sides.
+    Localsock,
+    /// std's UnixStream/UnixListener on both sides.
+    Raw,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms, 2s or 1m)"))?;
+    if duration.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

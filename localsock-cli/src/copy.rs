@@ -1,0 +1,156 @@
+//! Copying stdin -> socket and socket -> stdout at once, half-close aware (`listen`, `connect`).
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::Duration;
+
+use localsock::LocalStream;
+
+/// How often the stdin side looks whether the peer has gone while stdin is quiet.
+const HANGUP_CHECK: Duration = Duration::from_millis(50);
+const CHUNK: usize = 64 * 1024;
+
+/// Standard input, read by one thread for the whole process so that one connection after
+/// another (`listen --keep-open`) can take what arrives; a blocking read of stdin cannot be
+/// cancelled, so it must not belong to one connection.
+pub(crate) struct Stdin {
+    chunks: Receiver<Vec<u8>>,
+    ended: bool,
+}
+
+impl Stdin {
+    pub(crate) fn start() -> Stdin {
+        let (tx, chunks) = mpsc::sync_channel::<Vec<u8>>(4);
+        let spawned = thread::Builder::new().name("stdin".into()).spawn(move || {
+            let mut input = io::stdin().lock();
+            loop {
+                let mut buf = vec![0; CHUNK];
+                match input.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(buf).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        crate::warn(&format!("reading stdin: {e}; treating it as ended"));
+                        return;
+                    }
+                }
+            }
+        });
+        // If the thread cannot start, stdin counts as empty: the channel is closed at once.
+        Stdin {
+            chunks,
+            ended: spawned.is_err(),
+        }
+    }
+}
+
+/// Copies both ways until both directions are done: stdin has ended (then the socket's sending
+/// side is shut down, so the peer reads EOF) or the peer has gone, and the peer has sent EOF.
+///
+/// # Errors
+///
+/// I/O errors other than the peer going away or stdout being closed.
+pub(crate) fn copy_both_ways(stream: &LocalStream, stdin: &mut Stdin) -> io::Result<()> {
+    let peer_done = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let to_stdout = scope.spawn(|| {
+            let result = socket_to_stdout(stream);
+            peer_done.store(true, Ordering::Release);
+            result
+        });
+        let sent = stdin_to_socket(stream, stdin, &peer_done);
+        let received = to_stdout
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the copy thread panicked")));
+        sent.and(received)
+    })
+}
+
+fn socket_to_stdout(stream: &LocalStream) -> io::Result<()> {
+    let mut buf = vec![0; CHUNK];
+    let stdout = io::stdout();
+    loop {
+        let n = match (&mut &*stream).read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut out = stdout.lock();
+        if let Err(e) = out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                // Nobody reads our output any more (`| head`): stop receiving.
+                let _ = stream.shutdown(Shutdown::Read);
+                return Ok(());
+            }
+            return Err(io::Error::new(e.kind(), format!("writing stdout: {e}")));
+        }
+    }
+}
+
+fn stdin_to_socket(
+    stream: &LocalStream,
+    stdin: &mut Stdin,
+    peer_done: &AtomicBool,
+) -> io::Result<()> {
+    while !stdin.ended {
+        match stdin.chunks.recv_timeout(HANGUP_CHECK) {
+            Ok(chunk) => match (&mut &*stream).write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if gone(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            },
+            Err(RecvTimeoutError::Timeout) => {
+                if peer_done.load(Ordering::Acquire) && peer_hung_up(stream) {
+                    return Ok(());
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => stdin.ended = true,
+        }
+    }
+    match stream.shutdown(Shutdown::Write) {
+        Err(e) if !gone(&e) && e.kind() != io::ErrorKind::NotConnected => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The peer went away: not an error for a copy.
+fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// Whether the peer has closed its end completely (not only shut down its sending side), so
+/// nothing we send can be read any more.
+#[cfg(unix)]
+fn peer_hung_up(stream: &LocalStream) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(stream, PollFlags::OUT)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match poll(&mut fds, Some(&zero)) {
+        Ok(_) => fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR),
+        Err(_) => false,
+    }
+}
+
+/// Windows has no cheap test; a peer that has gone is noticed at the next write.
+#[cfg(not(unix))]
+fn peer_hung_up(_stream: &LocalStream) -> bool {
+    false
+}
