@@ -50,6 +50,12 @@ pub(crate) fn run(args: ProbeArgs) -> ExitCode {
                 );
                 LISTENING
             }
+            Outcome::NotASocket => {
+                crate::error(&format!(
+                    "probe {name}: something that is not a socket is there (connect refused)"
+                ));
+                FAILED
+            }
             Outcome::Failed => {
                 crate::error(&format!("probe: {e}"));
                 FAILED
@@ -63,6 +69,7 @@ enum Outcome {
     Absent,
     Stale,
     Busy,
+    NotASocket,
     Failed,
 }
 
@@ -73,7 +80,7 @@ fn classify(name: &Name, e: &io::Error) -> Outcome {
             // A refused connect on a path means a socket file with nobody behind it, if the
             // path is a socket at all.
             Some(path) if is_socket(path) => Outcome::Stale,
-            Some(_) => Outcome::Failed,
+            Some(_) => Outcome::NotASocket,
             // An abstract name with no listener is simply absent.
             None => Outcome::Absent,
         },

@@ -1,0 +1,539 @@
+//! The `localsock` binary, driven as users drive it: real processes, real sockets.
+//!
+//! Every test uses names in its own temporary directory, and every child process is killed
+//! when its test ends or when a wait exceeds its bound, so a hang fails in seconds.
+#![cfg(unix)]
+
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Barrier};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use localsock::{ConnectOptions, Name};
+
+const BOUND: Duration = Duration::from_secs(20);
+
+fn localsock() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_localsock"));
+    command.env("NO_COLOR", "1").env_remove("RUST_BACKTRACE");
+    command
+}
+
+/// A child process whose output is collected by threads, killed on drop (the watchdog).
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Proc {
+    fn spawn(command: &mut Command) -> Proc {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start localsock");
+        let stdin = child.stdin.take();
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        // Collect stdout, and hand out complete lines as they come for the tests that wait
+        // for one.
+        let stdout = thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut start = 0;
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                all.extend_from_slice(&buf[..n]);
+                while let Some(pos) = all[start..].iter().position(|b| *b == b'\n') {
+                    let line = String::from_utf8_lossy(&all[start..start + pos]).into_owned();
+                    let _ = tx.send(line);
+                    start += pos + 1;
+                }
+            }
+            String::from_utf8_lossy(&all).into_owned()
+        });
+        let stderr = thread::spawn(move || {
+            let mut all = String::new();
+            let _ = BufReader::new(&mut err).read_to_string(&mut all);
+            all
+        });
+        Proc {
+            child,
+            stdin,
+            lines,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Writes `data` to the child's stdin from a thread, then closes it.
+    fn feed(&mut self, data: Vec<u8>) -> JoinHandle<()> {
+        let mut stdin = self.stdin.take().expect("stdin already closed");
+        thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        })
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(BOUND)
+            .expect("a line from the child within the bound")
+    }
+
+    /// Waits for the exit within `bound`, else kills the child and fails the test.
+    fn finish_within(mut self, bound: Duration) -> (ExitStatus, String, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > bound {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let err = self.stderr.take().unwrap().join().unwrap();
+                panic!("localsock did not exit within {bound:?}; stderr: {err}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        let out = self.stdout.take().unwrap().join().unwrap();
+        let err = self.stderr.take().unwrap().join().unwrap();
+        (status, out, err)
+    }
+
+    fn finish(self) -> (ExitStatus, String, String) {
+        self.finish_within(BOUND)
+    }
+
+    fn kill(mut self) -> (ExitStatus, String, String) {
+        let _ = self.child.kill();
+        self.finish()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a short command to completion with no stdin.
+fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    let mut command = localsock();
+    command.args(args);
+    let mut proc = Proc::spawn(&mut command);
+    proc.close_stdin();
+    proc.finish()
+}
+
+fn sock(dir: &tempfile::TempDir, file: &str) -> PathBuf {
+    dir.path().join(file)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Waits until something accepts connections at `path` (the probe connection is closed at once).
+fn wait_listening(path: &Path) {
+    ConnectOptions::new()
+        .timeout(BOUND)
+        .wait_for_server(true)
+        .connect(&Name::path(path).unwrap())
+        .expect("server came up");
+}
+
+/// Asserts a user mistake was reported as exactly one line naming `what`, without a panic.
+fn assert_one_line_error(stderr: &str, what: &str) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr, got: {stderr:?}"
+    );
+    assert!(lines[0].starts_with("localsock: error: "), "{stderr:?}");
+    assert!(lines[0].contains(what), "{stderr:?} should name {what:?}");
+    assert!(!stderr.contains("panicked"), "{stderr:?}");
+}
+
+/// Printable bytes (stdout is compared as text), different for every seed and offset.
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| b'!' + ((i as u32 * 31 + u32::from(seed) * 7) % 90) as u8)
+        .collect()
+}
+
+/// A 0700 directory, as the library requires of `XDG_RUNTIME_DIR`.
+fn private_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+#[test]
+fn listen_and_connect_pipe_both_directions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "pipe.sock");
+    // Large enough that neither side could finish sending before the other reads.
+    let to_client = pattern(1, 3 << 20);
+    let to_server = pattern(2, 3 << 20);
+
+    let mut server = Proc::spawn(localsock().args(["listen", s(&path)]));
+    let mut client = Proc::spawn(localsock().args(["connect", "--wait", "-t", "10s", s(&path)]));
+    let fed_server = server.feed(to_client.clone());
+    let fed_client = client.feed(to_server.clone());
+
+    let (client_status, client_out, client_err) = client.finish();
+    let (server_status, server_out, server_err) = server.finish();
+    fed_server.join().unwrap();
+    fed_client.join().unwrap();
+    assert!(client_status.success(), "connect: {client_err}");
+    assert!(server_status.success(), "listen: {server_err}");
+    assert_eq!(client_out.len(), to_client.len());
+    assert!(
+        client_out.as_bytes() == to_client,
+        "the client got other bytes"
+    );
+    assert!(
+        server_out.as_bytes() == to_server,
+        "the server got other bytes"
+    );
+    assert!(!path.exists(), "listen removes its socket file on exit");
+}
+
+#[test]
+fn listen_half_close_keeps_the_other_direction_open() {
+    // The client's stdin ends at once; the server answers afterwards, and the client still
+    // gets the answer before it exits.
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "half.sock");
+    let mut server = Proc::spawn(localsock().args(["listen", s(&path)]));
+    wait_listening_by_file(&path);
+    let mut client = Proc::spawn(localsock().args(["connect", s(&path)]));
+    client.feed(b"question\n".to_vec()).join().unwrap();
+    // The client's stdin has ended, so it has shut down its sending side; once the server has
+    // printed the question, the server answers and ends its own stdin.
+    assert_eq!(server.next_line(), "question");
+    server.feed(b"answer".to_vec()).join().unwrap();
+    let (status, out, err) = client.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "answer");
+    let (status, out, err) = server.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "question\n");
+}
+
+/// For `listen` (one connection only), readiness is the socket file appearing.
+fn wait_listening_by_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < BOUND, "{} never appeared", path.display());
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn listen_keep_open_serves_connections_one_after_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "keep.sock");
+    let mut server = Proc::spawn(localsock().args(["listen", "--keep-open", s(&path)]));
+    server.close_stdin();
+    for word in ["first\n", "second\n", "third\n"] {
+        let mut client =
+            Proc::spawn(localsock().args(["connect", "--wait", "--timeout", "10s", s(&path)]));
+        client.feed(word.as_bytes().to_vec()).join().unwrap();
+        let (status, out, err) = client.finish();
+        assert!(status.success(), "{err}");
+        assert_eq!(out, "", "the server's stdin is empty");
+        assert_eq!(server.next_line(), word.trim_end());
+    }
+    let (status, _, _) = server.kill();
+    assert!(!status.success(), "only a kill stops --keep-open");
+}
+
+#[test]
+fn connect_prints_the_echo_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "hi.sock");
+    let server = Proc::spawn(localsock().args(["echo", s(&path)]));
+    assert!(server.next_line().starts_with("listening on "));
+    let mut client = Proc::spawn(localsock().args(["connect", s(&path)]));
+    client.feed(b"hi".to_vec()).join().unwrap();
+    let (status, out, err) = client.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "hi");
+    assert_eq!(err, "");
+}
+
+#[test]
+fn echo_serves_twenty_concurrent_clients() {
+    const CLIENTS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "echo.sock");
+    let server = Proc::spawn(localsock().args(["echo", "--max-clients", "32", s(&path)]));
+    assert!(server.next_line().starts_with("listening on "));
+    let name = Name::path(&path).unwrap();
+    let all_connected = Arc::new(Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let name = name.clone();
+            let all_connected = Arc::clone(&all_connected);
+            thread::spawn(move || {
+                let mut stream = ConnectOptions::new().timeout(BOUND).connect(&name).unwrap();
+                stream.set_read_timeout(Some(BOUND)).unwrap();
+                // Every client is connected before any sends: all twenty are served at once.
+                all_connected.wait();
+                let mine = pattern(i as u8, 100_000 + i * 1000);
+                let mut writer = stream.try_clone().unwrap();
+                let sent = mine.clone();
+                let sender = thread::spawn(move || {
+                    writer.write_all(&sent).unwrap();
+                    writer.shutdown(std::net::Shutdown::Write).unwrap();
+                });
+                let mut back = Vec::new();
+                stream.read_to_end(&mut back).unwrap();
+                sender.join().unwrap();
+                assert!(
+                    back == mine,
+                    "client {i} got someone else's bytes or too few"
+                );
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let me = std::process::id();
+    let mut seen = 0;
+    while seen < CLIENTS {
+        let line = server.next_line();
+        assert!(
+            line.starts_with(&format!("#{} connected (pid {me}, uid ", seen + 1)),
+            "{line}"
+        );
+        seen += 1;
+    }
+    let (_, _, err) = server.kill();
+    assert_eq!(err, "", "no warnings for well-behaved clients");
+}
+
+#[test]
+fn probe_tells_listening_stale_and_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "probe.sock");
+
+    let (status, out, _) = run(&["probe", s(&path)]);
+    assert_eq!(status.code(), Some(1), "absent: {out}");
+    assert!(
+        out.starts_with("absent ") && out.contains(s(&path)),
+        "{out}"
+    );
+
+    let listener = Proc::spawn(localsock().args(["listen", "--keep-open", s(&path)]));
+    wait_listening(&path);
+    let pid = listener.child.id();
+    let (status, out, err) = run(&["probe", s(&path)]);
+    assert_eq!(status.code(), Some(0), "listening: {out} {err}");
+    assert!(
+        out.starts_with("listening ") && out.contains(s(&path)),
+        "{out}"
+    );
+    assert!(out.contains(&format!("server pid {pid}, uid ")), "{out}");
+
+    // SIGKILL: the server cannot remove its socket file.
+    let _ = listener.kill();
+    assert!(path.exists());
+    let (status, out, _) = run(&["probe", s(&path)]);
+    assert_eq!(status.code(), Some(2), "stale: {out}");
+    assert!(out.starts_with("stale ") && out.contains(s(&path)), "{out}");
+}
+
+#[test]
+fn probe_resolves_short_names() {
+    let dir = private_tempdir();
+    let mut command = localsock();
+    command
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .args(["probe", "short-name"]);
+    let mut proc = Proc::spawn(&mut command);
+    proc.close_stdin();
+    let (status, out, _) = proc.finish();
+    assert_eq!(status.code(), Some(1));
+    assert!(out.contains(s(&dir.path().join("short-name"))), "{out}");
+}
+
+#[test]
+fn probe_errors_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, err) = run(&["probe", ""]);
+    assert_eq!(status.code(), Some(3));
+    assert_one_line_error(&err, "invalid name");
+    // A directory is not a socket.
+    let (status, _, err) = run(&["probe", s(dir.path())]);
+    assert_eq!(status.code(), Some(3));
+    assert_one_line_error(&err, s(dir.path()));
+}
+
+#[test]
+fn connect_wait_started_before_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "late.sock");
+    let mut client =
+        Proc::spawn(localsock().args(["connect", "--wait", "--timeout", "15s", s(&path)]));
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        client.child.try_wait().unwrap().is_none(),
+        "connect --wait gave up early"
+    );
+    let server = Proc::spawn(localsock().args(["echo", s(&path)]));
+    client.feed(b"early bird".to_vec()).join().unwrap();
+    let (status, out, err) = client.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "early bird");
+    drop(server);
+}
+
+#[test]
+fn connect_wait_gives_up_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "never.sock");
+    let start = Instant::now();
+    let (status, _, err) = run(&["connect", "--wait", "--timeout", "300ms", s(&path)]);
+    assert_eq!(status.code(), Some(1));
+    assert!(start.elapsed() < BOUND);
+    assert_one_line_error(&err, s(&path));
+    assert!(err.contains("timed out"), "{err}");
+}
+
+#[test]
+fn errors_are_one_line_with_a_nonzero_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = sock(&dir, "absent.sock");
+
+    let (status, out, err) = run(&["connect", s(&absent)]);
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(out, "");
+    assert_one_line_error(&err, s(&absent));
+    assert!(err.contains("does not exist"), "{err}");
+
+    let (status, _, err) = run(&["connect", "--timeout", "soon", "x"]);
+    assert_eq!(status.code(), Some(2));
+    assert_one_line_error(&err, "--timeout");
+
+    let (status, _, err) = run(&["connect"]);
+    assert_eq!(status.code(), Some(2));
+    assert_one_line_error(&err, "NAME");
+
+    let (status, _, err) = run(&["listen", ""]);
+    assert_eq!(status.code(), Some(1));
+    assert_one_line_error(&err, "invalid name");
+
+    let long = format!("/{}", "x".repeat(200));
+    let (status, _, err) = run(&["connect", &long]);
+    assert_eq!(status.code(), Some(1));
+    assert_one_line_error(&err, "invalid name");
+
+    // A live server's name is not taken over.
+    let busy = sock(&dir, "busy.sock");
+    let server = Proc::spawn(localsock().args(["echo", s(&busy)]));
+    assert!(server.next_line().starts_with("listening on "));
+    let (status, _, err) = run(&["listen", s(&busy)]);
+    assert_eq!(status.code(), Some(1));
+    assert_one_line_error(&err, s(&busy));
+    assert!(err.contains("in use"), "{err}");
+
+    let (status, _, err) = run(&["bench", "--pin", "sideways"]);
+    assert_eq!(status.code(), Some(2));
+    assert_one_line_error(&err, "--pin");
+}
+
+#[test]
+fn help_describes_every_subcommand() {
+    let (status, out, _) = run(&["--help"]);
+    assert!(status.success());
+    for word in ["listen", "connect", "echo", "probe", "bench"] {
+        assert!(out.contains(word), "{out}");
+    }
+    assert!(
+        !out.contains("bench-server"),
+        "the internal server stays hidden"
+    );
+    let (status, out, _) = run(&["probe", "--help"]);
+    assert!(status.success());
+    assert!(out.contains("0 listening, 1 absent, 2 stale"), "{out}");
+}
+
+#[test]
+fn bench_quick_json_has_every_field() {
+    // Short names resolve under XDG_RUNTIME_DIR: the bench's servers live there.
+    let dir = private_tempdir();
+    let mut command = localsock();
+    command.env("XDG_RUNTIME_DIR", dir.path()).args([
+        "bench",
+        "--quick",
+        "--json",
+        "--repetitions",
+        "1",
+    ]);
+    let mut proc = Proc::spawn(&mut command);
+    proc.close_stdin();
+    let (status, out, err) = proc.finish_within(Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("bench --json prints JSON");
+    for side in ["localsock", "raw"] {
+        for field in [
+            "latency_median_us",
+            "latency_p99_us",
+            "throughput_64k_gib_s",
+            "throughput_4k_gib_s",
+            "connect_per_s",
+            "server_fds_before",
+            "server_fds_after",
+        ] {
+            let value = v[side][field].as_f64();
+            assert!(
+                value.is_some_and(|x| x > 0.0),
+                "{side}.{field} = {:?}",
+                v[side][field]
+            );
+        }
+        let before = v[side]["server_fds_before"].as_u64().unwrap();
+        let after = v[side]["server_fds_after"].as_u64().unwrap();
+        assert_eq!(before, after, "{side}: the server leaked descriptors");
+    }
+    for field in [
+        "latency_median",
+        "latency_p99",
+        "throughput_64k",
+        "throughput_4k",
+        "connect_rate",
+    ] {
+        assert!(
+            v["ratio"][field].as_f64().is_some_and(|x| x > 0.0),
+            "ratio.{field}"
+        );
+    }
+    for target in ["latency_median", "throughput_64k", "connect_rate"] {
+        assert!(v["targets"][target]["met"].is_boolean(), "targets.{target}");
+    }
+    assert_eq!(v["quick"], true);
+    assert_eq!(v["pin"], "same");
+    assert!(v["repetitions"].as_u64() == Some(1));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "the bench left files behind: {left:?}");
+}
