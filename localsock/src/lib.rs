@@ -16,6 +16,8 @@
 //!   are reclaimed safely, no descriptor leaks into child processes, and writing to a closed
 //!   peer is `BrokenPipe`, never `SIGPIPE`.
 //! - **Peer credentials** ([`LocalStream::peer_credentials`]).
+//! - **Async, with tokio** (feature `tokio`): the same types in `localsock::tokio`, on tokio's
+//!   own reactor.
 //!
 //! # Quick start
 //!
@@ -83,6 +85,9 @@ mod name;
 pub mod os;
 mod stream;
 mod sys;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 
 pub use crate::listener::{Access, Incoming, ListenerOptions, LocalListener};
 pub use crate::name::Name;

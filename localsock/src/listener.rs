@@ -242,6 +242,12 @@ impl LocalListener {
     pub(crate) fn into_inner(self) -> sys::Listener {
         self.inner
     }
+
+    /// Whether `accept` drops clients of other users (for the async listener's conversions).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn requires_same_user(&self) -> bool {
+        self.require_same_user
+    }
 }
 
 impl fmt::Debug for LocalListener {

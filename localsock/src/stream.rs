@@ -319,38 +319,85 @@ impl ConnectOptions {
     ///
     /// Every message names the endpoint and the operation.
     pub fn connect(&self, name: &Name) -> io::Result<LocalStream> {
-        let start = Instant::now();
-        let deadline = start.checked_add(self.timeout);
-        let mut attempts: u32 = 0;
-        let mut pause = self.backoff_initial;
-        let mut jitter = Jitter::new();
+        let mut retry = Retry::new(self, name);
         loop {
-            attempts += 1;
-            let (busy, last) = match sys::Stream::connect(name, self) {
+            match sys::Stream::connect(name, self) {
                 Ok(inner) => return Ok(LocalStream { inner }),
-                Err(ConnectFailure::Fatal(err)) => {
-                    return Err(error::context(err, Op::Connect, name))
+                Err(failure) => {
+                    let wait = retry.failed(failure)?;
+                    if wait.busy {
+                        sys::Stream::wait_busy(name, wait.nap);
+                    } else {
+                        thread::sleep(wait.nap);
+                    }
                 }
-                Err(ConnectFailure::NoServer(err)) if !self.wait_for_server => {
-                    return Err(error::context(err, Op::Connect, name))
-                }
-                Err(ConnectFailure::NoServer(err)) => (false, err),
-                Err(ConnectFailure::Busy(err)) => (true, err),
-            };
-            let now = Instant::now();
-            let left = match deadline {
-                Some(deadline) if now < deadline => deadline - now,
-                Some(_) => return Err(timed_out(name, attempts, now - start, busy, last)),
-                None => Duration::MAX,
-            };
-            let nap = jitter.shorten(pause).min(left);
-            if busy {
-                sys::Stream::wait_busy(name, nap);
-            } else {
-                thread::sleep(nap);
             }
-            pause = (pause * 2).min(self.backoff_max);
         }
+    }
+}
+
+/// The connect retry policy: the deadline, the capped exponential backoff with jitter, and
+/// which failures are worth another attempt. Shared by the blocking and the async connect,
+/// which differ only in how they wait.
+pub(crate) struct Retry<'a> {
+    name: &'a Name,
+    wait_for_server: bool,
+    backoff_max: Duration,
+    start: Instant,
+    deadline: Option<Instant>,
+    attempts: u32,
+    pause: Duration,
+    jitter: Jitter,
+}
+
+/// What to do after a failed attempt: wait `nap`, then try again.
+pub(crate) struct Wait {
+    /// The server exists but is busy (as opposed to absent, with `wait_for_server`).
+    pub(crate) busy: bool,
+    /// How long to wait; never past the deadline.
+    pub(crate) nap: Duration,
+}
+
+impl<'a> Retry<'a> {
+    /// Starts the clock: the deadline is `opts.timeout` from now.
+    pub(crate) fn new(opts: &ConnectOptions, name: &'a Name) -> Retry<'a> {
+        let start = Instant::now();
+        Retry {
+            name,
+            wait_for_server: opts.wait_for_server,
+            backoff_max: opts.backoff_max,
+            start,
+            deadline: start.checked_add(opts.timeout),
+            attempts: 0,
+            pause: opts.backoff_initial,
+            jitter: Jitter::new(),
+        }
+    }
+
+    /// Records a failed attempt: the final error (with context), or how long to wait before
+    /// the next attempt.
+    pub(crate) fn failed(&mut self, failure: ConnectFailure) -> io::Result<Wait> {
+        self.attempts += 1;
+        let (busy, last) = match failure {
+            ConnectFailure::Fatal(err) => return Err(error::context(err, Op::Connect, self.name)),
+            ConnectFailure::NoServer(err) if !self.wait_for_server => {
+                return Err(error::context(err, Op::Connect, self.name))
+            }
+            ConnectFailure::NoServer(err) => (false, err),
+            ConnectFailure::Busy(err) => (true, err),
+        };
+        let now = Instant::now();
+        let left = match self.deadline {
+            Some(deadline) if now < deadline => deadline - now,
+            Some(_) => {
+                let elapsed = now - self.start;
+                return Err(timed_out(self.name, self.attempts, elapsed, busy, last));
+            }
+            None => Duration::MAX,
+        };
+        let nap = self.jitter.shorten(self.pause).min(left);
+        self.pause = (self.pause * 2).min(self.backoff_max);
+        Ok(Wait { busy, nap })
     }
 }
 

@@ -30,6 +30,20 @@ struct Cleanup {
     ino: libc::ino_t,
 }
 
+/// The socket file a listener created, removed when this is dropped (if the file at the path
+/// is still that one). Drop it before closing the listening socket.
+#[cfg(feature = "tokio")]
+pub(crate) struct SocketFile(Option<Cleanup>);
+
+#[cfg(feature = "tokio")]
+impl fmt::Debug for SocketFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketFile")
+            .field("path", &self.0.as_ref().map(|c| &c.path))
+            .finish()
+    }
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Ok(st) = lstat(&self.path) {
@@ -74,6 +88,23 @@ impl Listener {
 
     pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Splits the listener into its descriptor and the guard that removes the socket file it
+    /// created (for the async listener, which keeps the guard beside tokio's listener).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn into_parts(mut self) -> (OwnedFd, SocketFile) {
+        let file = SocketFile(self.cleanup.take());
+        (self.fd, file)
+    }
+
+    /// The inverse of [`into_parts`](Self::into_parts).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn from_parts(fd: OwnedFd, file: SocketFile) -> Listener {
+        Listener {
+            cleanup: file.0,
+            fd,
+        }
     }
 
     /// Gives up the descriptor; the socket file is left in place.

@@ -5,6 +5,10 @@ mod listener;
 mod stream;
 
 pub(crate) use self::listener::Listener;
+#[cfg(feature = "tokio")]
+pub(crate) use self::listener::SocketFile;
+#[cfg(feature = "tokio")]
+pub(crate) use self::stream::{peer_credentials, peer_uid_matches_fd, send, send_vectored};
 pub(crate) use self::stream::{peer_uid_matches, Stream};
 
 use std::ffi::{CStr, CString, OsStr};

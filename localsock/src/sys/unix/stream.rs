@@ -64,33 +64,11 @@ impl Stream {
 
     #[inline]
     pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
-        let n = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                SEND_FLAGS,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        send(self.fd.as_fd(), buf)
     }
 
     pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        // SAFETY: `msghdr` is plain old data; all-zero is a valid value.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // `IoSlice` is ABI-compatible with `iovec`; sendmsg does not write through it.
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
-        // SAFETY: `msg` points at `bufs`, each valid for reads of its length for the call.
-        let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, SEND_FLAGS) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        send_vectored(self.fd.as_fd(), bufs)
     }
 
     pub(crate) fn flush(&self) -> io::Result<()> {
@@ -140,6 +118,32 @@ impl Stream {
     }
 }
 
+/// `send(2)` that never raises `SIGPIPE` (also used by the async stream on tokio's socket).
+#[inline]
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
+    let n = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), SEND_FLAGS) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `sendmsg(2)` of several buffers that never raises `SIGPIPE`.
+pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: `msghdr` is plain old data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `iovec`; sendmsg does not write through it.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
+    // SAFETY: `msg` points at `bufs`, each valid for reads of its length for the call.
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, SEND_FLAGS) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Sorts a failed `connect(2)` into retry classes.
 fn classify(err: io::Error) -> ConnectFailure {
     match err.raw_os_error() {
@@ -183,7 +187,7 @@ fn get_timeout(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<Option<Durati
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(super) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
     let cred: libc::ucred = getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED)?;
     Ok(PeerCredentials {
         // Linux reports pid 0 when the peer's pid is not visible (another pid namespace).
@@ -195,7 +199,7 @@ pub(super) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(super) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
     let mut uid: libc::uid_t = 0;
     let mut gid: libc::gid_t = 0;
     // SAFETY: `uid` and `gid` are valid for writes for the whole call.
@@ -221,7 +225,12 @@ pub(super) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials
 
 /// Whether the peer runs with this process's effective uid.
 pub(crate) fn peer_uid_matches(stream: &Stream) -> io::Result<bool> {
-    let creds = peer_credentials(stream.fd.as_fd())?;
+    peer_uid_matches_fd(stream.fd.as_fd())
+}
+
+/// Whether the peer of a connected socket runs with this process's effective uid.
+pub(crate) fn peer_uid_matches_fd(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let creds = peer_credentials(fd)?;
     Ok(creds.uid == Some(super::geteuid()))
 }
 

@@ -1,0 +1,87 @@
+//! Async local sockets for [tokio](https://docs.rs/tokio) (feature `tokio`, off by default).
+//!
+//! The same names, options and guarantees as the blocking API — [`LocalListener`],
+//! [`LocalStream`], [`ConnectOptions`] — built on tokio's own `UnixStream`/`UnixListener` and
+//! `tokio::net::windows::named_pipe`, so they run on tokio's reactor (there is no second one):
+//!
+//! - every connect is bounded, and retries a busy server with backoff using
+//!   `tokio::time::sleep` (never a blocking wait on a runtime thread); dropping the future
+//!   cancels it;
+//! - [`LocalListener::accept`] is cancel safe: used in `tokio::select!`, it loses no
+//!   connection;
+//! - binding is the blocking API's secure bind (owner-only mode, safe stale-file reclaim,
+//!   removal of the socket file on drop) on Unix; on Windows the first pipe instance is created
+//!   with `FILE_FLAG_FIRST_PIPE_INSTANCE`, remote clients are rejected, and spare instances
+//!   keep the name taken and clients rarely busy;
+//! - [`LocalStream`] implements `AsyncRead` and `AsyncWrite`, and splits into borrowed
+//!   ([`LocalStream::split`]) or owned ([`LocalStream::into_split`]) halves.
+//!
+//! Objects can be dropped anywhere, also outside the runtime. Creating or connecting one needs
+//! a runtime with the I/O driver (and the time driver for connects): `enable_all()`, as
+//! `#[tokio::main]` does.
+//!
+//! # Examples
+//!
+//! ```
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use localsock::tokio::{LocalListener, LocalStream};
+//! use localsock::Name;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("localsock-doc-tokio-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # #[cfg(unix)]
+//! # let name = Name::path(dir.join("echo.sock"))?;
+//! # #[cfg(windows)]
+//! let name = Name::new("localsock-tokio-example")?;
+//! let listener = LocalListener::bind(&name)?;
+//! let server = tokio::spawn(async move {
+//!     let mut stream = listener.accept().await?;
+//!     let mut buf = [0; 4];
+//!     stream.read_exact(&mut buf).await?;
+//!     stream.write_all(&buf).await?;
+//!     std::io::Result::Ok(())
+//! });
+//! let mut client = LocalStream::connect(&name).await?;
+//! client.write_all(b"ping").await?;
+//! let mut reply = [0; 4];
+//! client.read_exact(&mut reply).await?;
+//! assert_eq!(&reply, b"ping");
+//! # server.await.unwrap()?;
+//! # Ok(()) }
+//! ```
+
+mod listener;
+mod stream;
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use self::unix as imp;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use self::windows as imp;
+
+pub use self::listener::LocalListener;
+pub use self::stream::{
+    ConnectOptions, LocalStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<LocalStream>();
+        assert_send_sync::<LocalListener>();
+        assert_send_sync::<ConnectOptions>();
+        assert_send_sync::<OwnedReadHalf>();
+        assert_send_sync::<OwnedWriteHalf>();
+    }
+}

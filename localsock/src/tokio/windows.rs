@@ -1,0 +1,453 @@
+//! The async backend on Windows: tokio's own `named_pipe` server and client.
+//!
+//! The listener keeps [`INSTANCES`] pipe instances waiting at all times, and creates the
+//! replacement of an instance *before* handing the connected one out, so the name is never
+//! free (no squatting window, no spurious `NotFound`) and clients rarely see `ERROR_PIPE_BUSY`.
+//! A connect is one `CreateFileW` per attempt (`ERROR_PIPE_BUSY` is retried by the portable
+//! backoff loop with `tokio::time::sleep`, never a blocking `WaitNamedPipeW`).
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, RawHandle};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::windows::named_pipe::{
+    ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions,
+};
+use windows_sys::Win32::Foundation::{
+    ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_NOT_CONNECTED,
+};
+use windows_sys::Win32::Storage::FileSystem::SECURITY_IDENTIFICATION;
+
+use crate::error::{self, Op};
+use crate::sys::ConnectFailure;
+use crate::{Access, ConnectOptions, ListenerOptions, Name, PeerCredentials};
+
+/// Pipe instances waiting for clients at any time: one being accepted and spares.
+const INSTANCES: usize = 4;
+
+/// One end of a connected pipe.
+enum Pipe {
+    Server(NamedPipeServer),
+    Client(NamedPipeClient),
+}
+
+impl Pipe {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Pipe::Server(pipe) => pipe.poll_read_ready(cx),
+            Pipe::Client(pipe) => pipe.poll_read_ready(cx),
+        }
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Pipe::Server(pipe) => pipe.try_read(buf),
+            Pipe::Client(pipe) => pipe.try_read(buf),
+        }
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Pipe::Server(pipe) => pipe.poll_write_ready(cx),
+            Pipe::Client(pipe) => pipe.poll_write_ready(cx),
+        }
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Pipe::Server(pipe) => pipe.try_write(buf),
+            Pipe::Client(pipe) => pipe.try_write(buf),
+        }
+    }
+
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Pipe::Server(pipe) => pipe.try_write_vectored(bufs),
+            Pipe::Client(pipe) => pipe.try_write_vectored(bufs),
+        }
+    }
+
+    fn as_handle(&self) -> BorrowedHandle<'_> {
+        match self {
+            Pipe::Server(pipe) => pipe.as_handle(),
+            Pipe::Client(pipe) => pipe.as_handle(),
+        }
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.poll_read_ready(cx))?;
+            match self.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // A peer that closed its end is end-of-file, as on Unix.
+                Err(e) if is_disconnect(&e) => return Poll::Ready(Ok(())),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.poll_write_ready(cx))?;
+            match self.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if is_disconnect(&e) => return Poll::Ready(Err(broken_pipe(e))),
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.poll_write_ready(cx))?;
+            match self.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if is_disconnect(&e) => return Poll::Ready(Err(broken_pipe(e))),
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+}
+
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(|code| code as u32),
+        Some(ERROR_BROKEN_PIPE) | Some(ERROR_PIPE_NOT_CONNECTED) | Some(ERROR_NO_DATA)
+    )
+}
+
+fn broken_pipe(e: io::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, e)
+}
+
+fn pipe_name(name: &Name) -> io::Result<&str> {
+    name.pipe_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a Unix socket name cannot be used on Windows",
+        )
+    })
+}
+
+/// A connected pipe end registered with tokio's reactor.
+pub(crate) struct Stream {
+    pipe: Arc<Pipe>,
+}
+
+impl Stream {
+    /// One `CreateFileW` attempt with `SECURITY_IDENTIFICATION` (a server may identify the
+    /// client, never act as it); `ERROR_PIPE_BUSY` is `Busy`, a missing pipe `NoServer`.
+    pub(crate) fn connect_once(
+        name: &Name,
+        _opts: &ConnectOptions,
+    ) -> Result<Stream, ConnectFailure> {
+        let pipe = pipe_name(name).map_err(ConnectFailure::Fatal)?;
+        match ClientOptions::new()
+            .security_qos_flags(SECURITY_IDENTIFICATION)
+            .open(pipe)
+        {
+            Ok(client) => Ok(Stream::new(Pipe::Client(client))),
+            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
+                Err(ConnectFailure::Busy(e))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ConnectFailure::NoServer(e)),
+            Err(e) => Err(ConnectFailure::Fatal(e)),
+        }
+    }
+
+    fn new(pipe: Pipe) -> Stream {
+        Stream {
+            pipe: Arc::new(pipe),
+        }
+    }
+
+    pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        peer_credentials()
+    }
+
+    pub(crate) fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        (ReadHalf(&self.pipe), WriteHalf(&self.pipe))
+    }
+
+    pub(crate) fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        (
+            OwnedReadHalf(Arc::clone(&self.pipe)),
+            OwnedWriteHalf(self.pipe),
+        )
+    }
+
+    pub(crate) fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.pipe.as_handle()
+    }
+
+    pub(crate) fn as_raw_handle(&self) -> RawHandle {
+        self.pipe.as_handle().as_raw_handle()
+    }
+}
+
+fn peer_credentials() -> io::Result<PeerCredentials> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "peer credentials of an async named pipe are not available yet",
+    ))
+}
+
+/// The read half of a borrowed split.
+pub(crate) struct ReadHalf<'a>(&'a Pipe);
+/// The write half of a borrowed split.
+pub(crate) struct WriteHalf<'a>(&'a Pipe);
+/// The read half of an owned split.
+pub(crate) struct OwnedReadHalf(Arc<Pipe>);
+/// The write half of an owned split.
+pub(crate) struct OwnedWriteHalf(Arc<Pipe>);
+
+macro_rules! async_io_impls {
+    ($ty:ty, read) => {
+        impl AsyncRead for $ty {
+            #[inline]
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                self.pipe_ref().poll_read(cx, buf)
+            }
+        }
+    };
+    ($ty:ty, write) => {
+        impl AsyncWrite for $ty {
+            #[inline]
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.pipe_ref().poll_write(cx, buf)
+            }
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                self.pipe_ref().poll_write_vectored(cx, bufs)
+            }
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+            #[inline]
+            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            /// Named pipes have no half-close: there is nothing to shut down.
+            fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+    };
+}
+
+impl Stream {
+    fn pipe_ref(&self) -> &Pipe {
+        &self.pipe
+    }
+}
+impl ReadHalf<'_> {
+    fn pipe_ref(&self) -> &Pipe {
+        self.0
+    }
+}
+impl WriteHalf<'_> {
+    fn pipe_ref(&self) -> &Pipe {
+        self.0
+    }
+}
+impl OwnedReadHalf {
+    fn pipe_ref(&self) -> &Pipe {
+        &self.0
+    }
+
+    /// Puts the halves back together; gives them back if they are not from the same stream.
+    pub(crate) fn reunite(
+        self,
+        other: OwnedWriteHalf,
+    ) -> Result<Stream, (OwnedReadHalf, OwnedWriteHalf)> {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            drop(other);
+            Ok(Stream { pipe: self.0 })
+        } else {
+            Err((self, other))
+        }
+    }
+
+    pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        peer_credentials()
+    }
+}
+impl OwnedWriteHalf {
+    fn pipe_ref(&self) -> &Pipe {
+        &self.0
+    }
+
+    pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        peer_credentials()
+    }
+}
+
+async_io_impls!(Stream, read);
+async_io_impls!(Stream, write);
+async_io_impls!(ReadHalf<'_>, read);
+async_io_impls!(WriteHalf<'_>, write);
+async_io_impls!(OwnedReadHalf, read);
+async_io_impls!(OwnedWriteHalf, write);
+
+macro_rules! debug_pipe {
+    ($($ty:ty),*) => {$(
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("handle", &self.pipe_ref().as_handle())
+                    .finish()
+            }
+        }
+    )*};
+}
+
+debug_pipe!(
+    Stream,
+    ReadHalf<'_>,
+    WriteHalf<'_>,
+    OwnedReadHalf,
+    OwnedWriteHalf
+);
+
+/// A pipe instance waiting for a client: the future of its `ConnectNamedPipe`. It lives in
+/// the listener, not in an `accept` call, so an `accept` that is cancelled loses nothing: the
+/// next call polls the same futures.
+type Waiting = Pin<Box<dyn Future<Output = (NamedPipeServer, io::Result<()>)> + Send>>;
+
+fn wait_for_client(server: NamedPipeServer) -> Waiting {
+    Box::pin(async move {
+        let result = server.connect().await;
+        (server, result)
+    })
+}
+
+/// The pipe instances of one name, waiting for clients.
+pub(crate) struct Listener {
+    pipe: String,
+    waiting: tokio::sync::Mutex<Vec<Option<Waiting>>>,
+}
+
+impl Listener {
+    /// Creates the first instance with `FILE_FLAG_FIRST_PIPE_INSTANCE` (fails if anyone has
+    /// the name already) and the spares.
+    pub(crate) fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
+        Listener::create(name, opts).map_err(|e| error::context(e, Op::Bind, name))
+    }
+
+    fn create(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
+        let pipe = pipe_name(name)?.to_owned();
+        if opts.access != Access::Owner || opts.require_same_user {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the async listener supports only the default access (owner) on Windows for now",
+            ));
+        }
+        let first = create_instance(&pipe, true).map_err(|e| {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                io::Error::new(io::ErrorKind::AddrInUse, e)
+            } else {
+                e
+            }
+        })?;
+        let mut waiting = vec![Some(wait_for_client(first))];
+        for _ in 1..INSTANCES {
+            waiting.push(Some(wait_for_client(create_instance(&pipe, false)?)));
+        }
+        Ok(Listener {
+            pipe,
+            waiting: tokio::sync::Mutex::new(waiting),
+        })
+    }
+
+    /// Waits for a client on any instance. Clients that connected and left before the accept
+    /// completed (`ERROR_NO_DATA`) are skipped.
+    pub(crate) async fn accept(&self) -> io::Result<Stream> {
+        let mut waiting = self.waiting.lock().await;
+        loop {
+            self.refill(&mut waiting)?;
+            let (index, server, result) = poll_fn(|cx| {
+                for (index, slot) in waiting.iter_mut().enumerate() {
+                    if let Some(future) = slot {
+                        if let Poll::Ready((server, result)) = future.as_mut().poll(cx) {
+                            return Poll::Ready((index, server, result));
+                        }
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            // No await from here on: the finished future leaves its slot, and its replacement
+            // is created before the connected instance is handed out.
+            waiting[index] = None;
+            let refilled = self.refill(&mut waiting);
+            match result {
+                Ok(()) => return Ok(Stream::new(Pipe::Server(server))),
+                Err(e) if e.raw_os_error() == Some(ERROR_NO_DATA as i32) => {
+                    refilled?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Creates instances for the empty slots. An error only when no instance is left at all.
+    fn refill(&self, waiting: &mut [Option<Waiting>]) -> io::Result<()> {
+        let mut last_error = None;
+        for slot in waiting.iter_mut().filter(|slot| slot.is_none()) {
+            match create_instance(&self.pipe, false) {
+                Ok(server) => *slot = Some(wait_for_client(server)),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        match last_error {
+            Some(e) if waiting.iter().all(Option::is_none) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn peer_uid_matches(_stream: &Stream) -> bool {
+        false
+    }
+}
+
+fn create_instance(pipe: &str, first: bool) -> io::Result<NamedPipeServer> {
+    ServerOptions::new()
+        .first_pipe_instance(first)
+        .reject_remote_clients(true)
+        .access_inbound(true)
+        .access_outbound(true)
+        .create(pipe)
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalListener")
+            .field("pipe", &self.pipe)
+            .finish()
+    }
+}

@@ -1,0 +1,504 @@
+//! The async API (`localsock::tokio`): echo at scale, cancel safety, vanished clients, connect
+//! deadlines, splitting, conversions, and dropping objects off the runtime.
+#![cfg(feature = "tokio")]
+
+use std::future::Future;
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use localsock::tokio::{ConnectOptions, LocalListener, LocalStream};
+use localsock::{ListenerOptions, Name};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A name no other test (or test run) uses.
+fn unique(tag: &str) -> Name {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    #[cfg(unix)]
+    {
+        let dir = std::env::temp_dir().join(format!("lst-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Name::path(dir.join(format!("{tag}-{n}.sock"))).unwrap()
+    }
+    #[cfg(windows)]
+    {
+        Name::new(format!("localsock-tokio-{}-{tag}-{n}", std::process::id())).unwrap()
+    }
+}
+
+/// Runs `body` on a fresh multi-threaded runtime; a hang fails after `secs` seconds.
+fn run<F: Future<Output = ()>>(secs: u64, body: F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(secs), body)
+            .await
+            .expect("watchdog: the test hung");
+    });
+}
+
+/// Lets this process hold a few thousand descriptors.
+fn raise_fd_limit(wanted: u64) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current.is_some_and(|cur| cur >= wanted) {
+            return;
+        }
+        let target = limit
+            .maximum
+            .map_or(wanted, |max| max.min(wanted.max(4096)));
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(target),
+                maximum: limit.maximum,
+            },
+        )
+        .expect("raise RLIMIT_NOFILE");
+    }
+    #[cfg(not(unix))]
+    let _ = wanted;
+}
+
+/// Accepts forever, echoing every stream in its own task.
+fn spawn_echo_server(listener: LocalListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let mut stream = match listener.accept().await {
+                Ok(stream) => stream,
+                Err(e) => panic!("accept: {e}"),
+            };
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = stream.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            });
+        }
+    })
+}
+
+#[test]
+fn thousand_concurrent_clients_each_get_their_own_bytes_back() {
+    const CLIENTS: usize = 1000;
+    raise_fd_limit(2 * CLIENTS as u64 + 256);
+    run(60, async {
+        let name = unique("thousand");
+        let server = spawn_echo_server(LocalListener::bind(&name).unwrap());
+        let mut clients = Vec::new();
+        for id in 0..CLIENTS {
+            let name = name.clone();
+            clients.push(tokio::spawn(async move {
+                let mut stream = ConnectOptions::new()
+                    .timeout(Duration::from_secs(30))
+                    .connect(&name)
+                    .await
+                    .unwrap_or_else(|e| panic!("client {id}: {e}"));
+                // 4 KiB that only this client sends, in two rounds.
+                let message: Vec<u8> = (0..4096u32)
+                    .map(|i| (i.wrapping_mul(31) ^ id as u32 ^ (id as u32 >> 8)) as u8)
+                    .collect();
+                for _ in 0..2 {
+                    stream.write_all(&message).await.unwrap();
+                    let mut reply = vec![0; message.len()];
+                    stream.read_exact(&mut reply).await.unwrap();
+                    assert!(reply == message, "client {id} got someone else's bytes");
+                }
+                stream.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                stream.read_to_end(&mut rest).await.unwrap();
+                assert!(rest.is_empty());
+            }));
+        }
+        let mut failures = 0;
+        for client in clients {
+            if client.await.is_err() {
+                failures += 1;
+            }
+        }
+        assert_eq!(failures, 0, "{failures} of {CLIENTS} clients failed");
+        server.abort();
+    });
+}
+
+#[test]
+fn accept_cancelled_in_select_loses_no_connection() {
+    const CLIENTS: usize = 100;
+    run(30, async {
+        let name = unique("select");
+        let listener = LocalListener::bind(&name).unwrap();
+        let clients = tokio::spawn({
+            let name = name.clone();
+            async move {
+                for id in 0..CLIENTS as u32 {
+                    let mut stream = LocalStream::connect(&name).await.unwrap();
+                    stream.write_all(&id.to_le_bytes()).await.unwrap();
+                    let mut ack = [0; 4];
+                    stream.read_exact(&mut ack).await.unwrap();
+                    assert_eq!(ack, id.to_le_bytes());
+                }
+            }
+        });
+        let mut served = Vec::new();
+        let mut cancelled = 0u32;
+        while served.len() < CLIENTS {
+            // The other branch is ready on its second poll, so most accepts are dropped
+            // while pending, many of them with a client already waiting.
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let mut stream = accepted.unwrap();
+                    let mut id = [0; 4];
+                    stream.read_exact(&mut id).await.unwrap();
+                    stream.write_all(&id).await.unwrap();
+                    served.push(u32::from_le_bytes(id));
+                }
+                () = tokio::task::yield_now() => cancelled += 1,
+            }
+        }
+        clients.await.unwrap();
+        assert_eq!(served, (0..CLIENTS as u32).collect::<Vec<_>>());
+        assert!(
+            cancelled > 0,
+            "no accept was ever cancelled: the test proved nothing"
+        );
+    });
+}
+
+#[test]
+fn clients_that_leave_before_accept_do_not_wedge_the_listener() {
+    run(30, async {
+        let name = unique("vanish");
+        let listener = LocalListener::bind(&name).unwrap();
+        for _ in 0..5 {
+            drop(LocalStream::connect(&name).await.unwrap());
+        }
+        let client = tokio::spawn({
+            let name = name.clone();
+            async move {
+                let mut stream = LocalStream::connect(&name).await.unwrap();
+                stream.write_all(b"still here").await.unwrap();
+                let mut reply = [0; 2];
+                stream.read_exact(&mut reply).await.unwrap();
+                assert_eq!(&reply, b"ok");
+            }
+        });
+        // Vanished clients are either skipped by accept or show up as streams at EOF.
+        let mut dead = 0;
+        loop {
+            let mut stream = listener.accept().await.unwrap();
+            let mut buf = [0; 10];
+            match stream.read_exact(&mut buf).await {
+                Ok(_) => {
+                    assert_eq!(&buf, b"still here");
+                    stream.write_all(b"ok").await.unwrap();
+                    break;
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "{e}");
+                    dead += 1;
+                }
+            }
+        }
+        assert!(dead <= 5);
+        client.await.unwrap();
+    });
+}
+
+#[test]
+fn connect_timeout_is_honoured_against_a_server_that_never_accepts() {
+    run(30, async {
+        let name = unique("full");
+        let _listener = LocalListener::bind_with(&name, ListenerOptions::new().backlog(1)).unwrap();
+        let timeout = Duration::from_millis(300);
+        let mut held = Vec::new();
+        let err = loop {
+            assert!(held.len() < 64, "the server never became busy");
+            let start = Instant::now();
+            match ConnectOptions::new().timeout(timeout).connect(&name).await {
+                Ok(stream) => held.push(stream),
+                Err(e) => break (e, start.elapsed()),
+            }
+        };
+        let (err, elapsed) = err;
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().contains("busy"), "{err}");
+        assert!(err.to_string().contains(&name.to_string()), "{err}");
+        assert!(elapsed >= timeout, "gave up early: {elapsed:?}");
+        assert!(elapsed < timeout + Duration::from_secs(5), "{elapsed:?}");
+    });
+}
+
+#[test]
+fn dropping_the_connect_future_cancels_it() {
+    run(30, async {
+        let name = unique("cancel-connect");
+        let _listener = LocalListener::bind_with(&name, ListenerOptions::new().backlog(1)).unwrap();
+        let mut held = Vec::new();
+        // Fill the queue, then start a connect with a long deadline and drop it.
+        while let Ok(stream) = ConnectOptions::new()
+            .timeout(Duration::ZERO)
+            .connect(&name)
+            .await
+        {
+            held.push(stream);
+            assert!(held.len() < 64, "the server never became busy");
+        }
+        let outcome = tokio::time::timeout(Duration::from_millis(100), async {
+            ConnectOptions::new()
+                .timeout(Duration::from_secs(3600))
+                .connect(&name)
+                .await
+        })
+        .await;
+        assert!(outcome.is_err(), "a busy server let the connect through");
+        // The listener is still usable: accept the queued clients.
+        drop(held);
+    });
+}
+
+#[test]
+fn no_server_is_not_found_at_once_and_waiting_for_one_works() {
+    run(30, async {
+        let name = unique("absent");
+        let err = LocalStream::connect(&name).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        let waiter = tokio::spawn({
+            let name = name.clone();
+            async move {
+                ConnectOptions::new()
+                    .wait_for_server(true)
+                    .timeout(Duration::from_secs(10))
+                    .connect(&name)
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let listener = LocalListener::bind(&name).unwrap();
+        let mut server_side = listener.accept().await.unwrap();
+        let mut client = waiter.await.unwrap().unwrap();
+        client.write_all(b"hi").await.unwrap();
+        let mut buf = [0; 2];
+        server_side.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hi");
+    });
+}
+
+#[test]
+fn second_bind_is_addr_in_use() {
+    run(10, async {
+        let name = unique("twice");
+        let _first = LocalListener::bind(&name).unwrap();
+        let err = LocalListener::bind(&name).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+        assert!(err.to_string().contains(&name.to_string()), "{err}");
+    });
+}
+
+#[test]
+fn owned_halves_work_from_two_tasks_and_reunite() {
+    run(30, async {
+        let name = unique("split");
+        let listener = LocalListener::bind(&name).unwrap();
+        let server = spawn_echo_server(listener);
+        let stream = LocalStream::connect(&name).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        const LEN: usize = 1 << 20;
+        let writing = tokio::spawn(async move {
+            let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+            writer.write_all(&data).await.unwrap();
+            writer
+        });
+        let mut got = vec![0; LEN];
+        reader.read_exact(&mut got).await.unwrap();
+        assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+        let writer = writing.await.unwrap();
+
+        let other = LocalStream::connect(&name).await.unwrap();
+        let (other_reader, other_writer) = other.into_split();
+        let err = reader.reunite(other_writer).unwrap_err();
+        let (reader, other_writer) = (err.0, err.1);
+        drop((other_reader, other_writer));
+        let mut stream = reader.reunite(writer).unwrap();
+        stream.write_all(b"again").await.unwrap();
+        let mut buf = [0; 5];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"again");
+        server.abort();
+    });
+}
+
+#[test]
+fn shutdown_of_the_write_half_gives_the_peer_eof() {
+    run(30, async {
+        let name = unique("shutdown");
+        let listener = LocalListener::bind(&name).unwrap();
+        let mut client = LocalStream::connect(&name).await.unwrap();
+        let mut server = listener.accept().await.unwrap();
+        client.write_all(b"bye").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        #[cfg(unix)]
+        {
+            server.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"bye");
+            // The other direction still works after a half-close.
+            server.write_all(b"ack").await.unwrap();
+            let mut ack = [0; 3];
+            client.read_exact(&mut ack).await.unwrap();
+            assert_eq!(&ack, b"ack");
+        }
+        #[cfg(windows)]
+        {
+            got.resize(3, 0);
+            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, b"bye");
+            drop(client);
+            assert_eq!(server.read(&mut [0; 8]).await.unwrap(), 0);
+        }
+    });
+}
+
+#[test]
+fn writing_to_a_closed_peer_is_broken_pipe() {
+    run(30, async {
+        let name = unique("epipe");
+        let listener = LocalListener::bind(&name).unwrap();
+        let mut client = LocalStream::connect(&name).await.unwrap();
+        drop(listener.accept().await.unwrap());
+        let mut err = None;
+        for _ in 0..100 {
+            if let Err(e) = client.write_all(&[0; 4096]).await {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("writes to a closed peer kept succeeding");
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+            ),
+            "{err:?}"
+        );
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn peer_credentials_are_this_process() {
+    run(10, async {
+        let name = unique("cred");
+        let listener = LocalListener::bind(&name).unwrap();
+        let client = LocalStream::connect(&name).await.unwrap();
+        let server = listener.accept().await.unwrap();
+        for creds in [
+            client.peer_credentials().unwrap(),
+            server.peer_credentials().unwrap(),
+        ] {
+            assert_eq!(creds.uid(), Some(rustix::process::geteuid().as_raw()));
+            #[cfg(target_os = "linux")]
+            assert_eq!(creds.pid(), Some(std::process::id()));
+        }
+        let (reader, _writer) = client.into_split();
+        assert!(reader.peer_credentials().is_ok());
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn conversions_both_ways_keep_the_stream_and_the_socket_file() {
+    use std::io::{Read, Write};
+    run(30, async {
+        let name = unique("convert");
+        let path = name.fs_path().unwrap().to_path_buf();
+        let blocking = localsock::LocalListener::bind(&name).unwrap();
+        let listener = LocalListener::from_std(blocking).unwrap();
+        let client = tokio::task::spawn_blocking({
+            let name = name.clone();
+            move || {
+                let mut stream = localsock::LocalStream::connect(&name).unwrap();
+                stream.write_all(b"sync").unwrap();
+                let mut buf = [0; 5];
+                stream.read_exact(&mut buf).unwrap();
+                assert_eq!(&buf, b"async");
+                stream
+            }
+        });
+        let mut server = listener.accept().await.unwrap();
+        let mut buf = [0; 4];
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"sync");
+        server.write_all(b"async").await.unwrap();
+        let client = client.await.unwrap();
+
+        // Blocking client into async and back.
+        let mut client = localsock::tokio::LocalStream::from_std(client).unwrap();
+        client.write_all(b"x").await.unwrap();
+        server.read_exact(&mut buf[..1]).await.unwrap();
+        let mut client = client.into_std().unwrap();
+        assert!(client.read_timeout().unwrap().is_none());
+        server.write_all(b"y").await.unwrap();
+        let mut one = [0; 1];
+        tokio::task::block_in_place(|| client.read_exact(&mut one)).unwrap();
+        assert_eq!(&one, b"y");
+
+        // The listener back to blocking still owns (and removes) its socket file.
+        let blocking = listener.into_std().unwrap();
+        assert_eq!(blocking.name(), &name);
+        assert!(path.exists());
+        drop(blocking);
+        assert!(!path.exists(), "the socket file outlived its listener");
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn dropping_the_async_listener_removes_its_socket_file() {
+    run(10, async {
+        let name = unique("unlink");
+        let path = name.fs_path().unwrap().to_path_buf();
+        let listener = LocalListener::bind(&name).unwrap();
+        assert!(path.exists());
+        drop(listener);
+        assert!(!path.exists());
+        // And the name can be bound again at once.
+        let _again = LocalListener::bind(&name).unwrap();
+    });
+}
+
+#[test]
+fn dropping_objects_outside_the_runtime_does_not_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let name = unique("offruntime");
+    let (listener, client, server, halves, accepted) = runtime.block_on(async {
+        let listener = LocalListener::bind(&name).unwrap();
+        let client = LocalStream::connect(&name).await.unwrap();
+        let server = listener.accept().await.unwrap();
+        let other = LocalStream::connect(&name).await.unwrap();
+        let accepted = listener.accept().await.unwrap();
+        let halves = other.into_split();
+        // An accept that was started and abandoned: its pending state lives on.
+        let pending = tokio::time::timeout(Duration::from_millis(10), listener.accept()).await;
+        assert!(pending.is_err(), "nobody connected, yet accept returned");
+        (listener, client, server, halves, accepted.into_split())
+    });
+    // Dropped on a plain thread while the runtime is alive, and after it is gone.
+    let listener = std::thread::spawn(move || {
+        drop(client);
+        drop(halves);
+        drop(server);
+        listener
+    })
+    .join()
+    .expect("dropping off the runtime panicked");
+    drop(runtime);
+    drop(accepted);
+    drop(listener);
+}
