@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Fuzzes localsock's name parsing with libFuzzer for a fixed time.
+#
+#   ci/fuzz.sh                 # 10 minutes (FUZZ_SECONDS=600)
+#   SMOKE=60 ci/fuzz.sh        # CI smoke run: 60 s of fuzzing, in total, after the build
+#   FUZZ_SECONDS=3600 ci/fuzz.sh
+#
+# The fuzz project (fuzz/) is a standard cargo-fuzz project: `cargo fuzz run name` works where
+# cargo-fuzz and a nightly toolchain are installed. This script needs neither: it passes the
+# same flags cargo-fuzz passes (SanitizerCoverage + AddressSanitizer) to the machine's stable
+# toolchain with RUSTC_BOOTSTRAP=1, so it runs on a fresh CI machine with nothing to install.
+#
+# The corpus starts from fuzz/seeds/name (committed: hand-written edge cases and any input that
+# ever found a bug) and grows in a scratch directory. A crash leaves its input under
+# $FUZZ_OUT/artifacts and fails the script; commit that input to fuzz/seeds/name with the fix.
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+
+seconds=${SMOKE:-${FUZZ_SECONDS:-600}}
+target=$(rustc -vV | sed -n 's/^host: //p')
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+out=${FUZZ_OUT:-$CARGO_TARGET_DIR/fuzz-out}
+mkdir -p "$out/corpus" "$out/artifacts"
+
+# The flags cargo-fuzz 0.13 uses for `cargo fuzz build` (release, debug assertions, ASan).
+sanitizer=${FUZZ_SANITIZER:-address}
+flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4"
+flags+=" -Cllvm-args=-sanitizer-coverage-inline-8bit-counters"
+flags+=" -Cllvm-args=-sanitizer-coverage-pc-table"
+flags+=" -Cllvm-args=-sanitizer-coverage-trace-compares"
+flags+=" --cfg fuzzing -Cdebug-assertions -Cforce-frame-pointers"
+if [ "$sanitizer" != none ]; then
+  flags+=" -Zsanitizer=$sanitizer"
+fi
+
+echo "==> building the fuzz target ($target, sanitizer $sanitizer)"
+start=$(date +%s)
+# --target keeps the instrumentation off build scripts and proc macros, as cargo-fuzz does.
+RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags" \
+  cargo build --release --locked --target "$target" --bin name
+echo "    built in $(( $(date +%s) - start )) s"
+
+# Short names resolve into a private directory under TMPDIR: give the run its own.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+export TMPDIR=$scratch
+unset XDG_RUNTIME_DIR
+
+echo "==> fuzzing Name::new / path / abstract_name / qt for $seconds s"
+"$CARGO_TARGET_DIR/$target/release/name" \
+  -max_total_time="$seconds" \
+  -max_len=4096 \
+  -malloc_limit_mb=64 \
+  -rss_limit_mb=1024 \
+  -timeout=5 \
+  -print_final_stats=1 \
+  -artifact_prefix="$out/artifacts/" \
+  "$out/corpus" seeds/name
+echo "==> no crash in $seconds s; corpus: $(ls "$out/corpus" | wc -l) inputs"
