@@ -230,7 +230,7 @@ pub(crate) fn run(args: BenchArgs) -> io::Result<()> {
     let lib = samples[0].summary();
     let raw = samples[1].summary();
     if args.json {
-        println!("{}", to_json(&args, &plan, place, elapsed, &lib, &raw));
+        println!("{}", to_json(&args, &plan, place, elapsed, &samples));
     } else {
         anstream::print!("{}", table(&args, &plan, place, elapsed, &lib, &raw));
     }
@@ -400,11 +400,11 @@ fn to_json(
     plan: &Plan,
     place: Placement,
     elapsed: Duration,
-    lib: &Summary,
-    raw: &Summary,
+    samples: &[Samples; 2],
 ) -> serde_json::Value {
+    let (lib, raw) = (&samples[0].summary(), &samples[1].summary());
     let r = ratios(lib, raw);
-    let metrics = |s: &Summary| {
+    let metrics = |s: &Summary, samples: &Samples| {
         json!({
             "latency_median_us": s.latency_median_us,
             "latency_p99_us": s.latency_p99_us,
@@ -413,6 +413,13 @@ fn to_json(
             "connect_per_s": s.connect_rate,
             "server_fds_before": s.fds_before,
             "server_fds_after": s.fds_after,
+            "repetitions": {
+                "latency_median_us": samples.latency_median_us,
+                "latency_p99_us": samples.latency_p99_us,
+                "throughput_64k_gib_s": samples.throughput_64k,
+                "throughput_4k_gib_s": samples.throughput_4k,
+                "connect_per_s": samples.connect_rate,
+            },
         })
     };
     json!({
@@ -433,8 +440,8 @@ fn to_json(
             "stream_bytes_4k": plan.stream_bytes / 4,
             "connections": plan.connections,
         },
-        "localsock": metrics(lib),
-        "raw": metrics(raw),
+        "localsock": metrics(lib, &samples[0]),
+        "raw": metrics(raw, &samples[1]),
         "ratio": {
             "latency_median": r.latency_median,
             "latency_p99": r.latency_p99,
