@@ -182,9 +182,7 @@ impl Name {
             let path = if name.as_bytes().starts_with(b"/") {
                 PathBuf::from(name)
             } else {
-                // QDir::tempPath() canonicalises; a missing temp dir gives "" and so "/NAME".
-                let tmp = std::env::temp_dir().canonicalize().unwrap_or_default();
-                let mut joined = tmp.into_os_string();
+                let mut joined = qt_temp_path().into_os_string();
                 joined.push("/");
                 joined.push(name);
                 PathBuf::from(joined)
@@ -274,6 +272,44 @@ impl fmt::Display for AbstractDisplay<'_> {
         }
         Ok(())
     }
+}
+
+/// `QDir::tempPath()` on Unix: `$TMPDIR` unless it is unset or empty (then `/tmp`; on Apple
+/// platforms an unset `TMPDIR` gives the per-user directory, as `std::env::temp_dir` finds it),
+/// cleaned lexically as `QDir::cleanPath` does, then canonicalised (symlinks resolved). A
+/// directory that does not exist gives an empty path, so the name becomes `/NAME`, as in Qt.
+#[cfg(unix)]
+fn qt_temp_path() -> PathBuf {
+    let dir = match std::env::var_os("TMPDIR") {
+        Some(dir) if dir.is_empty() => PathBuf::from("/tmp"),
+        _ => std::env::temp_dir(),
+    };
+    clean_path(&dir).canonicalize().unwrap_or_default()
+}
+
+/// `QDir::cleanPath`: drops `.` and repeated separators and folds `dir/..` before any symlink
+/// is resolved (so `/tmp/link/..` is `/tmp`, wherever `link` points).
+#[cfg_attr(not(unix), allow(dead_code))]
+fn clean_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -530,6 +566,19 @@ mod tests {
         assert!(err.to_string().contains("257 UTF-16 units"), "{err}");
         // Counted in UTF-16 units, not bytes: 'é' is 2 bytes but 1 unit.
         map_windows(OsStr::new(&"é".repeat(room))).unwrap();
+    }
+
+    #[test]
+    fn clean_path_is_lexical_like_qdir_clean_path() {
+        for (input, cleaned) in [
+            ("/tmp/link/..", "/tmp"),
+            ("/tmp/./a//b/", "/tmp/a/b"),
+            ("/..", "/"),
+            ("a/../..", ".."),
+            ("a/..", "."),
+        ] {
+            assert_eq!(clean_path(Path::new(input)), Path::new(cleaned), "{input}");
+        }
     }
 
     #[test]

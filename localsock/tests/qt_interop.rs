@@ -18,6 +18,7 @@
 #[cfg(target_os = "linux")]
 mod linux {
     use std::collections::VecDeque;
+    use std::ffi::OsStr;
     use std::io::{self, ErrorKind, Read, Write};
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     use std::os::unix::process::CommandExt;
@@ -634,6 +635,80 @@ mod linux {
             !short.path.exists(),
             "Qt removes its socket file on a clean exit"
         );
+    }
+
+    /// What `Name::qt(name)` gives in a process with this `TMPDIR` (`None`: unset): this test
+    /// binary is run again as a child, so the variable is never changed in this process.
+    fn name_qt_in_child(name: &str, tmpdir: Option<&OsStr>) -> String {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "linux::name_qt_probe",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LSQT_PROBE_NAME", name);
+        match tmpdir {
+            Some(dir) => cmd.env("TMPDIR", dir),
+            None => cmd.env_remove("TMPDIR"),
+        };
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "probe: {stdout}");
+        // The harness prints the test's name on the same line; the path has no spaces.
+        stdout
+            .split("NAMEQT ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no NAMEQT line from the probe: {stdout}"))
+            .to_owned()
+    }
+
+    /// Run by [`name_qt_in_child`] only.
+    #[test]
+    #[ignore = "a helper that name_qt_follows_qdir_temp_path runs in a child process"]
+    fn name_qt_probe() {
+        if let Some(name) = std::env::var_os("LSQT_PROBE_NAME") {
+            let name = Name::qt(name).unwrap();
+            let path = name.fs_path().unwrap().as_os_str().as_encoded_bytes();
+            println!("NAMEQT {}", encode(path));
+        }
+    }
+
+    #[test]
+    fn name_qt_follows_qdir_temp_path() {
+        let (peer, _w) = qt_test!("name_qt_follows_qdir_temp_path", 60);
+        // <dir>/link -> <dir>/deep/real: QDir::cleanPath folds `link/..` before symlinks
+        // are resolved, so `<dir>/link/..` is `<dir>`, not `<dir>/deep`.
+        let dir = tempdir();
+        let real = dir.path().join("deep").join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let dotted = format!("{}/./deep//real/", dir.path().display());
+        let parent_of_link = format!("{}/..", link.display());
+        let cases: [(&str, Option<&OsStr>); 5] = [
+            ("unset", None),
+            ("empty, which Qt treats as unset", Some(OsStr::new(""))),
+            ("a symlink", Some(link.as_os_str())),
+            ("with ./, // and a trailing /", Some(OsStr::new(&dotted))),
+            ("link/..", Some(OsStr::new(&parent_of_link))),
+        ];
+        for (what, tmpdir) in cases {
+            let name = unique("tmp");
+            let mut cmd = Command::new(&peer);
+            match tmpdir {
+                Some(dir) => cmd.env("TMPDIR", dir),
+                None => cmd.env_remove("TMPDIR"),
+            };
+            // listen-once exits at once, and Qt's destructor removes the file.
+            let mut qt = Peer::spawn_command(cmd, &["listen-once", "--name", &name]);
+            let qt_path = qt.expect("LISTENING");
+            qt.finish();
+            let ours = name_qt_in_child(&name, tmpdir);
+            assert_eq!(ours, qt_path, "TMPDIR {what}: {tmpdir:?}");
+        }
     }
 
     fn localsock_server_qt_client(style: &str) {
