@@ -9,6 +9,7 @@
 #   LOCALSOCK_QT_PEERS   where to build the peer (default: $CARGO_TARGET_DIR/qt-peers, else
 #                        target/qt-peers); the tests find it through this variable
 #   QT_SKIP_INSTALL=1    do not run apt-get (Qt 6 dev files, g++ and pkg-config already there)
+#   CARGO_TARGET_DIR     as for cargo; the CLI is taken from its debug/ directory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -68,6 +69,10 @@ echo "build: $t_build"
 
 section "qt: cargo test --test qt_interop (LOCALSOCK_QT_PEERS=$peers)"
 t=$(now)
+# The CLI cases (`localsock connect` to a Qt server, Qt clients to `localsock echo`) run the
+# debug build of the CLI.
+cargo build -p localsock-cli
+export LOCALSOCK_CLI=${CARGO_TARGET_DIR:-$root/target}/debug/localsock
 LOCALSOCK_QT_PEERS=$peers cargo test -p localsock --all-features --test qt_interop
 t_test=$(since "$t")
 

@@ -155,6 +155,8 @@ mod linux {
         transcript: Vec<String>,
         pending: VecDeque<String>,
         stderr: Arc<Mutex<String>>,
+        /// The child's stdin, when it was started with [`Peer::start`] and `stdin` set.
+        stdin: Option<std::process::ChildStdin>,
     }
 
     impl Peer {
@@ -163,15 +165,20 @@ mod linux {
         }
 
         fn spawn_command(mut cmd: Command, args: &[&str]) -> Peer {
-            cmd.args(args)
-                .args(["--timeout", "90"])
-                .stdin(Stdio::null())
+            cmd.args(args).args(["--timeout", "90"]);
+            Peer::start(cmd, format!("qtpeer {}", args.join(" ")), false)
+        }
+
+        /// Starts any program the same way: stdout lines collected, stderr kept, killed when
+        /// dropped; stdin piped (in `self.stdin`) or null.
+        fn start(mut cmd: Command, what: String, stdin: bool) -> Peer {
+            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            let what = format!("qtpeer {}", args.join(" "));
             let mut child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+            let stdin = child.stdin.take();
             let stdout = child.stdout.take().unwrap();
             let mut stderr_pipe = child.stderr.take().unwrap();
             let (tx, lines) = mpsc::channel();
@@ -201,6 +208,7 @@ mod linux {
                 transcript: Vec::new(),
                 pending: VecDeque::new(),
                 stderr,
+                stdin,
             }
         }
 
@@ -288,6 +296,10 @@ mod linux {
         fn finish(&mut self) {
             let status = self.wait();
             assert!(status.success(), "{status}: {}", self.describe());
+        }
+
+        fn pid(&self) -> u32 {
+            self.child.lock().unwrap().id()
         }
 
         /// SIGKILL, then reap.
@@ -1256,6 +1268,106 @@ mod linux {
         qt.expect("ECHO-OK");
         qt.finish();
         server.join().unwrap().unwrap();
+    }
+
+    /// The `localsock` CLI: `$LOCALSOCK_CLI`, else the binary next to this test's directory
+    /// (`target/<profile>/localsock`, built by `cargo build -p localsock-cli`; ci/qt.sh does).
+    fn localsock_cli() -> PathBuf {
+        if let Some(path) = std::env::var_os("LOCALSOCK_CLI") {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().unwrap();
+        let cli = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("localsock"))
+            .unwrap();
+        assert!(
+            cli.is_file(),
+            "the localsock CLI is not at {}: run `cargo build -p localsock-cli` or set \
+             LOCALSOCK_CLI (ci/qt.sh does both)",
+            cli.display()
+        );
+        cli
+    }
+
+    #[test]
+    fn cli_connect_talks_to_a_qt_server() {
+        let (peer, _w) = qt_test!("cli_connect_talks_to_a_qt_server", 60);
+        let dir = tempdir();
+        let path = dir.path().join("cli.sock");
+        let mut qt = Peer::spawn(&peer, &["server-echo", "--name", path_str(&path)]);
+        qt.expect("LISTENING");
+        let mut cmd = Command::new(localsock_cli());
+        cmd.args(["connect", path_str(&path)]);
+        let mut cli = Peer::start(cmd, "localsock connect".into(), true);
+        qt.expect("CONNECTED");
+        let lines: Vec<String> = (0..2000)
+            .map(|i| format!("line {i} {}", "x".repeat(1 + i % 97)))
+            .collect();
+        let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+        let mut stdin = cli.stdin.take().unwrap();
+        let writer = {
+            let lines = lines.clone();
+            thread::spawn(move || -> io::Result<std::process::ChildStdin> {
+                for line in &lines {
+                    writeln!(stdin, "{line}")?;
+                }
+                stdin.flush()?;
+                Ok(stdin)
+            })
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let got = cli
+                .next_line()
+                .unwrap_or_else(|| panic!("echo {i}: the CLI exited: {}", cli.describe()));
+            assert_eq!(&got, line, "echo {i}");
+        }
+        // Every byte came back: now end stdin. The CLI shuts down its sending side; Qt has no
+        // half-close, so it reports the peer closed and closes; the CLI reads EOF and exits.
+        drop(writer.join().unwrap().unwrap());
+        assert_eq!(
+            qt.expect_fields("DISCONNECTED"),
+            [QT_PEER_CLOSED.to_string(), bytes.to_string()]
+        );
+        qt.finish();
+        cli.finish();
+    }
+
+    #[test]
+    fn qt_clients_talk_to_cli_echo() {
+        let (peer, _w) = qt_test!("qt_clients_talk_to_cli_echo", 60);
+        let dir = tempdir();
+        let path = dir.path().join("echo.sock");
+        let mut cmd = Command::new(localsock_cli());
+        cmd.args(["echo", path_str(&path)]);
+        let mut cli = Peer::start(cmd, "localsock echo".into(), false);
+        cli.expect("listening");
+        for (i, style) in ["blocking", "event"].into_iter().enumerate() {
+            let mut qt = Peer::spawn(
+                &peer,
+                &[
+                    "client-echo",
+                    "--style",
+                    style,
+                    "--name",
+                    path_str(&path),
+                    "--count",
+                    "200",
+                    "--size",
+                    "3000",
+                ],
+            );
+            // The CLI names its client by pid: the Qt process.
+            let connected = cli.expect(&format!("#{}", i + 1));
+            assert!(
+                connected.contains(&format!("pid {}", qt.pid())),
+                "{connected}"
+            );
+            qt.expect("ECHO-OK");
+            qt.expect("DISCONNECTED");
+            qt.finish();
+        }
     }
 
     #[test]
