@@ -51,7 +51,13 @@ impl Error for Contextual {
 /// caller most often meets. The kind is kept.
 pub(crate) fn context(err: io::Error, op: Op, name: &Name) -> io::Error {
     let kind = err.kind();
-    let hint = hint(kind, op);
+    let hint = match (op, kind, name.abstract_bytes()) {
+        // An abstract name has no file that could be stale: nobody listens, that is all.
+        (Op::Connect, io::ErrorKind::ConnectionRefused, Some(_)) => {
+            "no server is listening on this abstract name"
+        }
+        _ => hint(kind, op),
+    };
     let message = if hint.is_empty() {
         format!("{} {name}: {err}", op.verb())
     } else {
@@ -108,5 +114,15 @@ mod tests {
         let inner = err.get_ref().and_then(|e| e.source()).unwrap();
         let inner = inner.downcast_ref::<io::Error>().unwrap();
         assert_eq!(inner.raw_os_error(), Some(2));
+    }
+
+    #[test]
+    fn refused_abstract_name_does_not_blame_a_stale_file() {
+        let name = Name::from_repr(crate::name::Repr::Abstract(b"svc".to_vec()));
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let err = context(refused, Op::Connect, &name);
+        let msg = err.to_string();
+        assert!(msg.contains("abstract name"), "{msg}");
+        assert!(!msg.contains("file"), "{msg}");
     }
 }
