@@ -1,0 +1,687 @@
+//! Adversarial and fault tests: each plays the attacker or the fault from SECURITY.md with
+//! real processes. As root (CI) the attacker runs as uid 65534 in a child process.
+//!
+//! Tests that count descriptors or measure a process's CPU time watch a *child* process, so
+//! the other tests running in this binary's threads cannot disturb the numbers.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::Child;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{child, is_child, is_root, read_line, unique_str, wait_bounded, watchdog};
+use localsock::{Access, ConnectOptions, ListenerOptions, LocalListener, LocalStream, Name};
+
+const NOBODY: u32 = 65534;
+
+/// Kills a child process when dropped, so a failed assertion leaves no server behind.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of stat(5) (utime, stime), counted from 3 (state) here.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64)
+}
+
+#[allow(unsafe_code)]
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    assert!(ticks > 0);
+    ticks as u64
+}
+
+/// The share of one CPU a process used over `window`.
+fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let before = cpu_time(pid);
+    let start = Instant::now();
+    thread::sleep(window);
+    let used = cpu_time(pid) - before;
+    used.as_secs_f64() / start.elapsed().as_secs_f64()
+}
+
+/// Whether an accept error is a shortage of descriptors or kernel memory. localsock keeps the
+/// OS error as the error's source (its kind is `Uncategorized` for EMFILE in std).
+fn is_resource_shortage(e: &std::io::Error) -> bool {
+    let code = e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|inner| inner.source())
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .and_then(|os| os.raw_os_error())
+    });
+    matches!(
+        code,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+fn echo_round_trip(name: &Name, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = ConnectOptions::new()
+        .timeout(Duration::from_secs(10))
+        .connect(name)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(payload)?;
+    let mut back = vec![0; payload.len()];
+    s.read_exact(&mut back)?;
+    Ok(back)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accept under descriptor exhaustion
+// ---------------------------------------------------------------------------------------------
+
+/// A server whose process runs out of descriptors keeps its listener: `accept` reports EMFILE
+/// (naming the endpoint) instead of closing anything, the server loop pauses instead of
+/// spinning on the connection that stays queued, and it serves again once descriptors free up.
+///
+/// The child server lowers its own `RLIMIT_NOFILE`, then holds every accepted connection open
+/// (one thread each, reading until EOF), so a flood of clients exhausts it. Its CPU use is
+/// read from `/proc/PID/stat` over a window while it is starved.
+#[test]
+fn accept_under_fd_exhaustion_neither_dies_nor_spins() {
+    let _w = watchdog("accept_under_fd_exhaustion_neither_dies_nor_spins", 60);
+    let name_str = unique_str("emfile");
+    let name = Name::new(&name_str).unwrap();
+    let mut server = Reaper(
+        child(
+            "child_fd_starved_server",
+            &[("LOCALSOCK_TEST_NAME", &name_str)],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    assert_eq!(read_line(&mut server.0), "listening");
+
+    // Flood: far more clients than the server has descriptors; they wait in the backlog.
+    let flood: Vec<LocalStream> = (0..200)
+        .map(|_| LocalStream::connect(&name).expect("connect while the server is starved"))
+        .collect();
+    // The server reports the shortage (once, on its first EMFILE).
+    let line = read_line(&mut server.0);
+    assert!(line.starts_with("emfile "), "{line}");
+    assert!(
+        line.contains(&name.to_string()),
+        "error names the endpoint: {line}"
+    );
+    // Settle, then measure: starved, with connections queued, it must not burn a CPU.
+    thread::sleep(Duration::from_millis(200));
+    let share = cpu_share(server.0.id(), Duration::from_secs(2));
+    println!("starved server used {:.1}% of a CPU", share * 100.0);
+    assert!(
+        share < 0.25,
+        "the starved server spins: {:.0}% of a CPU",
+        share * 100.0
+    );
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the server died when it ran out of descriptors"
+    );
+
+    // Free the descriptors: every flooded client leaves, then a new client is served.
+    drop(flood);
+    let back = echo_round_trip(&name, b"after the flood").expect("served again");
+    assert_eq!(back, b"after the flood");
+}
+
+#[test]
+#[ignore = "child process entry point"]
+fn child_fd_starved_server() {
+    if !is_child("child_fd_starved_server") {
+        return;
+    }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let name = Name::new(std::env::var("LOCALSOCK_TEST_NAME").unwrap()).unwrap();
+    let listener = LocalListener::bind(&name).unwrap();
+    // Room for what is open now plus a handful of connections.
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let hard = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(open + 8),
+            maximum: hard,
+        },
+    )
+    .unwrap();
+    println!("CHILD listening");
+    let mut reported = false;
+    // The accept loop a server should have: pause on a resource shortage, never give up.
+    for stream in listener.incoming() {
+        match stream {
+            Ok(mut s) => {
+                thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n @ 1..) = s.read(&mut buf) {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) if is_resource_shortage(&e) => {
+                if !reported {
+                    println!("CHILD emfile {e}");
+                    reported = true;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("accept failed: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A flood of idle connections
+// ---------------------------------------------------------------------------------------------
+
+/// How many idle connections the flood opens: 10,000, or fewer if the descriptor limit is
+/// lower (each side needs one descriptor per connection).
+fn flood_size() -> usize {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX);
+    10_000.min(hard.saturating_sub(200) as usize)
+}
+
+/// Raises this process's soft descriptor limit to the hard one (for flood children).
+fn raise_nofile() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
+}
+
+/// 10,000 clients connect and never send a byte; a well-behaved client is still served.
+/// `server` is the child entry point that serves, `variant` what it runs.
+fn idle_flood_does_not_starve(variant: &str) {
+    let n = flood_size();
+    let name_str = unique_str(&format!("flood-{variant}"));
+    let name = Name::new(&name_str).unwrap();
+    let mut server = Reaper(
+        child(
+            "child_flood_server",
+            &[
+                ("LOCALSOCK_TEST_NAME", &name_str),
+                ("LOCALSOCK_TEST_VARIANT", variant),
+            ],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    assert_eq!(read_line(&mut server.0), "listening");
+    let count = n.to_string();
+    let mut flood = Reaper(
+        child(
+            "child_idle_flood",
+            &[
+                ("LOCALSOCK_TEST_NAME", &name_str),
+                ("LOCALSOCK_TEST_N", &count),
+            ],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    assert_eq!(read_line(&mut flood.0), format!("flooded {n}"));
+    // The flood really reached the server: it holds a descriptor per idle client.
+    let server_fds = common::fd_count(server.0.id());
+    println!("{variant}: {n} idle clients connected; the server holds {server_fds} descriptors");
+    // A well-behaved client is served while all of them stay connected.
+    let back = echo_round_trip(&name, b"well-behaved").expect("served despite the flood");
+    assert_eq!(back, b"well-behaved");
+    assert!(
+        common::fd_count(server.0.id()) >= n,
+        "the server did not accept the flood (it holds {} descriptors)",
+        common::fd_count(server.0.id())
+    );
+    assert!(flood.0.try_wait().unwrap().is_none(), "the flood gave up");
+    assert!(server.0.try_wait().unwrap().is_none(), "the server died");
+}
+
+/// The blocking listener, serving thread-per-connection.
+#[test]
+fn idle_flood_does_not_starve_the_blocking_listener() {
+    let _w = watchdog("idle_flood_does_not_starve_the_blocking_listener", 120);
+    idle_flood_does_not_starve("blocking");
+}
+
+/// The async listener, one task per connection.
+#[cfg(feature = "tokio")]
+#[test]
+fn idle_flood_does_not_starve_the_async_listener() {
+    let _w = watchdog("idle_flood_does_not_starve_the_async_listener", 120);
+    idle_flood_does_not_starve("tokio");
+}
+
+fn echo_until_eof(mut s: LocalStream) {
+    let mut buf = [0u8; 256];
+    while let Ok(n @ 1..) = s.read(&mut buf) {
+        if s.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+#[test]
+#[ignore = "child process entry point"]
+fn child_flood_server() {
+    if !is_child("child_flood_server") {
+        return;
+    }
+    raise_nofile();
+    let name = Name::new(std::env::var("LOCALSOCK_TEST_NAME").unwrap()).unwrap();
+    match std::env::var("LOCALSOCK_TEST_VARIANT").unwrap().as_str() {
+        "blocking" => {
+            let listener = LocalListener::bind(&name).unwrap();
+            println!("CHILD listening");
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        thread::Builder::new()
+                            .stack_size(64 * 1024)
+                            .spawn(move || echo_until_eof(s))
+                            .expect("spawn a connection thread");
+                    }
+                    Err(e) if is_resource_shortage(&e) => thread::sleep(Duration::from_millis(50)),
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+        }
+        #[cfg(feature = "tokio")]
+        "tokio" => tokio_echo_server(&name),
+        other => panic!("unknown variant {other}"),
+    }
+}
+
+#[cfg(feature = "tokio")]
+fn tokio_echo_server(name: &Name) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = localsock::tokio::LocalListener::bind(name).unwrap();
+        println!("CHILD listening");
+        loop {
+            match listener.accept().await {
+                Ok(mut s) => {
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 256];
+                        while let Ok(n @ 1..) = s.read(&mut buf).await {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(e) if is_resource_shortage(&e) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    });
+}
+
+#[test]
+#[ignore = "child process entry point"]
+fn child_idle_flood() {
+    if !is_child("child_idle_flood") {
+        return;
+    }
+    raise_nofile();
+    let name = Name::new(std::env::var("LOCALSOCK_TEST_NAME").unwrap()).unwrap();
+    let n: usize = std::env::var("LOCALSOCK_TEST_N").unwrap().parse().unwrap();
+    let held: Vec<LocalStream> = (0..n)
+        .map(|i| {
+            ConnectOptions::new()
+                .timeout(Duration::from_secs(30))
+                .connect(&name)
+                .unwrap_or_else(|e| panic!("flood connect #{i}: {e}"))
+        })
+        .collect();
+    println!("CHILD flooded {}", held.len());
+    thread::sleep(Duration::from_secs(600));
+    drop(held);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other users
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `entry` as uid/gid 65534 with `envs`.
+fn as_nobody(entry: &str, envs: &[(&str, &str)]) -> Reaper {
+    let mut cmd = child(entry, envs);
+    cmd.uid(NOBODY).gid(NOBODY);
+    Reaper(cmd.spawn().unwrap())
+}
+
+fn needs_root(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("{test}: needs root to play another user; not run");
+    }
+    is_root()
+}
+
+/// Connects to the name in `LOCALSOCK_TEST_PATH` (a path) or `LOCALSOCK_TEST_ABSTRACT` (an
+/// abstract name), says how it went, and waits for the server's verdict (EOF or a byte).
+#[test]
+#[ignore = "child process entry point"]
+fn child_stranger_connects() {
+    if !is_child("child_stranger_connects") {
+        return;
+    }
+    let name = match std::env::var("LOCALSOCK_TEST_PATH") {
+        Ok(path) => Name::path(path).unwrap(),
+        Err(_) => Name::abstract_name(std::env::var("LOCALSOCK_TEST_ABSTRACT").unwrap()).unwrap(),
+    };
+    match LocalStream::connect(&name) {
+        Ok(mut s) => {
+            println!("CHILD connected");
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut b = [0u8; 1];
+            match s.read(&mut b) {
+                Ok(0) => println!("CHILD eof"),
+                Ok(_) => println!("CHILD served"),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => println!("CHILD eof"),
+                Err(e) => println!("CHILD error {e}"),
+            }
+        }
+        Err(e) => println!("CHILD {:?}|{e}", e.kind()),
+    }
+}
+
+/// Abstract names have no access control: with the default `Access::Owner`, a process of
+/// another user connects anyway (unix(7): "socket permissions have no meaning for abstract
+/// sockets"). `require_same_user` is the defence: the stranger is dropped at accept.
+#[test]
+fn abstract_names_have_no_access_control_and_require_same_user_is_the_defence() {
+    let test = "abstract_names_have_no_access_control_and_require_same_user_is_the_defence";
+    if !needs_root(test) {
+        return;
+    }
+    let _w = watchdog(
+        "abstract_names_have_no_access_control_and_require_same_user_is_the_defence",
+        30,
+    );
+    // Default options: Access::Owner, which cannot apply to an abstract name.
+    let raw = unique_str("abs-open");
+    let name = Name::abstract_name(&raw).unwrap();
+    let listener = LocalListener::bind(&name).unwrap();
+    let mut stranger = as_nobody(
+        "child_stranger_connects",
+        &[("LOCALSOCK_TEST_ABSTRACT", &raw)],
+    );
+    assert_eq!(read_line(&mut stranger.0), "connected");
+    let mut s = listener.accept().unwrap();
+    assert_eq!(s.peer_credentials().unwrap().uid(), Some(NOBODY));
+    s.write_all(b"!").unwrap();
+    assert_eq!(read_line(&mut stranger.0), "served");
+    assert!(wait_bounded(&mut stranger.0, 20).success());
+
+    // The same with require_same_user: connected at the socket level, then dropped.
+    let raw = unique_str("abs-guarded");
+    let name = Name::abstract_name(&raw).unwrap();
+    let listener = ListenerOptions::new()
+        .require_same_user(true)
+        .bind(&name)
+        .unwrap();
+    let mut stranger = as_nobody(
+        "child_stranger_connects",
+        &[("LOCALSOCK_TEST_ABSTRACT", &raw)],
+    );
+    thread::scope(|scope| {
+        let server = scope.spawn(|| listener.accept().unwrap().peer_credentials().unwrap().uid());
+        assert_eq!(read_line(&mut stranger.0), "connected");
+        assert_eq!(
+            read_line(&mut stranger.0),
+            "eof",
+            "the stranger was dropped"
+        );
+        let _mine = LocalStream::connect(&name).unwrap();
+        assert_eq!(
+            server.join().unwrap(),
+            Some(0),
+            "only our own client is accepted"
+        );
+    });
+    assert!(wait_bounded(&mut stranger.0, 20).success());
+}
+
+/// A short name lives in the private `0700` directory, so even a listener opened to everyone
+/// (`Access::Everyone`, socket file `0666`) cannot be reached by another user: the directory,
+/// which every Unix honours, is the boundary, not the socket file's mode, which some ignore.
+#[test]
+fn the_private_directory_keeps_other_users_out_whatever_the_socket_mode() {
+    if !needs_root("the_private_directory_keeps_other_users_out_whatever_the_socket_mode") {
+        return;
+    }
+    let _w = watchdog(
+        "the_private_directory_keeps_other_users_out_whatever_the_socket_mode",
+        30,
+    );
+    let name = common::unique("private-everyone");
+    let _listener = ListenerOptions::new()
+        .access(Access::Everyone)
+        .bind(&name)
+        .unwrap();
+    let path = name.fs_path().unwrap().to_str().unwrap().to_owned();
+    let mut stranger = as_nobody("child_stranger_connects", &[("LOCALSOCK_TEST_PATH", &path)]);
+    let line = read_line(&mut stranger.0);
+    assert!(line.starts_with("PermissionDenied|"), "{line}");
+    assert!(line.contains(&path), "the error names the endpoint: {line}");
+    assert!(wait_bounded(&mut stranger.0, 20).success());
+}
+
+/// Name squatting in a shared directory: another user binds our explicit path first (and
+/// opens it to everyone to lure clients). Our server's bind is `AddrInUse` and leaves the
+/// squatter's file alone (never unlinks a live socket); our client can connect to the squatter,
+/// so a client that must trust its server checks `peer_credentials().uid()`, as here.
+#[test]
+fn a_squatter_in_a_shared_directory_is_refused_and_detectable() {
+    if !needs_root("a_squatter_in_a_shared_directory_is_refused_and_detectable") {
+        return;
+    }
+    let _w = watchdog(
+        "a_squatter_in_a_shared_directory_is_refused_and_detectable",
+        30,
+    );
+    let shared = tempfile::tempdir().unwrap();
+    // A /tmp-like directory: everyone may create, the sticky bit protects others' files.
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let path = shared.path().join("app.sock");
+    let mut squatter = as_nobody(
+        "child_squatter",
+        &[("LOCALSOCK_TEST_PATH", path.to_str().unwrap())],
+    );
+    assert_eq!(read_line(&mut squatter.0), "listening");
+    let name = Name::path(&path).unwrap();
+    let err = LocalListener::bind(&name).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(&path).unwrap());
+    assert_eq!(owner, NOBODY, "the squatter's socket is still there");
+    // The client's defence: check who the server is.
+    let client = LocalStream::connect(&name).unwrap();
+    let server_uid = client.peer_credentials().unwrap().uid();
+    assert_eq!(
+        server_uid,
+        Some(NOBODY),
+        "the impostor is identified by uid"
+    );
+    assert_ne!(server_uid, Some(0));
+}
+
+#[test]
+#[ignore = "child process entry point"]
+fn child_squatter() {
+    if !is_child("child_squatter") {
+        return;
+    }
+    let path = std::env::var("LOCALSOCK_TEST_PATH").unwrap();
+    let listener = ListenerOptions::new()
+        .access(Access::Everyone)
+        .bind(&Name::path(path).unwrap())
+        .unwrap();
+    println!("CHILD listening");
+    loop {
+        let _ = listener.accept();
+    }
+}
+
+/// Stale-reclaim serialisation uses an advisory `flock` on the socket's directory. Another
+/// user who holds that lock forever (anyone can, on a directory they can read) only turns
+/// reclaiming off: bind of a free name still succeeds (after waiting up to a second for the
+/// lock), and a stale file is refused with `AddrInUse` and left in place, never unlinked
+/// without the lock. It is a nuisance in shared directories, not a way to steal a name.
+#[test]
+fn a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe() {
+    if !needs_root("a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe") {
+        return;
+    }
+    let _w = watchdog(
+        "a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe",
+        30,
+    );
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let stale = shared.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let mut locker = as_nobody(
+        "child_lock_directory",
+        &[("LOCALSOCK_TEST_PATH", shared.path().to_str().unwrap())],
+    );
+    assert_eq!(read_line(&mut locker.0), "locked");
+
+    let fresh = Name::path(shared.path().join("fresh.sock")).unwrap();
+    let listener = LocalListener::bind(&fresh).expect("a free name binds despite the lock");
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut c = listener.accept().unwrap();
+            let mut b = [0u8; 2];
+            c.read_exact(&mut b).unwrap();
+            c.write_all(&b).unwrap();
+        });
+        assert_eq!(echo_round_trip(&fresh, b"ok").unwrap(), b"ok");
+    });
+
+    let err = LocalListener::bind(&Name::path(&stale).unwrap()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+    assert!(err.to_string().contains("locked"), "{err}");
+    assert!(
+        std::fs::symlink_metadata(&stale).is_ok(),
+        "the stale file was unlinked without the lock"
+    );
+    // Once the lock is gone, the stale file is reclaimed as usual.
+    drop(locker);
+    LocalListener::bind(&Name::path(&stale).unwrap()).expect("reclaimed once unlocked");
+}
+
+#[test]
+#[ignore = "child process entry point"]
+#[allow(unsafe_code)]
+fn child_lock_directory() {
+    if !is_child("child_lock_directory") {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(std::env::var("LOCALSOCK_TEST_PATH").unwrap()).unwrap();
+    // SAFETY: `dir` is an open descriptor for the whole call.
+    let r = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(r, 0, "flock: {}", std::io::Error::last_os_error());
+    println!("CHILD locked");
+    thread::sleep(Duration::from_secs(600));
+}
+
+// ---------------------------------------------------------------------------------------------
+// PID reuse: authorise on uid
+// ---------------------------------------------------------------------------------------------
+
+/// Peer credentials are what the kernel recorded at connect time. After the peer exits its
+/// pid still reads the same, though that pid may by now name another process (pids are
+/// reused): an application must authorise on the uid, which identifies the user for the whole
+/// connection, and use the pid for logs only.
+#[test]
+fn peer_credentials_are_a_snapshot_so_authorise_on_uid_not_pid() {
+    let _w = watchdog(
+        "peer_credentials_are_a_snapshot_so_authorise_on_uid_not_pid",
+        30,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = dir.path().join("creds.sock");
+    let listener = ListenerOptions::new()
+        .access(Access::Everyone)
+        .bind(&Name::path(&path).unwrap())
+        .unwrap();
+    let envs = [("LOCALSOCK_TEST_PATH", path.to_str().unwrap())];
+    let (mut peer, want_uid) = if is_root() {
+        (as_nobody("child_stranger_connects", &envs), NOBODY)
+    } else {
+        let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+        (
+            Reaper(child("child_stranger_connects", &envs).spawn().unwrap()),
+            uid,
+        )
+    };
+    let pid = peer.0.id();
+    let s = listener.accept().unwrap();
+    let at_connect = s.peer_credentials().unwrap();
+    assert_eq!(at_connect.pid(), Some(pid));
+    assert_eq!(at_connect.uid(), Some(want_uid));
+    assert_eq!(read_line(&mut peer.0), "connected");
+    peer.0.kill().unwrap();
+    peer.0.wait().unwrap();
+    // The peer is gone (reaped): its pid is free for reuse, yet the credentials still name it.
+    let later = s.peer_credentials().unwrap();
+    assert_eq!(
+        later, at_connect,
+        "credentials are the connect-time snapshot"
+    );
+    let alive_now = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(" Z "))
+        .unwrap_or(false);
+    assert!(
+        !alive_now,
+        "pid {pid} names a live process again (reused already?)"
+    );
+}
