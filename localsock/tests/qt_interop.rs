@@ -723,6 +723,59 @@ mod linux {
         }
     }
 
+    #[test]
+    fn twenty_localsock_clients_at_once_on_a_qt_server() {
+        let (peer, _w) = qt_test!("twenty_localsock_clients_at_once_on_a_qt_server", 60);
+        let dir = tempdir();
+        let path = dir.path().join("many.sock");
+        let mut qt = Peer::spawn(
+            &peer,
+            &["server-echo", "--clients", "20", "--name", path_str(&path)],
+        );
+        qt.expect("LISTENING");
+        let name = Name::path(&path).unwrap();
+        thread::scope(|scope| {
+            for _ in 0..20 {
+                scope.spawn(|| {
+                    let mut stream = connect(&name);
+                    echo_round_trips(&mut stream, 50);
+                });
+            }
+        });
+        for _ in 0..20 {
+            assert_eq!(
+                qt.expect_fields("DISCONNECTED")[0],
+                QT_PEER_CLOSED.to_string()
+            );
+        }
+        qt.finish();
+    }
+
+    #[test]
+    fn localsock_client_waits_for_a_qt_server_that_starts_later() {
+        let (peer, _w) = qt_test!("localsock_client_waits_for_a_qt_server", 60);
+        let short = QtShortName::new("later");
+        let name = Name::qt(&short.name).unwrap();
+        // Nothing there yet: NotFound at once, as Qt's ServerNotFoundError.
+        let err = LocalStream::connect(&name).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        let client = thread::spawn(move || {
+            localsock::ConnectOptions::new()
+                .wait_for_server(true)
+                .timeout(IO_TIMEOUT)
+                .connect(&name)
+        });
+        thread::sleep(Duration::from_millis(300));
+        let mut qt = Peer::spawn(&peer, &["server-echo", "--name", &short.name]);
+        qt.expect("LISTENING");
+        let mut stream = with_timeouts(client.join().unwrap().unwrap());
+        qt.expect("CONNECTED");
+        echo_round_trips(&mut stream, 10);
+        drop(stream);
+        qt.expect("DISCONNECTED");
+        qt.finish();
+    }
+
     fn localsock_server_qt_client(style: &str) {
         let dir = tempdir();
         let path = dir.path().join("echo.sock");
