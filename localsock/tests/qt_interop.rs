@@ -1076,6 +1076,38 @@ mod linux {
         assert_eq!(fields[0], QT_SOCKET_ACCESS.to_string(), "{fields:?}");
         qt.wait();
         drop((group, owner));
+
+        // require_same_user on a listener everyone may reach: the other user's Qt client gets
+        // in at the socket level and is dropped at accept (Qt: connected, then PeerClosed);
+        // our own Qt client is the one accept returns.
+        let open_path = dir.path().join("same-user.sock");
+        let open = ListenerOptions::new()
+            .access(Access::Everyone)
+            .require_same_user(true)
+            .bind(&Name::path(&open_path).unwrap())
+            .unwrap();
+        thread::scope(|scope| {
+            let server = scope.spawn(|| -> io::Result<(u32, u64)> {
+                let mut stream = accept(&open)?;
+                let uid = stream.peer_credentials()?.uid().unwrap();
+                Ok((uid, echo_until_eof(&mut stream)?))
+            });
+            let mut cmd = Command::new(&peer_copy);
+            cmd.uid(other_uid).gid(other_uid);
+            let mut stranger =
+                Peer::spawn_command(cmd, &["client-wait", "--name", path_str(&open_path)]);
+            stranger.expect("CONNECTED");
+            assert_eq!(
+                stranger.expect_fields("DISCONNECTED"),
+                [QT_PEER_CLOSED.to_string(), "0".to_owned()]
+            );
+            stranger.finish();
+            let mut me = client(&open_path, None);
+            me.expect("ECHO-OK");
+            me.finish();
+            let (uid, n) = server.join().unwrap().unwrap();
+            assert_eq!((uid, n), (0, 20 * 1000));
+        });
     }
 
     const BULK: u64 = 64 * MIB;
