@@ -10,8 +10,9 @@
 //! LOCALSOCK_QT_PEERS=/tmp/qt-peers cargo test -p localsock --test qt_interop
 //! ```
 //!
-//! Without `LOCALSOCK_QT_PEERS` every test returns at once and one line says so; with it set, a
-//! missing peer is a failure. Each test uses unique names (socket files in a fresh temporary
+//! Linux only (abstract names, `SO_PEERCRED`, uid switching). Without `LOCALSOCK_QT_PEERS`
+//! every test returns at once and one line says so; with it set, a missing peer is a failure.
+//! The CLI cases run `$LOCALSOCK_CLI`, else `target/<profile>/localsock`. Each test uses unique names (socket files in a fresh temporary
 //! directory, or unique short names in Qt's temp directory), has a watchdog, and kills its Qt
 //! processes when it fails.
 
