@@ -134,7 +134,7 @@ mod unix {
 
         #[test]
         fn paths_exactly_at_the_limit(fill in short_byte()) {
-            let at = [b"/".as_slice(), &vec![fill; MAX - 1]].concat();
+            let at = [b"/".as_slice(), &[fill; MAX - 1]].concat();
             let over = [at.as_slice(), &[fill]].concat();
             for (ok, err) in [
                 (Name::new(OsStr::from_bytes(&at)), Name::new(OsStr::from_bytes(&over))),

@@ -92,17 +92,18 @@ fn echo_round_trip(name: &Name, payload: &[u8]) -> std::io::Result<Vec<u8>> {
 /// spinning on the connection that stays queued, and it serves again once descriptors free up.
 ///
 /// The child server lowers its own `RLIMIT_NOFILE`, then holds every accepted connection open
-/// (one thread each, reading until EOF), so a flood of clients exhausts it. Its CPU use is
-/// read from `/proc/PID/stat` over a window while it is starved.
-#[test]
-fn accept_under_fd_exhaustion_neither_dies_nor_spins() {
-    let _w = watchdog("accept_under_fd_exhaustion_neither_dies_nor_spins", 60);
-    let name_str = unique_str("emfile");
+/// (echoing until EOF), so a flood of clients exhausts it. Its CPU use is read from
+/// `/proc/PID/stat` over a window while it is starved.
+fn fd_exhaustion(variant: &str) {
+    let name_str = unique_str(&format!("emfile-{variant}"));
     let name = Name::new(&name_str).unwrap();
     let mut server = Reaper(
         child(
             "child_fd_starved_server",
-            &[("LOCALSOCK_TEST_NAME", &name_str)],
+            &[
+                ("LOCALSOCK_TEST_NAME", &name_str),
+                ("LOCALSOCK_TEST_VARIANT", variant),
+            ],
         )
         .spawn()
         .unwrap(),
@@ -123,7 +124,10 @@ fn accept_under_fd_exhaustion_neither_dies_nor_spins() {
     // Settle, then measure: starved, with connections queued, it must not burn a CPU.
     thread::sleep(Duration::from_millis(200));
     let share = cpu_share(server.0.id(), Duration::from_secs(2));
-    println!("starved server used {:.1}% of a CPU", share * 100.0);
+    println!(
+        "{variant}: starved server used {:.1}% of a CPU",
+        share * 100.0
+    );
     assert!(
         share < 0.25,
         "the starved server spins: {:.0}% of a CPU",
@@ -140,50 +144,106 @@ fn accept_under_fd_exhaustion_neither_dies_nor_spins() {
     assert_eq!(back, b"after the flood");
 }
 
+/// The blocking listener (its `incoming()` iterator) under descriptor exhaustion.
+#[test]
+fn accept_under_fd_exhaustion_neither_dies_nor_spins() {
+    let _w = watchdog("accept_under_fd_exhaustion_neither_dies_nor_spins", 60);
+    fd_exhaustion("blocking");
+}
+
+/// The async listener under descriptor exhaustion.
+#[cfg(feature = "tokio")]
+#[test]
+fn async_accept_under_fd_exhaustion_neither_dies_nor_spins() {
+    let _w = watchdog(
+        "async_accept_under_fd_exhaustion_neither_dies_nor_spins",
+        60,
+    );
+    fd_exhaustion("tokio");
+}
+
+/// Lowers this process's soft descriptor limit to what it has open plus `spare`.
+fn starve_nofile(spare: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let hard = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(open + spare),
+            maximum: hard,
+        },
+    )
+    .unwrap();
+}
+
 #[test]
 #[ignore = "child process entry point"]
 fn child_fd_starved_server() {
     if !is_child("child_fd_starved_server") {
         return;
     }
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let name = Name::new(std::env::var("LOCALSOCK_TEST_NAME").unwrap()).unwrap();
-    let listener = LocalListener::bind(&name).unwrap();
-    // Room for what is open now plus a handful of connections.
-    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
-    let hard = getrlimit(Resource::Nofile).maximum;
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(open + 8),
-            maximum: hard,
-        },
-    )
-    .unwrap();
-    println!("CHILD listening");
-    let mut reported = false;
-    // The accept loop a server should have: pause on a resource shortage, never give up.
-    for stream in listener.incoming() {
-        match stream {
-            Ok(mut s) => {
-                thread::spawn(move || {
-                    let mut buf = [0u8; 64];
-                    while let Ok(n @ 1..) = s.read(&mut buf) {
-                        if s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
+    match std::env::var("LOCALSOCK_TEST_VARIANT").unwrap().as_str() {
+        "blocking" => {
+            let listener = LocalListener::bind(&name).unwrap();
+            starve_nofile(8);
+            println!("CHILD listening");
+            let mut reported = false;
+            // The accept loop a server should have: pause on a resource shortage, never give up.
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        thread::spawn(move || echo_until_eof(s));
                     }
-                });
-            }
-            Err(e) if is_resource_shortage(&e) => {
-                if !reported {
-                    println!("CHILD emfile {e}");
-                    reported = true;
+                    Err(e) if is_resource_shortage(&e) => {
+                        if !reported {
+                            println!("CHILD emfile {e}");
+                            reported = true;
+                        }
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => panic!("accept failed: {e}"),
                 }
-                thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => panic!("accept failed: {e}"),
         }
+        #[cfg(feature = "tokio")]
+        "tokio" => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let listener = localsock::tokio::LocalListener::bind(&name).unwrap();
+                starve_nofile(8);
+                println!("CHILD listening");
+                let mut reported = false;
+                loop {
+                    match listener.accept().await {
+                        Ok(mut s) => {
+                            tokio::spawn(async move {
+                                let mut buf = [0u8; 256];
+                                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                                    if s.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(e) if is_resource_shortage(&e) => {
+                            if !reported {
+                                println!("CHILD emfile {e}");
+                                reported = true;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("accept failed: {e}"),
+                    }
+                }
+            });
+        }
+        other => panic!("unknown variant {other}"),
     }
 }
 
@@ -497,6 +557,43 @@ fn the_private_directory_keeps_other_users_out_whatever_the_socket_mode() {
     assert!(wait_bounded(&mut stranger.0, 20).success());
 }
 
+/// `Access::Group` admits another user of the owner's group and nobody else (Linux honours
+/// socket-file permissions; the directory here is searchable by all, as a shared one is).
+#[test]
+fn group_access_admits_the_group_and_no_one_else() {
+    if !needs_root("group_access_admits_the_group_and_no_one_else") {
+        return;
+    }
+    let _w = watchdog("group_access_admits_the_group_and_no_one_else", 30);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = dir.path().join("group.sock");
+    let listener = ListenerOptions::new()
+        .access(Access::Group)
+        .bind(&Name::path(&path).unwrap())
+        .unwrap();
+    let group = std::os::unix::fs::MetadataExt::gid(&std::fs::symlink_metadata(&path).unwrap());
+    let envs = [("LOCALSOCK_TEST_PATH", path.to_str().unwrap())];
+    // uid 65534 in the socket's group: admitted.
+    let mut member = child("child_stranger_connects", &envs);
+    member.uid(NOBODY).gid(group);
+    let mut member = Reaper(member.spawn().unwrap());
+    assert_eq!(read_line(&mut member.0), "connected");
+    let s = listener.accept().unwrap();
+    assert_eq!(s.peer_credentials().unwrap().uid(), Some(NOBODY));
+    assert_eq!(s.peer_credentials().unwrap().gid(), Some(group));
+    drop(s);
+    assert_eq!(read_line(&mut member.0), "eof");
+    // uid 65534 in its own group: refused.
+    let mut outsider = as_nobody("child_stranger_connects", &envs);
+    let line = read_line(&mut outsider.0);
+    assert!(line.starts_with("PermissionDenied|"), "{line}");
+}
+
 /// Name squatting in a shared directory: another user binds our explicit path first (and
 /// opens it to everyone to lure clients). Our server's bind is `AddrInUse` and leaves the
 /// squatter's file alone (never unlinks a live socket); our client can connect to the squatter,
@@ -684,4 +781,55 @@ fn peer_credentials_are_a_snapshot_so_authorise_on_uid_not_pid() {
         !alive_now,
         "pid {pid} names a live process again (reused already?)"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inheritance into child processes (the blocking API: io.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// The async API's descriptors (listener, connected and accepted streams) are close-on-exec
+/// too: a program spawned while they are open sees none of them.
+#[cfg(feature = "tokio")]
+#[test]
+fn no_descriptor_of_the_async_api_leaks_into_child_processes() {
+    use std::os::fd::AsRawFd;
+    let _w = watchdog(
+        "no_descriptor_of_the_async_api_leaks_into_child_processes",
+        30,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let name = common::unique("cloexec-async");
+        let listener = localsock::tokio::LocalListener::bind(&name).unwrap();
+        let (client, server) = tokio::join!(
+            localsock::tokio::LocalStream::connect(&name),
+            listener.accept()
+        );
+        let (client, server) = (client.unwrap(), server.unwrap());
+        let ours: Vec<String> = [listener.as_raw_fd(), client.as_raw_fd(), server.as_raw_fd()]
+            .iter()
+            .map(|fd| {
+                std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert!(ours.iter().all(|l| l.starts_with("socket:")), "{ours:?}");
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", "for f in /proc/$$/fd/*; do readlink \"$f\"; done"])
+            .output()
+            .unwrap();
+        let theirs = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(!theirs.is_empty());
+        for link in ours {
+            assert!(
+                !theirs.lines().any(|l| l == link),
+                "{link} leaked into a child: {theirs}"
+            );
+        }
+    });
 }
