@@ -125,7 +125,17 @@ fn placement(pin: Pin) -> io::Result<Placement> {
             server: None,
         });
     }
-    let cpus = pin::allowed_cpus()?;
+    let cpus = match pin::allowed_cpus() {
+        Ok(cpus) => cpus,
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            crate::warn(&format!("--pin {}: {e}; running unpinned", pin.as_str()));
+            return Ok(Placement {
+                client: None,
+                server: None,
+            });
+        }
+        Err(e) => return Err(e),
+    };
     match (pin, cpus.as_slice()) {
         (Pin::Same, [first, ..]) => Ok(Placement {
             client: Some(*first),
@@ -230,9 +240,12 @@ pub(crate) fn run(args: BenchArgs) -> io::Result<()> {
     let lib = samples[0].summary();
     let raw = samples[1].summary();
     if args.json {
-        println!("{}", to_json(&args, &plan, place, elapsed, &samples));
+        outln!("{}", to_json(&args, &plan, place, elapsed, &samples));
     } else {
-        anstream::print!("{}", table(&args, &plan, place, elapsed, &lib, &raw));
+        outln!(
+            "{}",
+            table(&args, &plan, place, elapsed, &lib, &raw).trim_end()
+        );
     }
     Ok(())
 }

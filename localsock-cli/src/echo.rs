@@ -19,7 +19,7 @@ pub(crate) fn run(args: EchoArgs) -> io::Result<()> {
     let listener = ListenerOptions::new()
         .access(crate::access(args.access))
         .bind(&name)?;
-    println!(
+    outln!(
         "listening on {name} (at most {} clients at once)",
         args.max_clients
     );
@@ -43,7 +43,7 @@ pub(crate) fn run(args: EchoArgs) -> io::Result<()> {
             Err(e) => return Err(e),
         };
         number += 1;
-        println!("#{number} connected{}", crate::describe_peer(&stream));
+        outln!("#{number} connected{}", crate::describe_peer(&stream));
         let guard = slots.take();
         let spawned = thread::Builder::new()
             .name(format!("client-{number}"))
@@ -125,7 +125,8 @@ impl Drop for SlotGuard {
 }
 
 /// The OS error code under the library's context, if any.
-pub(crate) fn os_error(e: &io::Error) -> Option<i32> {
+#[cfg(unix)]
+fn os_error(e: &io::Error) -> Option<i32> {
     if let Some(code) = e.raw_os_error() {
         return Some(code);
     }

@@ -1,11 +1,29 @@
 //! `localsock`: socat for local sockets (Unix domain sockets and Windows named pipes), with
 //! probe, echo and a built-in benchmark. Run `localsock --help`.
 
+/// `println!` through `anstream` (colour only on a terminal without `NO_COLOR`) that ignores
+/// a closed stdout (`| head`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(anstream::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` through `anstream`, ignoring a closed stderr.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(anstream::stderr(), $($arg)*);
+    }};
+}
+
 #[cfg(unix)]
 mod bench;
 mod cli;
 mod copy;
 mod echo;
+#[cfg(unix)]
 mod pin;
 mod probe;
 
@@ -99,12 +117,12 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 /// One line on stderr: `localsock: error: MESSAGE`.
 pub(crate) fn error(message: &str) {
-    anstream::eprintln!("localsock: {ERROR}error:{ERROR:#} {message}");
+    errln!("localsock: {ERROR}error:{ERROR:#} {message}");
 }
 
 /// One line on stderr: `localsock: warning: MESSAGE`.
 pub(crate) fn warn(message: &str) {
-    anstream::eprintln!("localsock: {WARN}warning:{WARN:#} {message}");
+    errln!("localsock: {WARN}warning:{WARN:#} {message}");
 }
 
 /// Parses a NAME argument, saying which argument was wrong.
@@ -127,13 +145,13 @@ fn listen(args: ListenArgs) -> io::Result<()> {
         .bind(&name)?;
     let interactive = io::stderr().is_terminal();
     if interactive {
-        anstream::eprintln!("{DIM}listening on {name}{DIM:#}");
+        errln!("{DIM}listening on {name}{DIM:#}");
     }
     let mut stdin = copy::Stdin::start();
     loop {
         let stream = listener.accept()?;
         if interactive {
-            anstream::eprintln!("{DIM}connected{}{DIM:#}", describe_peer(&stream));
+            errln!("{DIM}connected{}{DIM:#}", describe_peer(&stream));
         }
         copy::copy_both_ways(&stream, &mut stdin)?;
         drop(stream);
@@ -141,7 +159,7 @@ fn listen(args: ListenArgs) -> io::Result<()> {
             return Ok(());
         }
         if interactive {
-            anstream::eprintln!("{DIM}closed; waiting for the next connection{DIM:#}");
+            errln!("{DIM}closed; waiting for the next connection{DIM:#}");
         }
     }
 }

@@ -24,7 +24,7 @@ pub(crate) fn run(args: ProbeArgs) -> ExitCode {
     let result = ConnectOptions::new().timeout(args.timeout).connect(&name);
     let code = match result {
         Ok(stream) => {
-            anstream::println!(
+            outln!(
                 "{GOOD}listening{GOOD:#} {BOLD}{name}{BOLD:#}{}",
                 server_details(&stream)
             );
@@ -32,18 +32,18 @@ pub(crate) fn run(args: ProbeArgs) -> ExitCode {
         }
         Err(e) => match classify(&name, &e) {
             Outcome::Absent => {
-                anstream::println!("{WARN}absent{WARN:#} {BOLD}{name}{BOLD:#} (nothing is there)");
+                outln!("{WARN}absent{WARN:#} {BOLD}{name}{BOLD:#} (nothing is there)");
                 ABSENT
             }
             Outcome::Stale => {
-                anstream::println!(
+                outln!(
                     "{BAD}stale{BAD:#} {BOLD}{name}{BOLD:#} (a socket file with no server: left \
                      by a server that is gone; a new server reclaims it)"
                 );
                 STALE
             }
             Outcome::Busy => {
-                anstream::println!(
+                outln!(
                     "{GOOD}listening{GOOD:#} {BOLD}{name}{BOLD:#} (busy: the server did not \
                      accept within {})",
                     humantime::format_duration(args.timeout)
