@@ -150,6 +150,7 @@ pub(crate) enum Pin {
 }
 
 impl Pin {
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Pin::Same => "same",
