@@ -21,6 +21,7 @@ echo "==> [cli] tests"
 timeout 600 cargo test -p localsock-cli
 
 echo "==> [cli] bench --quick (release)"
-timeout 600 cargo run --release -q -p localsock-cli -- bench --quick --pin none | tee /dev/stderr \
-    | grep -q '^latency median'
+out=$(timeout 600 cargo run --release -q -p localsock-cli -- bench --quick --pin none)
+echo "$out"
+grep -q '^latency median' <<<"$out"
 echo "==> [cli] OK"

@@ -34,6 +34,9 @@ pub(crate) enum Command {
     ///
     /// Exits when both directions are done: `printf 'hi' | localsock connect NAME` sends "hi",
     /// shuts down its sending side, prints the reply and exits once the server closes.
+    ///
+    /// Windows named pipes cannot half-close: there, once stdin has ended, connect also exits
+    /// when the server has been quiet for 0.5 s.
     Connect(ConnectArgs),
     /// Run an echo server on NAME for many concurrent clients (one thread per client).
     ///

@@ -4,8 +4,9 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use localsock::LocalStream;
 
@@ -55,26 +56,78 @@ impl Stdin {
 /// Copies both ways until both directions are done: stdin has ended (then the socket's sending
 /// side is shut down, so the peer reads EOF) or the peer has gone, and the peer has sent EOF.
 ///
+/// Windows named pipes cannot half-close: the peer sees EOF only when our handles close. There,
+/// once stdin has ended, the copy also ends when the peer has been quiet for [`LINGER`].
+///
 /// # Errors
 ///
 /// I/O errors other than the peer going away or stdout being closed.
 pub(crate) fn copy_both_ways(stream: &LocalStream, stdin: &mut Stdin) -> io::Result<()> {
-    let peer_done = AtomicBool::new(false);
-    thread::scope(|scope| {
-        let to_stdout = scope.spawn(|| {
-            let result = socket_to_stdout(stream);
-            peer_done.store(true, Ordering::Release);
-            result
-        });
-        let sent = stdin_to_socket(stream, stdin, &peer_done);
-        let received = to_stdout
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the copy thread panicked")));
-        sent.and(received)
-    })
+    let reader = stream.try_clone()?;
+    let activity = Arc::new(Activity {
+        peer_done: AtomicBool::new(false),
+        last: Mutex::new(Instant::now()),
+    });
+    let (done, result) = mpsc::channel();
+    let shared = Arc::clone(&activity);
+    // Not a scoped thread: where a quiet peer ends the copy (Windows), the blocked read must
+    // not hold up the return.
+    thread::Builder::new()
+        .name("socket-to-stdout".into())
+        .spawn(move || {
+            let outcome = socket_to_stdout(&reader, &shared);
+            shared.peer_done.store(true, Ordering::Release);
+            let _ = done.send(outcome);
+        })?;
+    let sent = stdin_to_socket(stream, stdin, &activity.peer_done);
+    activity.touch();
+    let received = wait_for_peer(&result, &activity, stdin.ended);
+    sent.and(received)
 }
 
-fn socket_to_stdout(stream: &LocalStream) -> io::Result<()> {
+/// Windows: how long a peer may stay quiet after our stdin ended before the copy ends.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) const LINGER: Duration = Duration::from_millis(500);
+
+struct Activity {
+    peer_done: AtomicBool,
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    #[cfg_attr(not(windows), allow(dead_code))]
+    fn quiet_for(&self) -> Duration {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+}
+
+fn wait_for_peer(
+    result: &Receiver<io::Result<()>>,
+    activity: &Activity,
+    stdin_ended: bool,
+) -> io::Result<()> {
+    let lost = || io::Error::other("the socket-to-stdout thread ended without a result");
+    if cfg!(windows) && stdin_ended {
+        loop {
+            match result.recv_timeout(Duration::from_millis(50)) {
+                Ok(outcome) => return outcome,
+                Err(RecvTimeoutError::Timeout) if activity.quiet_for() >= LINGER => return Ok(()),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Err(lost()),
+            }
+        }
+    }
+    result.recv().unwrap_or_else(|_| Err(lost()))
+}
+
+fn socket_to_stdout(stream: &LocalStream, activity: &Activity) -> io::Result<()> {
     let mut buf = vec![0; CHUNK];
     let stdout = io::stdout();
     loop {
@@ -85,6 +138,7 @@ fn socket_to_stdout(stream: &LocalStream) -> io::Result<()> {
             Err(e) if gone(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
+        activity.touch();
         let mut out = stdout.lock();
         if let Err(e) = out.write_all(&buf[..n]).and_then(|()| out.flush()) {
             if e.kind() == io::ErrorKind::BrokenPipe {
