@@ -9,6 +9,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+#[cfg(unix)]
 use crate::sys;
 
 /// The longest pipe name Windows accepts, in UTF-16 code units, prefix included.
@@ -52,6 +53,7 @@ pub struct Name {
 /// The resolved form of a name. Every variant exists on every platform; the constructors
 /// decide which ones a platform can make.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(windows, allow(dead_code))] // Path and Abstract are never made on Windows
 pub(crate) enum Repr {
     /// A socket file.
     Path(PathBuf),
@@ -236,6 +238,7 @@ impl Name {
         &self.repr
     }
 
+    #[cfg_attr(windows, allow(dead_code))]
     pub(crate) fn from_repr(repr: Repr) -> Name {
         Name { repr }
     }
@@ -355,6 +358,7 @@ fn check_short(name: &OsStr) -> io::Result<()> {
 }
 
 /// A socket path must fit `sun_path` with its terminating NUL.
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) fn check_path(path: &OsStr, sun_path_len: usize) -> io::Result<()> {
     check_not_empty_or_nul(path)?;
     let len = path.as_encoded_bytes().len();
@@ -370,6 +374,7 @@ pub(crate) fn check_path(path: &OsStr, sun_path_len: usize) -> io::Result<()> {
 }
 
 /// An abstract name fits `sun_path` after its leading NUL.
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) fn check_abstract(bytes: &[u8], sun_path_len: usize) -> io::Result<()> {
     if bytes.is_empty() {
         return Err(invalid(
@@ -388,6 +393,7 @@ pub(crate) fn check_abstract(bytes: &[u8], sun_path_len: usize) -> io::Result<()
 }
 
 /// The Unix rule: `/...` is a path used as is; a short name goes into the private directory.
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) fn map_unix(
     name: &OsStr,
     sun_path_len: usize,

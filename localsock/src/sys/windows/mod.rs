@@ -1,1 +1,116 @@
-//! Windows backend: named pipes through `windows-sys`.
+//! Windows backend: byte-mode named pipes through `windows-sys`, with overlapped I/O so that
+//! reads, writes and accepts can time out and be cancelled.
+//!
+//! - `overlapped.rs`: one overlapped operation at a time per call, with an event per operation and
+//!   cancellation (`CancelIoEx`, then waiting for the cancel) on timeout;
+//! - `stream.rs`: the client (`CreateFileW` + `WaitNamedPipeW`) and both ends' I/O;
+//! - `listener.rs`: the pool of listening instances (`CreateNamedPipeW` + `ConnectNamedPipe`);
+//! - `security.rs`: security descriptors (SDDL), token SIDs, peer identity.
+#![allow(unsafe_code)]
+
+mod listener;
+mod overlapped;
+mod security;
+mod stream;
+
+pub(crate) use self::listener::Listener;
+pub(crate) use self::stream::{client_create_file_params, peer_uid_matches, Stream};
+
+use std::io;
+use std::os::windows::io::{
+    AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, IntoRawHandle, OwnedHandle, RawHandle,
+};
+
+use windows_sys::core::BOOL;
+use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE, WIN32_ERROR};
+
+use crate::name::Repr;
+use crate::{LocalStream, Name};
+
+/// The last Win32 error of this thread, as a raw code.
+pub(super) fn last_error() -> WIN32_ERROR {
+    // SAFETY: `GetLastError` has no preconditions.
+    unsafe { GetLastError() }
+}
+
+/// Turns a `FALSE` return into the thread's last error.
+pub(super) fn cvt(ret: BOOL) -> io::Result<()> {
+    if ret == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Takes ownership of a handle returned by a `Create*` call, or the last error when it failed
+/// (`INVALID_HANDLE_VALUE` or null).
+pub(super) fn owned_handle(handle: HANDLE) -> io::Result<OwnedHandle> {
+    if handle == INVALID_HANDLE_VALUE || handle.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the handle is valid (checked above) and was just created for us alone.
+    Ok(unsafe { OwnedHandle::from_raw_handle(handle) })
+}
+
+/// A string as a NUL-terminated UTF-16 buffer.
+pub(super) fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain(std::iter::once(0)).collect()
+}
+
+/// The full pipe name of `name`, or `InvalidInput` for a Unix name.
+pub(super) fn pipe_name(name: &Name) -> io::Result<&str> {
+    match name.repr() {
+        Repr::Pipe(pipe) => Ok(pipe),
+        Repr::Path(_) | Repr::Abstract(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a Unix socket name cannot be used with a Windows named pipe",
+        )),
+    }
+}
+
+// ---- conversions between the public types and handles ----
+
+impl AsHandle for LocalStream {
+    fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.inner.as_handle()
+    }
+}
+
+impl AsRawHandle for LocalStream {
+    fn as_raw_handle(&self) -> RawHandle {
+        self.inner.as_handle().as_raw_handle()
+    }
+}
+
+impl From<OwnedHandle> for LocalStream {
+    /// Adopts a connected named-pipe handle (either end), e.g. one inherited from a parent
+    /// process. It should have been opened with `FILE_FLAG_OVERLAPPED`: on a handle opened
+    /// without it every read and write is synchronous, and timeouts have no effect.
+    fn from(handle: OwnedHandle) -> LocalStream {
+        LocalStream {
+            inner: Stream::from(handle),
+        }
+    }
+}
+
+impl From<LocalStream> for OwnedHandle {
+    fn from(stream: LocalStream) -> OwnedHandle {
+        stream.inner.into()
+    }
+}
+
+impl IntoRawHandle for LocalStream {
+    fn into_raw_handle(self) -> RawHandle {
+        OwnedHandle::from(self).into_raw_handle()
+    }
+}
+
+impl FromRawHandle for LocalStream {
+    /// # Safety
+    ///
+    /// `handle` must be an open, connected named-pipe handle that nothing else owns.
+    unsafe fn from_raw_handle(handle: RawHandle) -> LocalStream {
+        // SAFETY: the caller guarantees `handle` is open and owned by nobody else.
+        LocalStream::from(unsafe { OwnedHandle::from_raw_handle(handle) })
+    }
+}

@@ -1,0 +1,142 @@
+//! Overlapped I/O made blocking again, with a bound: start one operation with its own event,
+//! wait for it at most the timeout, and on timeout cancel it (`CancelIoEx`) and wait for the
+//! cancellation to finish, so the `OVERLAPPED` (on this stack frame) is never left in use.
+
+use std::cell::Cell;
+use std::io;
+use std::os::windows::io::{AsRawHandle, BorrowedHandle, OwnedHandle};
+use std::ptr;
+use std::time::Duration;
+
+use windows_sys::core::BOOL;
+use windows_sys::Win32::Foundation::{
+    ERROR_IO_INCOMPLETE, ERROR_IO_PENDING, ERROR_OPERATION_ABORTED, HANDLE, WAIT_OBJECT_0,
+    WAIT_TIMEOUT,
+};
+use windows_sys::Win32::System::Threading::{
+    CreateEventW, ResetEvent, WaitForSingleObject, INFINITE,
+};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+
+use super::{cvt, last_error, owned_handle};
+
+/// A new manual-reset event, not signalled, not inheritable.
+pub(super) fn new_event() -> io::Result<OwnedHandle> {
+    // SAFETY: null attributes (not inheritable) and a null name are allowed.
+    owned_handle(unsafe { CreateEventW(ptr::null(), 1, 0, ptr::null()) })
+}
+
+thread_local! {
+    // One cached event per thread: a thread runs one blocking operation at a time, and every
+    // operation is complete (or cancelled and complete) before the event is put back.
+    // The initializer is `const` already; clippy misreads the -Zbuild-std expansion.
+    #[allow(clippy::missing_const_for_thread_local)]
+    static EVENT: Cell<Option<OwnedHandle>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with an event that no other operation uses, reset to non-signalled.
+fn with_event<R>(f: impl FnOnce(HANDLE) -> io::Result<R>) -> io::Result<R> {
+    let event = match EVENT.with(Cell::take) {
+        Some(event) => event,
+        None => new_event()?,
+    };
+    let raw = event.as_raw_handle() as HANDLE;
+    // SAFETY: `raw` is a valid event handle owned by `event`.
+    cvt(unsafe { ResetEvent(raw) })?;
+    let result = f(raw);
+    EVENT.with(|slot| slot.set(Some(event)));
+    result
+}
+
+/// Milliseconds for a Win32 wait: rounded up, so a short timeout never becomes 0 (poll) by
+/// accident, and capped below `INFINITE`.
+pub(super) fn wait_millis(timeout: Option<Duration>) -> u32 {
+    match timeout {
+        None => INFINITE,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(u128::from(INFINITE - 1)) as u32
+        }
+    }
+}
+
+/// Runs one overlapped operation on `handle` and returns the number of bytes transferred.
+///
+/// `start` issues the call (`ReadFile`, `WriteFile`, ...) with the `OVERLAPPED` it is given.
+/// `timeout`: `None` waits as long as it takes; `Some(Duration::ZERO)` only takes what can be
+/// done at once (non-blocking mode, `WouldBlock` otherwise); any other value gives `TimedOut`.
+/// A timed-out operation that moved some bytes before it was cancelled returns that count.
+/// Other failures are the raw OS error, for the caller to interpret.
+pub(super) fn run(
+    handle: BorrowedHandle<'_>,
+    timeout: Option<Duration>,
+    start: impl FnOnce(*mut OVERLAPPED) -> BOOL,
+) -> io::Result<u32> {
+    let handle = handle.as_raw_handle() as HANDLE;
+    with_event(|event| {
+        let mut overlapped = OVERLAPPED {
+            hEvent: event,
+            ..OVERLAPPED::default()
+        };
+        let ov: *mut OVERLAPPED = &mut overlapped;
+        if start(ov) == 0 {
+            let err = last_error();
+            if err != ERROR_IO_PENDING {
+                // Nothing is in flight: the call failed before it started.
+                return Err(io::Error::from_raw_os_error(err as i32));
+            }
+            // SAFETY: `event` is a valid event handle for the whole call.
+            let waited = unsafe { WaitForSingleObject(event, wait_millis(timeout)) };
+            if waited != WAIT_OBJECT_0 {
+                let wait_error = io::Error::last_os_error();
+                // Timed out (or the wait failed): cancel, then wait for the operation to end,
+                // because it still uses `overlapped` and the caller's buffer.
+                // SAFETY: `ov` points at the live `OVERLAPPED` of the operation on `handle`.
+                // It fails with ERROR_NOT_FOUND when the operation has just completed: fine.
+                unsafe { CancelIoEx(handle, ov) };
+                let (result, moved) = finish(handle, ov, true);
+                return match result {
+                    Ok(()) => Ok(moved),
+                    Err(_) if moved > 0 => Ok(moved),
+                    Err(e) if e.raw_os_error() == Some(ERROR_OPERATION_ABORTED as i32) => {
+                        if waited != WAIT_TIMEOUT {
+                            Err(wait_error)
+                        } else if timeout == Some(Duration::ZERO) {
+                            Err(io::Error::from(io::ErrorKind::WouldBlock))
+                        } else {
+                            Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the operation timed out",
+                            ))
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+        }
+        let (result, moved) = finish(handle, ov, false);
+        result.map(|()| moved)
+    })
+}
+
+/// The outcome of a finished (or, with `wait`, finishing) operation, and the bytes it moved.
+fn finish(handle: HANDLE, ov: *mut OVERLAPPED, wait: bool) -> (io::Result<()>, u32) {
+    let mut moved = 0u32;
+    // SAFETY: `ov` is the `OVERLAPPED` of an operation started on `handle`; `moved` is valid
+    // for writes. With `wait` this blocks until the operation is over.
+    let mut ok = unsafe { GetOverlappedResult(handle, ov, &mut moved, BOOL::from(wait)) };
+    if ok == 0 && !wait && last_error() == ERROR_IO_INCOMPLETE {
+        // Signalled but not complete should not happen; wait it out rather than return while
+        // the operation still uses the OVERLAPPED and the caller's buffer.
+        // SAFETY: as above.
+        ok = unsafe { GetOverlappedResult(handle, ov, &mut moved, 1) };
+    }
+    if ok != 0 {
+        return (Ok(()), moved);
+    }
+    let err = io::Error::last_os_error();
+    // SAFETY: the operation is over (GetOverlappedResult reported its final status), so the
+    // kernel no longer writes to the OVERLAPPED; InternalHigh holds the bytes moved.
+    let partial = unsafe { (*ov).InternalHigh } as u32;
+    (Err(err), partial.max(moved))
+}

@@ -1,0 +1,432 @@
+//! A connected named-pipe handle (client or server end), and the client's connect.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::Shutdown;
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_NO_DATA,
+    ERROR_PATH_NOT_FOUND, ERROR_PIPE_BUSY, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, HANDLE,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, FlushFileBuffers, ReadFile, WriteFile, FILE_FLAG_OVERLAPPED,
+    FILE_WRITE_ATTRIBUTES, FILE_WRITE_DATA, OPEN_EXISTING, SECURITY_SQOS_PRESENT,
+};
+use windows_sys::Win32::System::Pipes::{
+    DisconnectNamedPipe, GetNamedPipeClientProcessId, GetNamedPipeInfo,
+    GetNamedPipeServerProcessId, WaitNamedPipeW, PIPE_SERVER_END,
+};
+
+use super::{cvt, overlapped, owned_handle, pipe_name, security, wide};
+use crate::os::windows::ConnectOptionsWindows;
+use crate::sys::ConnectFailure;
+use crate::{ConnectOptions, Name, PeerCredentials};
+
+/// The desired access and the flags-and-attributes that a connect passes to `CreateFileW`
+/// for these options.
+///
+/// - Access: `GENERIC_READ | FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES`, not `GENERIC_WRITE`:
+///   that one includes `FILE_APPEND_DATA` (= `FILE_CREATE_PIPE_INSTANCE`), which a server
+///   that lets other users in rightly does not grant them.
+/// - Flags: `FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | <impersonation level>`
+///   (`SECURITY_IDENTIFICATION` by default), so a server that squatted the name can learn who
+///   we are but cannot act as us.
+pub(crate) fn client_create_file_params(opts: &ConnectOptionsWindows) -> (u32, u32) {
+    let access = GENERIC_READ | FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES;
+    let flags = FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | opts.impersonation_level.flags();
+    (access, flags)
+}
+
+thread_local! {
+    // The pipe for which this thread's last `wait_busy` saw a free instance. If the next
+    // connect then finds no pipe at all, the instance vanished between the wait and the open
+    // (a server between two instances): that is "busy", not "no server".
+    // The initializer is `const` already; clippy misreads the -Zbuild-std expansion.
+    #[allow(clippy::missing_const_for_thread_local)]
+    static FREE_AFTER_WAIT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+pub(crate) struct Stream {
+    handle: OwnedHandle,
+    shared: Arc<Shared>,
+}
+
+/// Settings shared by a stream and its clones, like the options of a socket.
+struct Shared {
+    /// This handle is the server end of the pipe.
+    server: bool,
+    /// Timeouts in nanoseconds, 0 for none (a zero timeout is refused above).
+    read_timeout: AtomicU64,
+    write_timeout: AtomicU64,
+    nonblocking: AtomicBool,
+    read_shut: AtomicBool,
+    write_shut: AtomicBool,
+}
+
+impl Stream {
+    pub(super) fn new(handle: OwnedHandle, server: bool) -> Stream {
+        Stream {
+            handle,
+            shared: Arc::new(Shared {
+                server,
+                read_timeout: AtomicU64::new(0),
+                write_timeout: AtomicU64::new(0),
+                nonblocking: AtomicBool::new(false),
+                read_shut: AtomicBool::new(false),
+                write_shut: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// One `CreateFileW` on the pipe: overlapped, not inheritable, with the security QoS of
+    /// the options. Never waits.
+    pub(crate) fn connect(name: &Name, opts: &ConnectOptions) -> Result<Stream, ConnectFailure> {
+        let pipe = pipe_name(name).map_err(ConnectFailure::Fatal)?;
+        let wide_name = wide(pipe);
+        let (access, flags) = client_create_file_params(&opts.windows);
+        // SAFETY: `wide_name` is NUL-terminated; null security attributes mean "not
+        // inheritable"; no template file.
+        let handle = unsafe {
+            CreateFileW(
+                wide_name.as_ptr(),
+                access,
+                0,
+                ptr::null(),
+                OPEN_EXISTING,
+                flags,
+                ptr::null_mut(),
+            )
+        };
+        // Read the last error before anything else runs: thread-local access (TlsGetValue)
+        // resets it.
+        let opened = owned_handle(handle);
+        let waited_free = FREE_AFTER_WAIT.with(|w| w.borrow_mut().take());
+        match opened {
+            Ok(handle) => Ok(Stream::new(handle, false)),
+            Err(err) => Err(classify(err, waited_free.as_deref() == Some(pipe))),
+        }
+    }
+
+    /// Waits up to `slice` (at least 1 ms) for an instance of the pipe to be free.
+    pub(crate) fn wait_busy(name: &Name, slice: Duration) {
+        let Ok(pipe) = pipe_name(name) else {
+            return;
+        };
+        let wide_name = wide(pipe);
+        let millis = overlapped::wait_millis(Some(slice)).max(1);
+        // SAFETY: `wide_name` is NUL-terminated.
+        let free = unsafe { WaitNamedPipeW(wide_name.as_ptr(), millis) } != 0;
+        FREE_AFTER_WAIT.with(|w| *w.borrow_mut() = free.then(|| pipe.to_owned()));
+    }
+
+    fn raw(&self) -> HANDLE {
+        self.handle.as_raw_handle() as HANDLE
+    }
+
+    fn wait_for(&self, timeout: &AtomicU64) -> Option<Duration> {
+        if self.shared.nonblocking.load(Ordering::Relaxed) {
+            return Some(Duration::ZERO);
+        }
+        get_timeout(timeout)
+    }
+
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() || self.shared.read_shut.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let len = buf.len().min(u32::MAX as usize) as u32;
+        let data = buf.as_mut_ptr();
+        let handle = self.raw();
+        let result = overlapped::run(
+            self.handle.as_handle(),
+            self.wait_for(&self.shared.read_timeout),
+            // SAFETY: `data` is valid for writes of `len` bytes until the operation is over,
+            // which `run` waits for; `ov` is the operation's live OVERLAPPED.
+            |ov| unsafe { ReadFile(handle, data, len, ptr::null_mut(), ov) },
+        );
+        match result {
+            Ok(n) => Ok(n as usize),
+            Err(e) if is_closed(&e) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match bufs.iter_mut().find(|b| !b.is_empty()) {
+            Some(buf) => self.read(buf),
+            None => Ok(0),
+        }
+    }
+
+    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        if self.shared.write_shut.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the stream was shut down for writing",
+            ));
+        }
+        if buf.is_empty() {
+            // A zero-length write would make some readers see a 0-byte read, i.e. EOF.
+            return Ok(0);
+        }
+        let len = buf.len().min(u32::MAX as usize) as u32;
+        let data = buf.as_ptr();
+        let handle = self.raw();
+        let result = overlapped::run(
+            self.handle.as_handle(),
+            self.wait_for(&self.shared.write_timeout),
+            // SAFETY: `data` is valid for reads of `len` bytes until the operation is over,
+            // which `run` waits for; `ov` is the operation's live OVERLAPPED.
+            |ov| unsafe { WriteFile(handle, data, len, ptr::null_mut(), ov) },
+        );
+        match result {
+            Ok(n) => Ok(n as usize),
+            Err(e) if is_closed(&e) || e.raw_os_error() == Some(ERROR_NO_DATA as i32) => {
+                Err(broken_pipe(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match bufs.iter().find(|b| !b.is_empty()) {
+            Some(buf) => self.write(buf),
+            None => Ok(0),
+        }
+    }
+
+    /// Writes complete when the data is in the pipe's buffer, which the peer can read even
+    /// after this end is closed: nothing to flush.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Named pipes have no half-close. `Read`: later reads return EOF. `Write` and `Both`: on
+    /// the server end, wait until the client has read everything (`FlushFileBuffers`), then
+    /// `DisconnectNamedPipe`, so the client reads EOF (and this end's reads too); on the
+    /// client end, later writes fail with `BrokenPipe` (the server sees EOF when the client's
+    /// handles are closed).
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            self.shared.read_shut.store(true, Ordering::Relaxed);
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            self.shared.write_shut.store(true, Ordering::Relaxed);
+            if self.shared.server {
+                // SAFETY: the handle is valid for the whole call.
+                match cvt(unsafe { FlushFileBuffers(self.raw()) }) {
+                    Err(e) if !is_closed(&e) => return Err(e),
+                    _ => {}
+                }
+                // SAFETY: the handle is a valid server end for the whole call.
+                match cvt(unsafe { DisconnectNamedPipe(self.raw()) }) {
+                    Err(e) if !is_closed(&e) => return Err(e),
+                    _ => {}
+                }
+                self.shared.read_shut.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
+        // `OwnedHandle::try_clone` is DuplicateHandle(.., inherit = FALSE, SAME_ACCESS).
+        Ok(Stream {
+            handle: self.handle.try_clone()?,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        set_timeout(&self.shared.read_timeout, timeout);
+        Ok(())
+    }
+
+    pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        set_timeout(&self.shared.write_timeout, timeout);
+        Ok(())
+    }
+
+    pub(crate) fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(get_timeout(&self.shared.read_timeout))
+    }
+
+    pub(crate) fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(get_timeout(&self.shared.write_timeout))
+    }
+
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.shared
+            .nonblocking
+            .store(nonblocking, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The peer's pid (`GetNamedPipeClientProcessId` on the server end,
+    /// `GetNamedPipeServerProcessId` on the client end) and, where Windows tells, its user
+    /// SID: from the client's token through impersonation on the server end, else from the
+    /// peer process's token.
+    pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        let mut pid = 0u32;
+        if self.shared.server {
+            // SAFETY: the handle is valid; `pid` is valid for writes.
+            cvt(unsafe { GetNamedPipeClientProcessId(self.raw(), &mut pid) })?;
+        } else {
+            // SAFETY: the handle is valid; `pid` is valid for writes.
+            cvt(unsafe { GetNamedPipeServerProcessId(self.raw(), &mut pid) })?;
+        }
+        let sid = if self.shared.server {
+            security::pipe_client_user_sid(self.handle.as_handle())
+                .or_else(|_| security::process_user_sid(pid))
+                .ok()
+        } else {
+            security::process_user_sid(pid).ok()
+        };
+        Ok(PeerCredentials {
+            pid: Some(pid),
+            uid: None,
+            gid: None,
+            sid,
+        })
+    }
+
+    pub(crate) fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.handle.as_handle()
+    }
+}
+
+/// Sorts a failed `CreateFileW` into retry classes.
+fn classify(err: io::Error, waited_free: bool) -> ConnectFailure {
+    let code = err.raw_os_error().map(|c| c as u32);
+    match code {
+        Some(ERROR_PIPE_BUSY) => ConnectFailure::Busy(err),
+        // A free instance was there a moment ago: the server is between instances.
+        Some(ERROR_FILE_NOT_FOUND) if waited_free => ConnectFailure::Busy(err),
+        Some(ERROR_FILE_NOT_FOUND) | Some(ERROR_PATH_NOT_FOUND) => ConnectFailure::NoServer(err),
+        // std already gives ERROR_ACCESS_DENIED the PermissionDenied kind.
+        Some(ERROR_ACCESS_DENIED) => ConnectFailure::Fatal(err),
+        _ => ConnectFailure::Fatal(err),
+    }
+}
+
+/// The peer is gone: EOF for a read, `BrokenPipe` for a write.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(|c| c as u32),
+        Some(ERROR_BROKEN_PIPE) | Some(ERROR_PIPE_NOT_CONNECTED)
+    )
+}
+
+fn broken_pipe(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        e
+    } else {
+        io::Error::new(io::ErrorKind::BrokenPipe, e)
+    }
+}
+
+fn set_timeout(slot: &AtomicU64, timeout: Option<Duration>) {
+    let nanos = match timeout {
+        None => 0,
+        Some(d) => d.as_nanos().clamp(1, u128::from(u64::MAX)) as u64,
+    };
+    slot.store(nanos, Ordering::Relaxed);
+}
+
+fn get_timeout(slot: &AtomicU64) -> Option<Duration> {
+    match slot.load(Ordering::Relaxed) {
+        0 => None,
+        nanos => Some(Duration::from_nanos(nanos)),
+    }
+}
+
+/// Whether the peer runs as the same user as this process (user SID).
+pub(crate) fn peer_uid_matches(stream: &Stream) -> io::Result<bool> {
+    let creds = stream.peer_credentials()?;
+    let me = security::current_user_sid()?;
+    Ok(creds.sid.as_deref() == Some(me.as_str()))
+}
+
+impl From<OwnedHandle> for Stream {
+    fn from(handle: OwnedHandle) -> Stream {
+        let mut flags = 0u32;
+        // SAFETY: the handle is valid; only `flags` is asked for, the other pointers are null.
+        let ok = unsafe {
+            GetNamedPipeInfo(
+                handle.as_raw_handle() as HANDLE,
+                &mut flags,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+        let server = ok != 0 && flags & PIPE_SERVER_END != 0;
+        Stream::new(handle, server)
+    }
+}
+
+impl From<Stream> for OwnedHandle {
+    fn from(stream: Stream) -> OwnedHandle {
+        stream.handle
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalStream")
+            .field("handle", &self.handle.as_raw_handle())
+            .field(
+                "end",
+                &if self.shared.server {
+                    "server"
+                } else {
+                    "client"
+                },
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::windows::ImpersonationLevel;
+    use windows_sys::Win32::Foundation::GENERIC_WRITE;
+    use windows_sys::Win32::Storage::FileSystem::{
+        FILE_APPEND_DATA, SECURITY_ANONYMOUS, SECURITY_IDENTIFICATION, SECURITY_IMPERSONATION,
+    };
+
+    #[test]
+    fn default_client_flags_ask_for_identification_only() {
+        let (access, flags) = client_create_file_params(&ConnectOptionsWindows::default());
+        assert_eq!(flags & SECURITY_SQOS_PRESENT, SECURITY_SQOS_PRESENT);
+        assert_eq!(flags & 0x30000, SECURITY_IDENTIFICATION);
+        assert_eq!(flags & FILE_FLAG_OVERLAPPED, FILE_FLAG_OVERLAPPED);
+        assert_eq!(
+            access & GENERIC_WRITE,
+            0,
+            "GENERIC_WRITE implies FILE_APPEND_DATA"
+        );
+        assert_eq!(access & FILE_APPEND_DATA, 0);
+        assert_eq!(access & FILE_WRITE_DATA, FILE_WRITE_DATA);
+    }
+
+    #[test]
+    fn impersonation_level_is_passed_through() {
+        let mut opts = ConnectOptionsWindows {
+            impersonation_level: ImpersonationLevel::Anonymous,
+        };
+        let (_, flags) = client_create_file_params(&opts);
+        assert_eq!(flags & 0x30000, SECURITY_ANONYMOUS);
+        assert_eq!(flags & SECURITY_SQOS_PRESENT, SECURITY_SQOS_PRESENT);
+        opts.impersonation_level = ImpersonationLevel::Impersonation;
+        let (_, flags) = client_create_file_params(&opts);
+        assert_eq!(flags & 0x30000, SECURITY_IMPERSONATION);
+    }
+}
