@@ -537,3 +537,20 @@ fn bench_quick_json_has_every_field() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "the bench left files behind: {left:?}");
 }
+
+#[test]
+fn listen_access_sets_the_socket_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (access, mode) in [("owner", 0o600), ("group", 0o660), ("everyone", 0o666)] {
+        let path = sock(&dir, &format!("{access}.sock"));
+        let server = Proc::spawn(localsock().args(["listen", "--access", access, s(&path)]));
+        wait_listening_by_file(&path);
+        let actual = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(actual, mode, "--access {access}: mode {actual:o}");
+        drop(server);
+    }
+    let (status, _, err) = run(&["listen", "--access", "world", s(&sock(&dir, "x.sock"))]);
+    assert_eq!(status.code(), Some(2));
+    assert_one_line_error(&err, "--access");
+}
