@@ -41,6 +41,7 @@ pub enum Access {
 ///     .access(Access::Group)
 ///     .require_same_user(false)
 ///     .bind(&Name::new("/run/example/app.sock")?)?;
+/// println!("listening at {}", listener.name());
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -244,7 +245,7 @@ impl LocalListener {
     }
 
     /// Whether `accept` drops clients of other users (for the async listener's conversions).
-    #[cfg(feature = "tokio")]
+    #[cfg(all(unix, feature = "tokio"))]
     pub(crate) fn requires_same_user(&self) -> bool {
         self.require_same_user
     }

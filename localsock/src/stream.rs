@@ -62,6 +62,7 @@ impl LocalStream {
     /// ```no_run
     /// # fn main() -> std::io::Result<()> {
     /// let stream = localsock::LocalStream::connect(&localsock::Name::new("example-svc")?)?;
+    /// stream.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
     /// # Ok(()) }
     /// ```
     pub fn connect(name: &Name) -> io::Result<LocalStream> {
@@ -249,6 +250,7 @@ impl Write for &LocalStream {
 ///     .timeout(Duration::from_secs(2))
 ///     .wait_for_server(true)
 ///     .connect(&Name::new("example-svc")?)?;
+/// println!("server pid: {:?}", stream.peer_credentials()?.pid());
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]

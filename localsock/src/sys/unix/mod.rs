@@ -194,18 +194,10 @@ pub(super) fn set_nosigpipe(_fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 pub(super) fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
-    let raw = fd.as_raw_fd();
-    // SAFETY: `raw` is a valid descriptor for the duration of the call.
-    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
-    let new = if nonblocking {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
-    if new != flags {
-        // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, new) })?;
-    }
+    // One `ioctl(FIONBIO)` instead of `fcntl` get + set: this runs on every connect.
+    let mut value = libc::c_int::from(nonblocking);
+    // SAFETY: `fd` is valid for the call and `value` is a live `c_int` FIONBIO reads.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut value) })?;
     Ok(())
 }
 
