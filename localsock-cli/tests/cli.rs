@@ -554,3 +554,44 @@ fn listen_access_sets_the_socket_mode() {
     assert_eq!(status.code(), Some(2));
     assert_one_line_error(&err, "--access");
 }
+
+#[test]
+fn echo_max_clients_holds_further_clients_in_the_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "max.sock");
+    let server = Proc::spawn(localsock().args(["echo", "--max-clients", "1", s(&path)]));
+    assert!(server.next_line().starts_with("listening on "));
+    let name = Name::path(&path).unwrap();
+    let connect = || {
+        let stream = ConnectOptions::new().timeout(BOUND).connect(&name).unwrap();
+        stream.set_read_timeout(Some(BOUND)).unwrap();
+        stream
+    };
+    let mut first = connect();
+    let mut byte = [0u8; 1];
+    first.write_all(b"a").unwrap();
+    first.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"a");
+
+    // The kernel completes the second connect (backlog), but the server does not serve it
+    // while the first client holds the only slot.
+    let mut second = connect();
+    second.write_all(b"b").unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let err = second.read_exact(&mut byte).unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+
+    drop(first);
+    second.set_read_timeout(Some(BOUND)).unwrap();
+    second.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"b", "served once the first client left");
+    drop(server);
+}
