@@ -206,7 +206,7 @@ mod unix {
             assert!(line.starts_with("PermissionDenied|"), "{line}");
             assert!(line.contains(&path.display().to_string()), "{line}");
         } else {
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0))
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o000))
                 .unwrap();
             let err = LocalStream::connect(&name).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");

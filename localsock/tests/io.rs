@@ -85,7 +85,10 @@ fn write_to_a_closed_peer_is_broken_pipe() {
     drop(server);
     let err = loop {
         match client.write(&[1u8; 4096]) {
-            Ok(_) => thread::sleep(Duration::from_millis(1)),
+            Ok(n) => {
+                assert!(n > 0);
+                thread::sleep(Duration::from_millis(1))
+            }
             Err(e) => break e,
         }
     };
@@ -146,7 +149,10 @@ fn write_timeout_returns_within_its_bound() {
     let start = Instant::now();
     let err = loop {
         match (&client).write(&chunk) {
-            Ok(_) => assert!(start.elapsed() < Duration::from_secs(10), "never filled"),
+            Ok(n) => assert!(
+                n > 0 && start.elapsed() < Duration::from_secs(10),
+                "never filled"
+            ),
             Err(e) => break e,
         }
     };
@@ -285,7 +291,10 @@ mod unix {
         drop(server);
         let kind = loop {
             match client.write(&[0u8; 1024]) {
-                Ok(_) => thread::sleep(Duration::from_millis(1)),
+                Ok(n) => {
+                    assert!(n > 0);
+                    thread::sleep(Duration::from_millis(1))
+                }
                 Err(e) => break e.kind(),
             }
         };
