@@ -21,9 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_NO_DATA,
-    ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, HANDLE, WAIT_FAILED,
-    WAIT_OBJECT_0,
+    ERROR_ACCESS_DENIED, ERROR_IO_PENDING, ERROR_NO_DATA, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY,
+    ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, HANDLE, WAIT_FAILED, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::{
@@ -250,8 +249,13 @@ impl Listener {
             return Err(in_use(io::Error::other("a free instance answers")));
         }
         match last_error() {
-            ERROR_FILE_NOT_FOUND => Ok(()),
-            err => Err(in_use(io::Error::from_raw_os_error(err as i32))),
+            // Every instance is busy: the name is taken all the same.
+            ERROR_SEM_TIMEOUT => Err(in_use(io::Error::from_raw_os_error(
+                ERROR_SEM_TIMEOUT as i32,
+            ))),
+            // No such pipe (the usual case), or an error that creating the pipe will report
+            // in its own words.
+            _ => Ok(()),
         }
     }
 
