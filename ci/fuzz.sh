@@ -4,6 +4,7 @@
 #   ci/fuzz.sh                 # 10 minutes (FUZZ_SECONDS=600)
 #   SMOKE=60 ci/fuzz.sh        # CI smoke run: 60 s of fuzzing, in total, after the build
 #   FUZZ_SECONDS=3600 ci/fuzz.sh
+#   FUZZ_SANITIZER=none ci/fuzz.sh   # without AddressSanitizer (the code fuzzed is safe Rust)
 #
 # The fuzz project (fuzz/) is a standard cargo-fuzz project: `cargo fuzz run name` works where
 # cargo-fuzz and a nightly toolchain are installed. This script needs neither: it passes the
@@ -18,7 +19,9 @@ cd "$(dirname "$0")/../fuzz"
 
 seconds=${SMOKE:-${FUZZ_SECONDS:-600}}
 target=$(rustc -vV | sed -n 's/^host: //p')
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+# A build directory of its own, outside the clone, so that later runs on the same machine
+# rebuild only localsock (the first build compiles libFuzzer's C++ and takes a minute or two).
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/localsock-fuzz-target}
 out=${FUZZ_OUT:-$CARGO_TARGET_DIR/fuzz-out}
 mkdir -p "$out/corpus" "$out/artifacts"
 
