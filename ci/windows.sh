@@ -129,8 +129,10 @@ export DISPLAY=                        # console programs need no X server
 init_wine() {
     if [[ ! -f $WINEPREFIX/system.reg ]]; then
         timeout 300 "$WINE" wineboot --init </dev/null
+        # Wait until wineboot's helpers are gone. Only after a fresh boot: with a persistent
+        # wineserver already running for this prefix, -w would wait for nothing until timeout.
+        timeout 120 "$WINESERVER" -w || true
     fi
-    timeout 120 "$WINESERVER" -w || true
     # Pre-start wineserver and wine's service processes with stdio on /dev/null: otherwise the
     # first test exe starts them and they inherit (and hold open) cargo's output pipes.
     "$WINESERVER" -p </dev/null >/dev/null 2>&1
