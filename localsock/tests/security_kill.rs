@@ -1,7 +1,8 @@
 //! A peer killed (SIGKILL) mid-write or mid-read, at random points, over many rounds, with the
-//! killed process as the client or as the server: the survivor (this process) never hangs or
-//! panics, sees EOF or `BrokenPipe`/`ConnectionReset`, a surviving server keeps accepting, and
-//! this process's descriptor count is back at its baseline afterwards.
+//! killed process as the client or as the server: the survivor (this process, with the
+//! blocking API and, with the `tokio` feature, the async one) never hangs or panics, sees EOF or
+//! `BrokenPipe`/`ConnectionReset`, a surviving server keeps accepting, and this process's
+//! descriptor count is back at its baseline afterwards.
 //!
 //! One test in this binary, so that no other test opens descriptors while it counts. The
 //! random delays come from a seed that is printed; set `LOCALSOCK_TEST_SEED` to replay it.
@@ -70,6 +71,11 @@ fn a_peer_killed_at_random_points_never_hangs_or_leaks_the_survivor() {
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let me = std::process::id();
+    #[cfg(feature = "tokio")]
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     // Warm up once so that anything opened lazily (none expected) is in the baseline.
     round(
@@ -78,6 +84,13 @@ fn a_peer_killed_at_random_points_never_hangs_or_leaks_the_survivor() {
         Action::ChildWrites,
         0,
     );
+    #[cfg(feature = "tokio")]
+    rt.block_on(async_round(
+        &dir.path().join("warm-async.sock"),
+        Side::ChildIsClient,
+        Action::ChildWrites,
+        0,
+    ));
     let baseline = fd_count(me);
 
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
@@ -93,8 +106,16 @@ fn a_peer_killed_at_random_points_never_hangs_or_leaks_the_survivor() {
                 let path = dir.path().join(format!("k{i}.sock"));
                 let outcome = round(&path, side, action, delay_us);
                 *outcomes
-                    .entry(format!("{side:?}/{action:?}: {outcome}"))
+                    .entry(format!("blocking {side:?}/{action:?}: {outcome}"))
                     .or_default() += 1;
+                #[cfg(feature = "tokio")]
+                {
+                    let path = dir.path().join(format!("a{i}.sock"));
+                    let outcome = rt.block_on(async_round(&path, side, action, delay_us));
+                    *outcomes
+                        .entry(format!("async    {side:?}/{action:?}: {outcome}"))
+                        .or_default() += 1;
+                }
             }
         }
     }
@@ -156,6 +177,75 @@ fn round(path: &std::path::Path, side: Side, action: Action, delay_us: u64) -> S
     if let Some(listener) = listener {
         let _fresh = LocalStream::connect(&name).unwrap();
         listener.accept().expect("the listener still accepts");
+    }
+    outcome
+}
+
+/// [`round`] with this side on the async API.
+#[cfg(feature = "tokio")]
+async fn async_round(path: &std::path::Path, side: Side, action: Action, delay_us: u64) -> String {
+    use localsock::tokio::{LocalListener, LocalStream};
+    let name = Name::path(path).unwrap();
+    let child_action = match action {
+        Action::ChildWrites => "write",
+        Action::ChildReads => "read",
+    };
+    let envs = [
+        ("LOCALSOCK_TEST_PATH", path.to_str().unwrap()),
+        ("LOCALSOCK_TEST_ACTION", child_action),
+    ];
+    let (mut victim, mut stream, listener) = match side {
+        Side::ChildIsClient => {
+            let listener = LocalListener::bind(&name).unwrap();
+            let victim = child("child_client", &envs).spawn().unwrap();
+            let stream = listener.accept().await.unwrap();
+            (victim, stream, Some(listener))
+        }
+        Side::ChildIsServer => {
+            let mut victim = child("child_server", &envs).spawn().unwrap();
+            assert_eq!(read_line(&mut victim), "listening");
+            (victim, LocalStream::connect(&name).await.unwrap(), None)
+        }
+    };
+    let killer = thread::spawn(move || {
+        thread::sleep(Duration::from_micros(delay_us));
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+    });
+    let outcome = tokio::time::timeout(BOUND, async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0x5au8; 64 * 1024];
+        let mut total = 0usize;
+        loop {
+            let r = match action {
+                Action::ChildWrites => stream.read(&mut buf).await,
+                Action::ChildReads => stream.write(&buf).await,
+            };
+            match (action, r) {
+                (Action::ChildWrites, Ok(0)) => return Ok("EOF".to_owned()),
+                (Action::ChildReads, Ok(0)) => return Err("write returned 0".to_owned()),
+                (_, Ok(n)) => total += n,
+                (_, Err(e)) if e.kind() == ErrorKind::Interrupted => {}
+                (Action::ChildReads, Err(e)) if e.kind() == ErrorKind::BrokenPipe => {
+                    return Ok("BrokenPipe".to_owned())
+                }
+                (_, Err(e)) if e.kind() == ErrorKind::ConnectionReset => {
+                    return Ok(format!("ConnectionReset after {action:?}"))
+                }
+                (_, Err(e)) => return Err(format!("failed after {total} bytes: {e:?}")),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no outcome within {BOUND:?}")));
+    killer.join().unwrap();
+    let outcome =
+        outcome.unwrap_or_else(|e| panic!("async {side:?}/{action:?} after {delay_us} us: {e}"));
+    drop(stream);
+    if let Some(listener) = listener {
+        let (fresh, accepted) = tokio::join!(LocalStream::connect(&name), listener.accept());
+        fresh.unwrap();
+        accepted.expect("the async listener still accepts");
     }
     outcome
 }
