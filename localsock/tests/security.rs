@@ -640,16 +640,37 @@ fn a_squatter_in_a_shared_directory_is_refused_and_detectable() {
     assert_ne!(server_uid, Some(0));
 }
 
+/// Any user can squat an abstract name first: our bind is `AddrInUse`, and our client, which
+/// would reach the squatter, tells it apart by its uid.
+#[test]
+fn an_abstract_name_squatter_is_refused_and_detectable() {
+    if !needs_root("an_abstract_name_squatter_is_refused_and_detectable") {
+        return;
+    }
+    let _w = watchdog("an_abstract_name_squatter_is_refused_and_detectable", 30);
+    let raw = unique_str("abs-squat");
+    let mut squatter = as_nobody("child_squatter", &[("LOCALSOCK_TEST_ABSTRACT", &raw)]);
+    assert_eq!(read_line(&mut squatter.0), "listening");
+    let name = Name::abstract_name(&raw).unwrap();
+    let err = LocalListener::bind(&name).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+    let client = LocalStream::connect(&name).unwrap();
+    assert_eq!(client.peer_credentials().unwrap().uid(), Some(NOBODY));
+}
+
 #[test]
 #[ignore = "child process entry point"]
 fn child_squatter() {
     if !is_child("child_squatter") {
         return;
     }
-    let path = std::env::var("LOCALSOCK_TEST_PATH").unwrap();
+    let name = match std::env::var("LOCALSOCK_TEST_PATH") {
+        Ok(path) => Name::path(path).unwrap(),
+        Err(_) => Name::abstract_name(std::env::var("LOCALSOCK_TEST_ABSTRACT").unwrap()).unwrap(),
+    };
     let listener = ListenerOptions::new()
         .access(Access::Everyone)
-        .bind(&Name::path(path).unwrap())
+        .bind(&name)
         .unwrap();
     println!("CHILD listening");
     loop {
