@@ -78,8 +78,9 @@ async fn serve(listener: LocalListener) -> io::Result<()> {
     }
 }
 
-/// Connects (waiting up to 2 s for a server that is starting), sends `message`, half-closes,
-/// and reads the echo until the server closes.
+/// Connects (waiting up to 2 s for a server that is starting), sends `message` and reads
+/// its echo. Dropping the stream at the end closes the connection, which ends the server's
+/// copy for this client.
 async fn ask(name: &Name, message: &str) -> io::Result<String> {
     let mut stream: LocalStream = ConnectOptions::new()
         .timeout(Duration::from_secs(2))
@@ -87,8 +88,7 @@ async fn ask(name: &Name, message: &str) -> io::Result<String> {
         .connect(name)
         .await?;
     stream.write_all(message.as_bytes()).await?;
-    stream.shutdown().await?; // the server's read sees EOF, so its copy ends
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).await?;
-    Ok(reply)
+    let mut reply = vec![0; message.len()];
+    stream.read_exact(&mut reply).await?;
+    String::from_utf8(reply).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }

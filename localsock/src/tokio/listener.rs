@@ -70,8 +70,10 @@ impl LocalListener {
     ///
     /// # Platform-specific behavior
     ///
-    /// On Windows the async listener supports only the default access (`Access::Owner`) and
-    /// no same-user check for now; other settings are `Unsupported`.
+    /// On Windows the Windows settings of `localsock::os::windows::ListenerOptionsExt` apply
+    /// too (security descriptor, spare instances): one instance plus the spares wait for
+    /// clients at all times, so they are also how many clients can connect before `accept`
+    /// runs (the backlog).
     ///
     /// # Examples
     ///

@@ -25,6 +25,12 @@ use crate::{Name, PeerCredentials};
 /// Reading from a peer that closed its end is EOF (`Ok(0)`); writing to it is `BrokenPipe`,
 /// never a `SIGPIPE`.
 ///
+/// # Platform-specific behavior
+///
+/// Named pipes have no half-close: on Windows `shutdown` does nothing, and the peer reads EOF
+/// only when this end is dropped (design protocols so that the reader knows where a message
+/// ends, or close the stream).
+///
 /// # Examples
 ///
 /// ```no_run

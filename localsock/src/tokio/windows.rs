@@ -1,10 +1,13 @@
 //! The async backend on Windows: tokio's own `named_pipe` server and client.
 //!
-//! The listener keeps [`INSTANCES`] pipe instances waiting at all times, and creates the
+//! The listener keeps one pipe instance plus the spares of
+//! `os::windows::ListenerOptionsExt::spare_instances` waiting at all times, and creates the
 //! replacement of an instance *before* handing the connected one out, so the name is never
 //! free (no squatting window, no spurious `NotFound`) and clients rarely see `ERROR_PIPE_BUSY`.
-//! A connect is one `CreateFileW` per attempt (`ERROR_PIPE_BUSY` is retried by the portable
-//! backoff loop with `tokio::time::sleep`, never a blocking `WaitNamedPipeW`).
+//! Instances are created with the blocking listener's security descriptor (`sys::async_pipe`).
+//! A connect is one `CreateFileW` per attempt, made by the blocking backend (`ERROR_PIPE_BUSY`
+//! is retried by the portable backoff loop with `tokio::time::sleep`, never a blocking
+//! `WaitNamedPipeW`).
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -15,20 +18,17 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::windows::named_pipe::{
-    ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions,
-};
+use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer};
 use windows_sys::Win32::Foundation::{
-    ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_NOT_CONNECTED,
+    ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_BUSY,
+    ERROR_PIPE_NOT_CONNECTED,
 };
-use windows_sys::Win32::Storage::FileSystem::SECURITY_IDENTIFICATION;
 
 use crate::error::{self, Op};
+use crate::os::windows::MAX_SPARE_INSTANCES;
+use crate::sys::async_pipe::{self, PipeSecurity};
 use crate::sys::ConnectFailure;
-use crate::{Access, ConnectOptions, ListenerOptions, Name, PeerCredentials};
-
-/// Pipe instances waiting for clients at any time: one being accepted and spares.
-const INSTANCES: usize = 4;
+use crate::{ConnectOptions, ListenerOptions, Name, PeerCredentials};
 
 /// One end of a connected pipe.
 enum Pipe {
@@ -77,6 +77,10 @@ impl Pipe {
             Pipe::Server(pipe) => pipe.as_handle(),
             Pipe::Client(pipe) => pipe.as_handle(),
         }
+    }
+
+    fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        async_pipe::peer_credentials(self.as_handle(), matches!(self, Pipe::Server(_)))
     }
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -148,24 +152,13 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    /// One `CreateFileW` attempt with `SECURITY_IDENTIFICATION` (a server may identify the
-    /// client, never act as it); `ERROR_PIPE_BUSY` is `Busy`, a missing pipe `NoServer`.
+    /// One attempt of the blocking backend (`CreateFileW` with its access rights and security
+    /// QoS; `ERROR_PIPE_BUSY` is `Busy`, a missing pipe `NoServer`), adopted by tokio.
     pub(crate) fn connect_once(
         name: &Name,
-        _opts: &ConnectOptions,
+        opts: &ConnectOptions,
     ) -> Result<Stream, ConnectFailure> {
-        let pipe = pipe_name(name).map_err(ConnectFailure::Fatal)?;
-        match ClientOptions::new()
-            .security_qos_flags(SECURITY_IDENTIFICATION)
-            .open(pipe)
-        {
-            Ok(client) => Ok(Stream::new(Pipe::Client(client))),
-            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
-                Err(ConnectFailure::Busy(e))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ConnectFailure::NoServer(e)),
-            Err(e) => Err(ConnectFailure::Fatal(e)),
-        }
+        async_pipe::connect_client(name, opts).map(|client| Stream::new(Pipe::Client(client)))
     }
 
     fn new(pipe: Pipe) -> Stream {
@@ -175,7 +168,7 @@ impl Stream {
     }
 
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        peer_credentials()
+        self.pipe.peer_credentials()
     }
 
     pub(crate) fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
@@ -196,13 +189,6 @@ impl Stream {
     pub(crate) fn as_raw_handle(&self) -> RawHandle {
         self.pipe.as_handle().as_raw_handle()
     }
-}
-
-fn peer_credentials() -> io::Result<PeerCredentials> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "peer credentials of an async named pipe are not available yet",
-    ))
 }
 
 /// The read half of a borrowed split.
@@ -293,7 +279,7 @@ impl OwnedReadHalf {
     }
 
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        peer_credentials()
+        self.0.peer_credentials()
     }
 }
 impl OwnedWriteHalf {
@@ -302,7 +288,7 @@ impl OwnedWriteHalf {
     }
 
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        peer_credentials()
+        self.0.peer_credentials()
     }
 }
 
@@ -348,37 +334,39 @@ fn wait_for_client(server: NamedPipeServer) -> Waiting {
 /// The pipe instances of one name, waiting for clients.
 pub(crate) struct Listener {
     pipe: String,
+    security: PipeSecurity,
     waiting: tokio::sync::Mutex<Vec<Option<Waiting>>>,
 }
 
 impl Listener {
     /// Creates the first instance with `FILE_FLAG_FIRST_PIPE_INSTANCE` (fails if anyone has
-    /// the name already) and the spares.
+    /// the name already) and the spares, all with the listener's security descriptor.
     pub(crate) fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
         Listener::create(name, opts).map_err(|e| error::context(e, Op::Bind, name))
     }
 
     fn create(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
         let pipe = pipe_name(name)?.to_owned();
-        if opts.access != Access::Owner || opts.require_same_user {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the async listener supports only the default access (owner) on Windows for now",
-            ));
-        }
-        let first = create_instance(&pipe, true).map_err(|e| {
-            if e.kind() == io::ErrorKind::PermissionDenied {
-                io::Error::new(io::ErrorKind::AddrInUse, e)
-            } else {
-                e
+        let security = PipeSecurity::new(opts)?;
+        let spares = opts.windows.spare_instances.min(MAX_SPARE_INSTANCES) as usize;
+        async_pipe::check_free(&pipe)?;
+        let first = async_pipe::create_server(&pipe, true, &security).map_err(|e| {
+            match e.raw_os_error().map(|code| code as u32) {
+                // Windows says ERROR_ACCESS_DENIED when the name exists; Wine ERROR_PIPE_BUSY.
+                Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => {
+                    io::Error::new(io::ErrorKind::AddrInUse, e)
+                }
+                _ => e,
             }
         })?;
         let mut waiting = vec![Some(wait_for_client(first))];
-        for _ in 1..INSTANCES {
-            waiting.push(Some(wait_for_client(create_instance(&pipe, false)?)));
+        for _ in 0..spares {
+            let spare = async_pipe::create_server(&pipe, false, &security)?;
+            waiting.push(Some(wait_for_client(spare)));
         }
         Ok(Listener {
             pipe,
+            security,
             waiting: tokio::sync::Mutex::new(waiting),
         })
     }
@@ -419,7 +407,7 @@ impl Listener {
     fn refill(&self, waiting: &mut [Option<Waiting>]) -> io::Result<()> {
         let mut last_error = None;
         for slot in waiting.iter_mut().filter(|slot| slot.is_none()) {
-            match create_instance(&self.pipe, false) {
+            match async_pipe::create_server(&self.pipe, false, &self.security) {
                 Ok(server) => *slot = Some(wait_for_client(server)),
                 Err(e) => last_error = Some(e),
             }
@@ -430,18 +418,9 @@ impl Listener {
         }
     }
 
-    pub(crate) fn peer_uid_matches(_stream: &Stream) -> bool {
-        false
+    pub(crate) fn peer_uid_matches(stream: &Stream) -> bool {
+        async_pipe::peer_is_same_user(stream.as_handle())
     }
-}
-
-fn create_instance(pipe: &str, first: bool) -> io::Result<NamedPipeServer> {
-    ServerOptions::new()
-        .first_pipe_instance(first)
-        .reject_remote_clients(true)
-        .access_inbound(true)
-        .access_outbound(true)
-        .create(pipe)
 }
 
 impl fmt::Debug for Listener {

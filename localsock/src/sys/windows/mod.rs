@@ -8,6 +8,8 @@
 //! - `security.rs`: security descriptors (SDDL), token SIDs, peer identity.
 #![allow(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+pub(crate) mod async_pipe;
 mod listener;
 mod overlapped;
 mod security;

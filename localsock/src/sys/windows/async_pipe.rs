@@ -1,0 +1,144 @@
+//! Hooks for the async API (`crate::tokio`, feature `tokio`): tokio's named pipes, created and
+//! opened with this backend's security settings. The unsafe calls the async module needs
+//! (raw security attributes, adopting a handle) live here, next to the code they rely on.
+//!
+//! - Servers get the same DACL as blocking listeners (`default_sddl`, or the SDDL of the
+//!   options), not tokio's default one, which lets Everyone read.
+//! - Clients are opened by the blocking backend's one-attempt [`Stream::connect`] (its access
+//!   rights without `FILE_CREATE_PIPE_INSTANCE`, its security QoS, its retry classes), then
+//!   handed to tokio before any I/O was issued on them.
+
+use std::io;
+use std::mem;
+use std::os::windows::io::{AsRawHandle, BorrowedHandle, IntoRawHandle, OwnedHandle};
+
+use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer, ServerOptions};
+use windows_sys::Win32::Foundation::{ERROR_SEM_TIMEOUT, HANDLE};
+use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+use windows_sys::Win32::System::Pipes::{
+    GetNamedPipeClientProcessId, GetNamedPipeServerProcessId, WaitNamedPipeW,
+};
+
+use super::security::{self, SecurityDescriptor};
+use super::{cvt, last_error, wide, Stream};
+use crate::sys::ConnectFailure;
+use crate::{ConnectOptions, ListenerOptions, Name, PeerCredentials};
+
+/// The security descriptor of a listener's pipe instances.
+pub(crate) struct PipeSecurity(SecurityDescriptor);
+
+impl PipeSecurity {
+    /// From the options' SDDL, or the default DACL for their `access`.
+    pub(crate) fn new(opts: &ListenerOptions) -> io::Result<PipeSecurity> {
+        let sddl = match &opts.windows.sddl {
+            Some(sddl) => sddl.clone(),
+            None => security::default_sddl(opts.access)?,
+        };
+        SecurityDescriptor::from_sddl(&sddl).map(PipeSecurity)
+    }
+}
+
+/// Creates one server instance registered with the current runtime: duplex, byte mode, local
+/// clients only, not inheritable, with `security`; the first with
+/// `FILE_FLAG_FIRST_PIPE_INSTANCE`.
+///
+/// # Panics
+///
+/// Outside a tokio runtime with the I/O driver.
+pub(crate) fn create_server(
+    pipe: &str,
+    first: bool,
+    security: &PipeSecurity,
+) -> io::Result<NamedPipeServer> {
+    let mut attributes = SECURITY_ATTRIBUTES {
+        nLength: mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: security.0.as_ptr(),
+        bInheritHandle: 0,
+    };
+    let mut options = ServerOptions::new();
+    options
+        .first_pipe_instance(first)
+        .reject_remote_clients(true)
+        .access_inbound(true)
+        .access_outbound(true);
+    let attributes: *mut SECURITY_ATTRIBUTES = &mut attributes;
+    // SAFETY: `attributes` is a valid SECURITY_ATTRIBUTES, and the descriptor it points to is
+    // owned by `security`, for the whole call.
+    unsafe { options.create_with_security_attributes_raw(pipe, attributes.cast()) }
+}
+
+/// `AddrInUse` if any instance of the pipe exists, free or busy: Wine does not enforce
+/// `FILE_FLAG_FIRST_PIPE_INSTANCE`, so this check keeps a second server off a live name there
+/// (as the blocking listener's).
+pub(crate) fn check_free(pipe: &str) -> io::Result<()> {
+    let wide_name = wide(pipe);
+    // SAFETY: `wide_name` is NUL-terminated.
+    if unsafe { WaitNamedPipeW(wide_name.as_ptr(), 1) } != 0 {
+        return Err(in_use("a free instance answers"));
+    }
+    match last_error() {
+        ERROR_SEM_TIMEOUT => Err(in_use("all its instances are busy")),
+        _ => Ok(()),
+    }
+}
+
+fn in_use(why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("a pipe with this name already exists: {why}"),
+    )
+}
+
+/// One connect attempt of the blocking backend, the handle then adopted by tokio.
+///
+/// # Panics
+///
+/// Outside a tokio runtime with the I/O driver.
+pub(crate) fn connect_client(
+    name: &Name,
+    opts: &ConnectOptions,
+) -> Result<NamedPipeClient, ConnectFailure> {
+    let stream = Stream::connect(name, opts)?;
+    let handle = OwnedHandle::from(stream).into_raw_handle();
+    // SAFETY: `handle` is an open, overlapped pipe client handle that nothing else owns and on
+    // which no I/O was ever issued; tokio takes ownership (it is closed if this fails).
+    unsafe { NamedPipeClient::from_raw_handle(handle) }.map_err(ConnectFailure::Fatal)
+}
+
+/// The peer of a pipe end: its pid and, where Windows tells, its user SID (as the blocking
+/// stream's `peer_credentials`).
+pub(crate) fn peer_credentials(
+    pipe: BorrowedHandle<'_>,
+    server: bool,
+) -> io::Result<PeerCredentials> {
+    let raw = pipe.as_raw_handle() as HANDLE;
+    let mut pid = 0u32;
+    if server {
+        // SAFETY: `raw` is a valid pipe handle for the call; `pid` is valid for writes.
+        cvt(unsafe { GetNamedPipeClientProcessId(raw, &mut pid) })?;
+    } else {
+        // SAFETY: `raw` is a valid pipe handle for the call; `pid` is valid for writes.
+        cvt(unsafe { GetNamedPipeServerProcessId(raw, &mut pid) })?;
+    }
+    let sid = if server {
+        security::pipe_client_user_sid(pipe)
+            .or_else(|_| security::process_user_sid(pid))
+            .ok()
+    } else {
+        security::process_user_sid(pid).ok()
+    };
+    Ok(PeerCredentials {
+        pid: Some(pid),
+        uid: None,
+        gid: None,
+        sid,
+    })
+}
+
+/// Whether the client of a server end runs as this process's user.
+pub(crate) fn peer_is_same_user(pipe: BorrowedHandle<'_>) -> bool {
+    let Ok(me) = security::current_user_sid() else {
+        return false;
+    };
+    peer_credentials(pipe, true).is_ok_and(|creds| creds.sid.as_deref() == Some(me.as_str()))
+}
