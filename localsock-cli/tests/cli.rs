@@ -595,3 +595,22 @@ fn echo_max_clients_holds_further_clients_in_the_backlog() {
     assert_eq!(&byte, b"b", "served once the first client left");
     drop(server);
 }
+
+#[test]
+fn listen_ends_when_the_peer_closes_even_if_stdin_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "hup.sock");
+    // The test keeps the server's stdin open (as a terminal would be) for the whole test.
+    let server = Proc::spawn(localsock().args(["listen", s(&path)]));
+    wait_listening_by_file(&path);
+    let mut client = ConnectOptions::new()
+        .timeout(BOUND)
+        .connect(&Name::path(&path).unwrap())
+        .unwrap();
+    client.write_all(b"last words\n").unwrap();
+    assert_eq!(server.next_line(), "last words");
+    drop(client);
+    let (status, out, err) = server.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "last words\n");
+}
