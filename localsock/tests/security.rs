@@ -854,3 +854,78 @@ fn no_descriptor_of_the_async_api_leaks_into_child_processes() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// fork
+// ---------------------------------------------------------------------------------------------
+
+/// A process that forks after binding (to daemonize, or to start workers) holds two copies of
+/// the listener. When the forked copy is dropped (the worker exits, the daemonizing parent
+/// returns from `main`), the socket file must stay: only the process that bound it removes it.
+#[test]
+fn a_forked_copy_of_the_listener_leaves_the_socket_file_alone() {
+    let _w = watchdog(
+        "a_forked_copy_of_the_listener_leaves_the_socket_file_alone",
+        30,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("forked.sock");
+    let mut c = Reaper(
+        child(
+            "child_fork_and_drop",
+            &[("LOCALSOCK_TEST_PATH", path.to_str().unwrap())],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    assert_eq!(
+        read_line(&mut c.0),
+        "served after the fork dropped its copy"
+    );
+    assert!(wait_bounded(&mut c.0, 20).success());
+    assert!(
+        !path.exists(),
+        "the binding process removed its file on drop"
+    );
+}
+
+#[test]
+#[ignore = "child process entry point"]
+#[allow(unsafe_code)]
+fn child_fork_and_drop() {
+    if !is_child("child_fork_and_drop") {
+        return;
+    }
+    let path = std::env::var("LOCALSOCK_TEST_PATH").unwrap();
+    let name = Name::path(&path).unwrap();
+    let listener = LocalListener::bind(&name).unwrap();
+    // SAFETY: the forked child only drops the listener (lstat, unlink, close and a free) and
+    // calls _exit; glibc makes malloc usable in the child of a fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        drop(listener);
+        // SAFETY: _exit ends the forked child at once, without running the parent's atexit
+        // handlers or the test harness.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child and `status` is a live c_int.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "the forked copy removed the socket file"
+    );
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut c = listener.accept().unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).unwrap();
+            c.write_all(&b).unwrap();
+        });
+        assert_eq!(echo_round_trip(&name, b"f").unwrap(), b"f");
+    });
+    println!("CHILD served after the fork dropped its copy");
+    drop(listener);
+}

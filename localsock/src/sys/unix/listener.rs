@@ -28,6 +28,9 @@ struct Cleanup {
     path: CString,
     dev: libc::dev_t,
     ino: libc::ino_t,
+    /// The process that bound the socket: a copy of the listener in a forked child (a worker,
+    /// or a daemonizing parent that returns from `main`) leaves the file alone.
+    pid: u32,
 }
 
 /// The socket file a listener created, removed when this is dropped (if the file at the path
@@ -46,6 +49,9 @@ impl fmt::Debug for SocketFile {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            return;
+        }
         if let Ok(st) = lstat(&self.path) {
             if st.st_dev == self.dev && st.st_ino == self.ino {
                 // SAFETY: `self.path` is NUL-terminated.
@@ -219,6 +225,7 @@ fn bind_path(name: &Name, path: &Path, opts: &ListenerOptions) -> io::Result<Lis
             path: c_path,
             dev: st.st_dev,
             ino: st.st_ino,
+            pid: std::process::id(),
         }),
     })
 }
