@@ -178,4 +178,4 @@ step "cargo clippy (windows target)" \
 step "cargo test --no-run" cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --no-run
 # A hang under wine must not eat the CI budget; the EXIT trap kills leftover wine processes.
 step "cargo test under wine" timeout --kill-after=30 "${WINCI_TEST_TIMEOUT:-900}" \
-    cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock "$@"
+    cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --no-fail-fast "$@"

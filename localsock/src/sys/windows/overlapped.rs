@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use windows_sys::core::BOOL;
 use windows_sys::Win32::Foundation::{
-    ERROR_IO_INCOMPLETE, ERROR_IO_PENDING, ERROR_OPERATION_ABORTED, HANDLE, WAIT_OBJECT_0,
-    WAIT_TIMEOUT,
+    ERROR_IO_INCOMPLETE, ERROR_IO_PENDING, ERROR_MORE_DATA, ERROR_OPERATION_ABORTED, HANDLE,
+    WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Threading::{
     CreateEventW, ResetEvent, WaitForSingleObject, INFINITE,
@@ -81,7 +81,7 @@ pub(super) fn run(
         let ov: *mut OVERLAPPED = &mut overlapped;
         if start(ov) == 0 {
             let err = last_error();
-            if err != ERROR_IO_PENDING {
+            if err != ERROR_IO_PENDING && err != ERROR_MORE_DATA {
                 // Nothing is in flight: the call failed before it started.
                 return Err(io::Error::from_raw_os_error(err as i32));
             }
@@ -135,6 +135,11 @@ fn finish(handle: HANDLE, ov: *mut OVERLAPPED, wait: bool) -> (io::Result<()>, u
         return (Ok(()), moved);
     }
     let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(ERROR_MORE_DATA as i32) {
+        // A message-mode peer's message is longer than the buffer: the rest comes with the
+        // next read. For a byte stream that is a short read, not an error.
+        return (Ok(()), moved);
+    }
     // SAFETY: the operation is over (GetOverlappedResult reported its final status), so the
     // kernel no longer writes to the OVERLAPPED; InternalHigh holds the bytes moved.
     let partial = unsafe { (*ov).InternalHigh } as u32;
