@@ -786,3 +786,40 @@ fn group_and_everyone_access_bind_and_serve() {
         assert_eq!(&b, b"hi", "{access:?}");
     }
 }
+
+/// Windows cancels a thread's pending I/O when the thread exits, and the listener's pending
+/// `ConnectNamedPipe`s were issued by whichever thread created the instances (the one that
+/// called `bind`, or the one whose `accept` made the replacement). Those threads are gone
+/// here; the listener must still see and hand out the next clients.
+#[test]
+fn instances_survive_the_exit_of_the_threads_that_made_them() {
+    let _w = watchdog("instances_survive_thread_exit", 30);
+    let name = unique("thread-exit");
+    let n2 = name.clone();
+    let listener = Arc::new(
+        thread::spawn(move || LocalListener::bind(&n2).unwrap())
+            .join()
+            .unwrap(),
+    );
+    // Nobody waits in accept while the client connects.
+    let mut client = LocalStream::connect(&name).unwrap();
+    client.write_all(b"one").unwrap();
+    let mut server = listener.accept().unwrap();
+    let mut b = [0u8; 3];
+    server.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"one");
+
+    // An accept in a short-lived thread makes the replacement instance, then the thread ends.
+    let accepting = accept_in_thread(Arc::clone(&listener));
+    let _c2 = LocalStream::connect(&name).unwrap();
+    let _s2 = accepting.join().unwrap();
+    let mut c3 = ConnectOptions::new()
+        .timeout(Duration::from_secs(5))
+        .connect(&name)
+        .unwrap();
+    c3.write_all(b"three").unwrap();
+    let mut s3 = listener.accept().unwrap();
+    let mut b = [0u8; 5];
+    s3.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"three");
+}
