@@ -261,13 +261,14 @@ impl fmt::Debug for Name {
 }
 
 /// Prints an abstract name as `ss -x` does: `@` then the bytes, non-printable ones as `\xNN`.
+/// A backslash is escaped too (`\x5c`), so that no name can print like another one.
 struct AbstractDisplay<'a>(&'a [u8]);
 
 impl fmt::Display for AbstractDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("@")?;
         for &b in self.0 {
-            if b.is_ascii_graphic() || b == b' ' {
+            if (b.is_ascii_graphic() && b != b'\\') || b == b' ' {
                 write!(f, "{}", b as char)?;
             } else {
                 write!(f, "\\x{b:02x}")?;
@@ -533,6 +534,8 @@ mod tests {
     #[test]
     fn abstract_display_escapes() {
         assert_eq!(AbstractDisplay(b"svc\0").to_string(), "@svc\\x00");
+        // A literal `\x00` must not print like a NUL byte.
+        assert_eq!(AbstractDisplay(b"\\x00").to_string(), "@\\x5cx00");
     }
 
     #[test]

@@ -158,7 +158,8 @@ mod unix {
     mod abstract_names {
         use super::*;
 
-        /// Decodes the `@name` form (`\xNN` for bytes that are not printable ASCII).
+        /// Decodes the `@name` form (`\xNN` for a backslash and for bytes that are not
+        /// printable ASCII).
         fn parse_display(shown: &str) -> Vec<u8> {
             let body = shown.strip_prefix('@').expect("starts with @").as_bytes();
             let mut out = Vec::new();
@@ -186,12 +187,9 @@ mod unix {
                         prop_assert_eq!(name.fs_path(), None);
                         let shown = name.to_string();
                         prop_assert!(shown.is_ascii(), "{}", shown);
-                        // The printed form decodes back to the bytes. A literal backslash is
-                        // ambiguous in that form (see SECURITY.md), so only names without one
-                        // are required to print back exactly.
-                        if !b.contains(&b'\\') {
-                            prop_assert_eq!(parse_display(&shown), b.clone());
-                        }
+                        // The printed form decodes back to exactly these bytes, so no two
+                        // names print alike (a backslash is escaped too).
+                        prop_assert_eq!(parse_display(&shown), b.clone());
                         prop_assert_eq!(Name::abstract_name(name.abstract_bytes().unwrap()).unwrap(), name);
                     }
                     Err(err) => {
@@ -202,6 +200,18 @@ mod unix {
                         }
                     }
                 }
+            }
+
+            /// Names made of the characters of the escape syntax itself (`\`, `x`, hex digits)
+            /// and of bytes that get escaped: two different names never print alike.
+            #[test]
+            fn abstract_display_is_unambiguous(
+                a in proptest::collection::vec(proptest::sample::select(b"\\x0a@\0\xff".to_vec()), 1..12),
+                b in proptest::collection::vec(proptest::sample::select(b"\\x0a@\0\xff".to_vec()), 1..12),
+            ) {
+                let (na, nb) = (Name::abstract_name(&a).unwrap(), Name::abstract_name(&b).unwrap());
+                prop_assert_eq!(parse_display(&na.to_string()), a.clone());
+                prop_assert_eq!(na.to_string() == nb.to_string(), a == b, "{} / {}", na, nb);
             }
 
             #[test]
