@@ -7,9 +7,10 @@
 #      (idempotent: skipped when installed; apt retries);
 #   2. a Wine prefix (kept between runs), pre-started wine services, and the
 #      bcryptprimitives.dll shim that Rust >= 1.78 needs under Wine 8.0;
-#   3. `cargo clippy --target x86_64-pc-windows-gnu -p localsock --all-targets -- -D warnings`
-#      (std rebuilt with -Zbuild-std, hence RUSTC_BOOTSTRAP=1);
-#   4. `cargo test -p localsock --target x86_64-pc-windows-gnu`, test exes run by wine64.
+#   3. `cargo clippy --target x86_64-pc-windows-gnu -p localsock --all-targets --all-features
+#      -- -D warnings` (std rebuilt with -Zbuild-std, hence RUSTC_BOOTSTRAP=1);
+#   4. `cargo test -p localsock --all-features --target x86_64-pc-windows-gnu`, test exes run
+#      by wine64 (--all-features: the `tokio` module's Windows code is tested too).
 # A timing summary goes to stderr at the end. Exits non-zero on any failure.
 #
 # Usage:  bash ci/windows.sh [extra `cargo test` args, e.g. -- --nocapture]
@@ -174,8 +175,8 @@ step "bcryptprimitives shim" install_prng_shim
 # ---------------------------------------------------------------- 4. lint + test
 cd "$ROOT"
 step "cargo clippy (windows target)" \
-    cargo clippy "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-targets -- -D warnings
-step "cargo test --no-run" cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --no-run
+    cargo clippy "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-targets --all-features -- -D warnings
+step "cargo test --no-run" cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-features --no-run
 # A hang under wine must not eat the CI budget; the EXIT trap kills leftover wine processes.
 step "cargo test under wine" timeout --kill-after=30 "${WINCI_TEST_TIMEOUT:-900}" \
-    cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --no-fail-fast "$@"
+    cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-features --no-fail-fast "$@"
