@@ -7,7 +7,7 @@
 //! ```
 //!
 //! 1. Latency: 64-byte ping-pong round trips, client and echo server tasks on one runtime
-//!    (current-thread and multi-thread), raw tokio and localsock interleaved, best of 5 runs.
+//!    (current-thread and multi-thread), raw tokio and localsock alternating, median of 11.
 //! 2. Throughput: 64 KiB writes, the server reads and discards.
 //! 3. Scale: one async listener holding 10,000 idle connections (a task each, waiting in
 //!    `read`), the clients in a child process; the listener's RSS growth per connection.
@@ -50,42 +50,50 @@ mod bench {
         std::fs::create_dir_all(&dir)?;
 
         let (round_trips, bytes, runs) = if quick {
-            (5_000, 64 << 20, 3)
+            (5_000, 64 << 20, 5)
         } else {
-            (20_000, 512 << 20, 5)
+            (20_000, 256 << 20, 11)
         };
         for (flavor, runtime) in [
             ("current-thread", current_thread()),
             ("multi-thread", multi_thread()),
         ] {
-            println!("== {flavor} runtime");
-            let mut lat = [Vec::new(), Vec::new()];
-            let mut thr = [Vec::new(), Vec::new()];
+            println!("== {flavor} runtime, {runs} runs each, raw and localsock alternating");
+            let (mut lat_raw, mut lat_ls) = (Vec::new(), Vec::new());
+            let (mut thr_raw, mut thr_ls) = (Vec::new(), Vec::new());
             for run in 0..runs {
-                let raw =
-                    runtime.block_on(latency_raw(&dir.join(format!("r{run}")), round_trips))?;
-                let ls = runtime.block_on(latency_ls(&dir.join(format!("l{run}")), round_trips))?;
-                lat[0].push(raw);
-                lat[1].push(ls);
-                let raw = runtime.block_on(throughput_raw(&dir.join(format!("tr{run}")), bytes))?;
-                let ls = runtime.block_on(throughput_ls(&dir.join(format!("tl{run}")), bytes))?;
-                thr[0].push(raw);
-                thr[1].push(ls);
+                // Alternate which goes first, so neither always gets the warmer caches.
+                for raw_first in [run % 2 == 0, run % 2 != 0] {
+                    if raw_first {
+                        let path = dir.join(format!("r{run}"));
+                        lat_raw.push(runtime.block_on(latency_raw(&path, round_trips))?);
+                        let path = dir.join(format!("tr{run}"));
+                        thr_raw.push(runtime.block_on(throughput_raw(&path, bytes))?);
+                    } else {
+                        let path = dir.join(format!("l{run}"));
+                        lat_ls.push(runtime.block_on(latency_ls(&path, round_trips))?);
+                        let path = dir.join(format!("tl{run}"));
+                        thr_ls.push(runtime.block_on(throughput_ls(&path, bytes))?);
+                    }
+                }
             }
-            let best_lat = |v: &[f64]| v.iter().cloned().fold(f64::MAX, f64::min);
-            let best_thr = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-            let (raw_lat, ls_lat) = (best_lat(&lat[0]), best_lat(&lat[1]));
-            let (raw_thr, ls_thr) = (best_thr(&thr[0]), best_thr(&thr[1]));
+            let (raw_lat, ls_lat) = (median(&mut lat_raw), median(&mut lat_ls));
+            let (raw_thr, ls_thr) = (median(&mut thr_raw), median(&mut thr_ls));
             println!(
-                "latency, 64-byte round trip (best of {runs} x {round_trips}): raw tokio {raw_lat:.2} us, \
-                 localsock {ls_lat:.2} us, ratio {:.3}",
-                ls_lat / raw_lat
+                "latency, 64-byte round trip (median of {runs} x {round_trips}): raw tokio \
+                 {raw_lat:.2} us, localsock {ls_lat:.2} us: localsock/raw {:.3} \
+                 (best: {:.2} / {:.2} us)",
+                ls_lat / raw_lat,
+                lat_raw[0],
+                lat_ls[0]
             );
             println!(
-                "throughput, 64 KiB writes (best of {runs} x {} MiB): raw tokio {raw_thr:.0} MiB/s, \
-                 localsock {ls_thr:.0} MiB/s, ratio {:.3}",
+                "throughput, 64 KiB writes (median of {runs} x {} MiB): raw tokio {raw_thr:.0} \
+                 MiB/s, localsock {ls_thr:.0} MiB/s: raw/localsock {:.3} (best: {:.0} / {:.0})",
                 bytes >> 20,
-                raw_thr / ls_thr
+                raw_thr / ls_thr,
+                thr_raw[thr_raw.len() - 1],
+                thr_ls[thr_ls.len() - 1]
             );
         }
 
@@ -104,6 +112,12 @@ mod bench {
         );
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
+    }
+
+    /// Sorts `samples` and returns the median.
+    fn median(samples: &mut [f64]) -> f64 {
+        samples.sort_by(|a, b| a.total_cmp(b));
+        samples[samples.len() / 2]
     }
 
     fn current_thread() -> Runtime {
