@@ -823,3 +823,41 @@ fn instances_survive_the_exit_of_the_threads_that_made_them() {
     s3.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"three");
 }
+
+#[test]
+fn handles_are_not_inheritable_and_convert_to_and_from_owned_handles() {
+    use std::os::windows::io::{AsRawHandle, OwnedHandle};
+    use windows_sys::Win32::Foundation::{GetHandleInformation, HANDLE_FLAG_INHERIT};
+    let _w = watchdog("handles_convert", 30);
+    let name = unique("handles");
+    let listener = LocalListener::bind(&name).unwrap();
+    let client = LocalStream::connect(&name).unwrap();
+    let server = listener.accept().unwrap();
+    let clone = server.try_clone().unwrap();
+    for (what, stream) in [("client", &client), ("server", &server), ("clone", &clone)] {
+        let mut flags = 0u32;
+        // SAFETY: the handle is valid while `stream` lives; `flags` is valid for writes.
+        let ok = unsafe { GetHandleInformation(stream.as_raw_handle() as HANDLE, &mut flags) };
+        assert_ne!(ok, 0, "{what}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            flags & HANDLE_FLAG_INHERIT,
+            0,
+            "the {what} handle is inheritable"
+        );
+    }
+    drop(clone);
+
+    // Out to an OwnedHandle and back: still the same connection, and each end still knows
+    // which end it is (the peer pid comes from the right call).
+    let client = LocalStream::from(OwnedHandle::from(client));
+    let server = LocalStream::from(OwnedHandle::from(server));
+    (&client).write_all(b"round trip").unwrap();
+    let mut buf = [0u8; 10];
+    (&server).read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"round trip");
+    let me = Some(std::process::id());
+    assert_eq!(client.peer_credentials().unwrap().pid(), me);
+    assert_eq!(server.peer_credentials().unwrap().pid(), me);
+    assert!(format!("{server:?}").contains("server"), "{server:?}");
+    assert!(format!("{client:?}").contains("client"), "{client:?}");
+}
