@@ -119,9 +119,29 @@ fn check_name(selector: u8, arg: &[u8], name: &Name) {
         assert!(arg.len() <= PATH_MAX_BYTES);
         assert!(shown.starts_with('@'));
         assert!(shown.len() <= 1 + 4 * arg.len());
+        assert_eq!(decode_abstract(&shown), arg, "{shown} does not print back");
         assert_eq!(Name::abstract_name(abstract_bytes).unwrap(), *name);
     }
     if name.pipe_name().is_some() {
         panic!("a pipe name on Unix: {name:?}");
     }
+}
+
+/// Decodes the printed `@name` form (`\xNN` escapes): it must give back the very bytes, so
+/// that no two abstract names print alike.
+fn decode_abstract(shown: &str) -> Vec<u8> {
+    let body = shown.strip_prefix('@').unwrap().as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] == b'\\' {
+            let hex = std::str::from_utf8(&body[i + 2..i + 4]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 4;
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    out
 }
