@@ -379,3 +379,125 @@ impl fmt::Debug for Listener {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::Access;
+    use crate::sys::windows::security::{current_user_sid, CLIENT_RIGHTS};
+    use std::ptr;
+    use windows_sys::Win32::Foundation::{LocalFree, HLOCAL};
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertSecurityDescriptorToStringSecurityDescriptorW, GetSecurityInfo, SDDL_REVISION_1,
+        SE_KERNEL_OBJECT,
+    };
+    use windows_sys::Win32::Security::{DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR};
+    use windows_sys::Win32::Storage::FileSystem::FILE_APPEND_DATA;
+
+    fn bind(tag: &str, access: Access) -> Listener {
+        let name = Name::new(format!("localsock-unit-{tag}-{}", std::process::id())).unwrap();
+        let mut opts = ListenerOptions::new();
+        opts.access(access);
+        Listener::bind(&name, &opts).unwrap()
+    }
+
+    /// The DACL of a live pipe instance, as the system reports it, in SDDL.
+    fn dacl_of(listener: &Listener) -> String {
+        let pool = listener.lock();
+        let handle = pool.instances[0].handle.as_raw_handle() as HANDLE;
+        let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
+        // SAFETY: `handle` is a live pipe instance; only the descriptor is asked for.
+        let err = unsafe {
+            GetSecurityInfo(
+                handle,
+                SE_KERNEL_OBJECT,
+                DACL_SECURITY_INFORMATION,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                &mut sd,
+            )
+        };
+        assert_eq!(
+            err,
+            0,
+            "GetSecurityInfo: {}",
+            io::Error::from_raw_os_error(err as i32)
+        );
+        let mut text: *mut u16 = ptr::null_mut();
+        // SAFETY: `sd` is the descriptor GetSecurityInfo returned; `text` is valid for writes.
+        cvt(unsafe {
+            ConvertSecurityDescriptorToStringSecurityDescriptorW(
+                sd,
+                SDDL_REVISION_1,
+                DACL_SECURITY_INFORMATION,
+                &mut text,
+                ptr::null_mut(),
+            )
+        })
+        .unwrap();
+        let mut len = 0;
+        // SAFETY: the string is NUL-terminated; we stop at the NUL.
+        while unsafe { *text.add(len) } != 0 {
+            len += 1;
+        }
+        // SAFETY: `text` is valid for `len` u16s.
+        let s = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(text, len) });
+        // SAFETY: both were allocated with LocalAlloc by the calls above.
+        unsafe {
+            LocalFree(text as HLOCAL);
+            LocalFree(sd as HLOCAL);
+        }
+        s
+    }
+
+    /// The rights of the ACE for `trustee` in `dacl`, e.g. "FA" or "0x12018b".
+    fn rights_of<'a>(dacl: &'a str, trustee: &str) -> Option<&'a str> {
+        dacl.split('(')
+            .map(|ace| ace.trim_end_matches(')'))
+            .find(|ace| ace.ends_with(&format!(";;;{trustee}")))
+            .and_then(|ace| ace.split(';').nth(2))
+    }
+
+    #[test]
+    fn default_dacl_is_the_owner_and_system_only_and_protected() {
+        let listener = bind("dacl-owner", Access::Owner);
+        let dacl = dacl_of(&listener);
+        let me = current_user_sid().unwrap();
+        assert!(dacl.starts_with("D:P"), "not protected: {dacl}");
+        assert_eq!(rights_of(&dacl, &me), Some("FA"), "{dacl}");
+        assert_eq!(rights_of(&dacl, "SY"), Some("FA"), "{dacl}");
+        assert_eq!(dacl.matches("(A;").count(), 2, "only two grants: {dacl}");
+        assert!(!dacl.contains("(D;"), "{dacl}");
+    }
+
+    #[test]
+    fn everyone_may_read_and_write_but_never_create_instances() {
+        let listener = bind("dacl-everyone", Access::Everyone);
+        let dacl = dacl_of(&listener);
+        let rights = rights_of(&dacl, "WD").unwrap_or_else(|| panic!("no Everyone ACE: {dacl}"));
+        let mask = u32::from_str_radix(rights.trim_start_matches("0x"), 16)
+            .unwrap_or_else(|_| panic!("Everyone's rights are not a plain mask: {dacl}"));
+        assert_eq!(mask, CLIENT_RIGHTS, "{dacl}");
+        assert_eq!(
+            mask & FILE_APPEND_DATA,
+            0,
+            "FILE_CREATE_PIPE_INSTANCE granted: {dacl}"
+        );
+    }
+
+    #[test]
+    fn group_access_grants_the_primary_group_client_rights() {
+        let listener = bind("dacl-group", Access::Group);
+        let dacl = dacl_of(&listener);
+        let me = current_user_sid().unwrap();
+        assert_eq!(dacl.matches("(A;").count(), 3, "{dacl}");
+        assert!(rights_of(&dacl, "WD").is_none(), "{dacl}");
+        let group_ace = dacl
+            .split('(')
+            .find(|ace| ace.starts_with("A;;0x") && !ace.contains(&format!(";;;{me})")))
+            .unwrap_or_else(|| panic!("no group ACE: {dacl}"));
+        assert!(group_ace.contains(&format!("{CLIENT_RIGHTS:#x}")), "{dacl}");
+    }
+}
