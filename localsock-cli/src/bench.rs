@@ -237,14 +237,12 @@ pub(crate) fn run(args: BenchArgs) -> io::Result<()> {
     drop(lib_server);
     drop(raw_server);
 
-    let lib = samples[0].summary();
-    let raw = samples[1].summary();
     if args.json {
         outln!("{}", to_json(&args, &plan, place, elapsed, &samples));
     } else {
         outln!(
             "{}",
-            table(&args, &plan, place, elapsed, &lib, &raw).trim_end()
+            table(&args, &plan, place, elapsed, &samples).trim_end()
         );
     }
     Ok(())
@@ -274,13 +272,21 @@ struct Ratios {
     connect_rate: f64,
 }
 
-fn ratios(lib: &Summary, raw: &Summary) -> Ratios {
+/// Each ratio is the median over repetitions of localsock / raw, the two measured back to
+/// back: pairs share the machine's state of the moment, so a load that drifts during the run
+/// (other processes, the host) cancels out instead of widening the gap between two medians.
+fn ratios(samples: &[Samples; 2]) -> Ratios {
+    let [lib, raw] = samples;
+    let paired = |l: &[f64], r: &[f64]| {
+        let each: Vec<f64> = l.iter().zip(r).map(|(l, r)| l / r).collect();
+        median(&each)
+    };
     Ratios {
-        latency_median: lib.latency_median_us / raw.latency_median_us,
-        latency_p99: lib.latency_p99_us / raw.latency_p99_us,
-        throughput_64k: lib.throughput_64k / raw.throughput_64k,
-        throughput_4k: lib.throughput_4k / raw.throughput_4k,
-        connect_rate: lib.connect_rate / raw.connect_rate,
+        latency_median: paired(&lib.latency_median_us, &raw.latency_median_us),
+        latency_p99: paired(&lib.latency_p99_us, &raw.latency_p99_us),
+        throughput_64k: paired(&lib.throughput_64k, &raw.throughput_64k),
+        throughput_4k: paired(&lib.throughput_4k, &raw.throughput_4k),
+        connect_rate: paired(&lib.connect_rate, &raw.connect_rate),
     }
 }
 
@@ -297,10 +303,10 @@ fn table(
     plan: &Plan,
     place: Placement,
     elapsed: Duration,
-    lib: &Summary,
-    raw: &Summary,
+    samples: &[Samples; 2],
 ) -> String {
-    let r = ratios(lib, raw);
+    let (lib, raw) = (&samples[0].summary(), &samples[1].summary());
+    let r = ratios(samples);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -405,6 +411,10 @@ fn table(
         leak(lib),
         leak(raw)
     );
+    let _ = writeln!(
+        out,
+        "{DIM}ratio: median over repetitions of localsock/raw, each pair measured back to back{DIM:#}"
+    );
     out
 }
 
@@ -416,7 +426,7 @@ fn to_json(
     samples: &[Samples; 2],
 ) -> serde_json::Value {
     let (lib, raw) = (&samples[0].summary(), &samples[1].summary());
-    let r = ratios(lib, raw);
+    let r = ratios(samples);
     let metrics = |s: &Summary, samples: &Samples| {
         json!({
             "latency_median_us": s.latency_median_us,

@@ -33,7 +33,7 @@ pub(crate) fn run(args: EchoArgs) -> io::Result<()> {
             Err(e) if is_resource_shortage(&e) => {
                 // EMFILE and friends: the pending client stays in the backlog; retry shortly
                 // rather than spin or give up. Say so at most once a second.
-                if last_warning.map_or(true, |t| t.elapsed() >= Duration::from_secs(1)) {
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     crate::warn(&format!("{e}; pausing before accepting again"));
                     last_warning = Some(Instant::now());
                 }
