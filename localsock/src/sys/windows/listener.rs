@@ -43,6 +43,11 @@ use super::{cvt, last_error, owned_handle, pipe_name, wide, Stream};
 use crate::os::windows::MAX_SPARE_INSTANCES;
 use crate::{ListenerOptions, Name};
 
+/// Byte stream, blocking mode (the waiting is bounded by overlapped I/O), and local clients
+/// only: a client on another machine (a `\\host\pipe\...` name, over SMB) is refused.
+const PIPE_MODE: u32 =
+    PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS;
+
 /// In and out buffer size of each instance (a hint to Windows, which grows them as needed).
 const BUFFER_SIZE: u32 = 64 * 1024;
 
@@ -277,7 +282,7 @@ impl Listener {
             CreateNamedPipeW(
                 self.pipe.as_ptr(),
                 open_mode,
-                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                PIPE_MODE,
                 PIPE_UNLIMITED_INSTANCES,
                 BUFFER_SIZE,
                 BUFFER_SIZE,
@@ -393,6 +398,9 @@ mod tests {
     };
     use windows_sys::Win32::Security::{DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR};
     use windows_sys::Win32::Storage::FileSystem::FILE_APPEND_DATA;
+    use windows_sys::Win32::System::Pipes::{
+        PIPE_NOWAIT, PIPE_READMODE_MESSAGE, PIPE_TYPE_MESSAGE,
+    };
 
     fn bind(tag: &str, access: Access) -> Listener {
         let name = Name::new(format!("localsock-unit-{tag}-{}", std::process::id())).unwrap();
@@ -458,6 +466,17 @@ mod tests {
             .map(|ace| ace.trim_end_matches(')'))
             .find(|ace| ace.ends_with(&format!(";;;{trustee}")))
             .and_then(|ace| ace.split(';').nth(2))
+    }
+
+    #[test]
+    fn instances_are_byte_mode_and_refuse_remote_clients() {
+        assert_eq!(
+            PIPE_MODE & PIPE_REJECT_REMOTE_CLIENTS,
+            PIPE_REJECT_REMOTE_CLIENTS
+        );
+        assert_eq!(PIPE_MODE & PIPE_TYPE_MESSAGE, 0);
+        assert_eq!(PIPE_MODE & PIPE_READMODE_MESSAGE, 0);
+        assert_eq!(PIPE_MODE & PIPE_NOWAIT, 0);
     }
 
     #[test]
