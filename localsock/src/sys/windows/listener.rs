@@ -45,8 +45,7 @@ use crate::{ListenerOptions, Name};
 
 /// Byte stream, blocking mode (the waiting is bounded by overlapped I/O), and local clients
 /// only: a client on another machine (a `\\host\pipe\...` name, over SMB) is refused.
-const PIPE_MODE: u32 =
-    PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS;
+const PIPE_MODE: u32 = PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS;
 
 /// In and out buffer size of each instance (a hint to Windows, which grows them as needed).
 const BUFFER_SIZE: u32 = 64 * 1024;
