@@ -786,3 +786,35 @@ fn serve_one<S: Read + Write>(mut s: S, buf: &mut [u8]) -> io::Result<()> {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn ratios_pair_each_repetition() {
+        // The load swings between repetitions and one localsock sample is hit by a spike: the
+        // pairs keep the true 1.1x, a ratio of medians would say 22/30.
+        let lib = Samples {
+            connect_rate: vec![11.0, 22.0, 33.0, 2.0, 55.0],
+            ..Samples::default()
+        };
+        let raw = Samples {
+            connect_rate: vec![10.0, 20.0, 30.0, 40.0, 50.0],
+            ..Samples::default()
+        };
+        assert_eq!(
+            median(&lib.connect_rate) / median(&raw.connect_rate),
+            22.0 / 30.0
+        );
+        let r = ratios(&[lib, raw]);
+        assert!((r.connect_rate - 1.1).abs() < 1e-9, "{}", r.connect_rate);
+    }
+}
