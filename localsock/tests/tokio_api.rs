@@ -479,6 +479,44 @@ fn dropping_the_async_listener_removes_its_socket_file() {
 }
 
 #[test]
+fn options_carry_over_same_user_accepted() {
+    run(10, async {
+        let name = unique("sameuser");
+        let listener =
+            LocalListener::bind_with(&name, ListenerOptions::new().require_same_user(true))
+                .unwrap();
+        let blocking: localsock::ConnectOptions = ConnectOptions::new()
+            .timeout(Duration::from_secs(1))
+            .clone()
+            .into();
+        let mut client = ConnectOptions::from(blocking).connect(&name).await.unwrap();
+        let mut server = listener.accept().await.unwrap();
+        client.write_all(b"me").await.unwrap();
+        let mut buf = [0; 2];
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"me");
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn async_listener_socket_files_get_the_requested_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    run(10, async {
+        for (access, mode) in [
+            (localsock::Access::Owner, 0o600),
+            (localsock::Access::Group, 0o660),
+        ] {
+            let name = unique("mode");
+            let _listener =
+                LocalListener::bind_with(&name, ListenerOptions::new().access(access)).unwrap();
+            let meta = std::fs::metadata(name.fs_path().unwrap()).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, mode, "{access:?}");
+        }
+    });
+}
+
+#[test]
 fn dropping_objects_outside_the_runtime_does_not_panic() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

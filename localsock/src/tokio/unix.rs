@@ -96,8 +96,9 @@ fn poll_send_vectored(
     }
 }
 
-/// `AsyncRead` by delegation to tokio, `AsyncWrite` through [`poll_send`]; `$io` gets the
-/// `UnixStream` (or the half) out of `self`.
+/// For the split halves (tuple structs around tokio's halves): `read` implements `AsyncRead`
+/// by delegation to tokio, `write` implements `AsyncWrite` through [`poll_send`] on the
+/// half's `UnixStream`.
 macro_rules! async_io_impls {
     ($ty:ty, read) => {
         impl AsyncRead for $ty {
