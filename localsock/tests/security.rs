@@ -532,6 +532,52 @@ fn abstract_names_have_no_access_control_and_require_same_user_is_the_defence() 
     assert!(wait_bounded(&mut stranger.0, 20).success());
 }
 
+/// The async listener's `require_same_user` drops a stranger too (here on an abstract name,
+/// which no permission protects): the stranger sees EOF, our own client is accepted.
+#[cfg(feature = "tokio")]
+#[test]
+fn async_require_same_user_drops_other_users() {
+    if !needs_root("async_require_same_user_drops_other_users") {
+        return;
+    }
+    let _w = watchdog("async_require_same_user_drops_other_users", 30);
+    let raw = unique_str("abs-async-guarded");
+    let name = Name::abstract_name(&raw).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(async {
+        localsock::tokio::LocalListener::bind_with(
+            &name,
+            ListenerOptions::new().require_same_user(true),
+        )
+        .unwrap()
+    });
+    let mut stranger = as_nobody(
+        "child_stranger_connects",
+        &[("LOCALSOCK_TEST_ABSTRACT", &raw)],
+    );
+    assert_eq!(read_line(&mut stranger.0), "connected");
+    let uid = rt.block_on(async {
+        let accept = tokio::spawn(async move {
+            let s = listener.accept().await.unwrap();
+            s.peer_credentials().unwrap().uid()
+        });
+        // The stranger is dropped by accept before our client arrives.
+        tokio::task::spawn_blocking(move || {
+            let line = read_line(&mut stranger.0);
+            assert_eq!(line, "eof", "the stranger was dropped");
+            assert!(wait_bounded(&mut stranger.0, 20).success());
+        })
+        .await
+        .unwrap();
+        let _mine = localsock::tokio::LocalStream::connect(&name).await.unwrap();
+        accept.await.unwrap()
+    });
+    assert_eq!(uid, Some(0), "only our own client is accepted");
+}
+
 /// A short name lives in the private `0700` directory, so even a listener opened to everyone
 /// (`Access::Everyone`, socket file `0666`) cannot be reached by another user: the directory,
 /// which every Unix honours, is the boundary, not the socket file's mode, which some ignore.
