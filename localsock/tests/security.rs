@@ -99,10 +99,11 @@ fn fd_exhaustion(variant: &str) {
     let name = Name::new(&name_str).unwrap();
     let mut server = Reaper(
         child(
-            "child_fd_starved_server",
+            "child_echo_server",
             &[
                 ("LOCALSOCK_TEST_NAME", &name_str),
                 ("LOCALSOCK_TEST_VARIANT", variant),
+                ("LOCALSOCK_TEST_NOFILE", "starve"),
             ],
         )
         .spawn()
@@ -177,76 +178,6 @@ fn starve_nofile(spare: u64) {
     .unwrap();
 }
 
-#[test]
-#[ignore = "child process entry point"]
-fn child_fd_starved_server() {
-    if !is_child("child_fd_starved_server") {
-        return;
-    }
-    let name = Name::new(std::env::var("LOCALSOCK_TEST_NAME").unwrap()).unwrap();
-    match std::env::var("LOCALSOCK_TEST_VARIANT").unwrap().as_str() {
-        "blocking" => {
-            let listener = LocalListener::bind(&name).unwrap();
-            starve_nofile(8);
-            println!("CHILD listening");
-            let mut reported = false;
-            // The accept loop a server should have: pause on a resource shortage, never give up.
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(s) => {
-                        thread::spawn(move || echo_until_eof(s));
-                    }
-                    Err(e) if is_resource_shortage(&e) => {
-                        if !reported {
-                            println!("CHILD emfile {e}");
-                            reported = true;
-                        }
-                        thread::sleep(Duration::from_millis(50));
-                    }
-                    Err(e) => panic!("accept failed: {e}"),
-                }
-            }
-        }
-        #[cfg(feature = "tokio")]
-        "tokio" => {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let listener = localsock::tokio::LocalListener::bind(&name).unwrap();
-                starve_nofile(8);
-                println!("CHILD listening");
-                let mut reported = false;
-                loop {
-                    match listener.accept().await {
-                        Ok(mut s) => {
-                            tokio::spawn(async move {
-                                let mut buf = [0u8; 256];
-                                while let Ok(n @ 1..) = s.read(&mut buf).await {
-                                    if s.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            });
-                        }
-                        Err(e) if is_resource_shortage(&e) => {
-                            if !reported {
-                                println!("CHILD emfile {e}");
-                                reported = true;
-                            }
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Err(e) => panic!("accept failed: {e}"),
-                    }
-                }
-            });
-        }
-        other => panic!("unknown variant {other}"),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // A flood of idle connections
 // ---------------------------------------------------------------------------------------------
@@ -274,18 +205,19 @@ fn raise_nofile() {
     .unwrap();
 }
 
-/// 10,000 clients connect and never send a byte; a well-behaved client is still served.
-/// `server` is the child entry point that serves, `variant` what it runs.
+/// 10,000 clients connect and never send a byte; a well-behaved client is still served by the
+/// echo server (`variant`: `blocking` or `tokio`) while they all stay connected.
 fn idle_flood_does_not_starve(variant: &str) {
     let n = flood_size();
     let name_str = unique_str(&format!("flood-{variant}"));
     let name = Name::new(&name_str).unwrap();
     let mut server = Reaper(
         child(
-            "child_flood_server",
+            "child_echo_server",
             &[
                 ("LOCALSOCK_TEST_NAME", &name_str),
                 ("LOCALSOCK_TEST_VARIANT", variant),
+                ("LOCALSOCK_TEST_NOFILE", "raise"),
             ],
         )
         .spawn()
@@ -344,17 +276,35 @@ fn echo_until_eof(mut s: LocalStream) {
     }
 }
 
+/// The echo server the fault tests run in a child process: one thread (blocking listener) or
+/// task (async listener, `LOCALSOCK_TEST_VARIANT=tokio`) per connection, and the accept loop a
+/// server should have: on a resource shortage it says so once, pauses, and goes on.
+/// `LOCALSOCK_TEST_NOFILE=starve` leaves it a handful of spare descriptors once it listens;
+/// `raise` lifts its soft limit to the hard one, for floods.
 #[test]
 #[ignore = "child process entry point"]
-fn child_flood_server() {
-    if !is_child("child_flood_server") {
+fn child_echo_server() {
+    if !is_child("child_echo_server") {
         return;
     }
-    raise_nofile();
     let name = Name::new(std::env::var("LOCALSOCK_TEST_NAME").unwrap()).unwrap();
+    let nofile = std::env::var("LOCALSOCK_TEST_NOFILE").unwrap();
+    let limit_descriptors = || match nofile.as_str() {
+        "starve" => starve_nofile(8),
+        "raise" => raise_nofile(),
+        other => panic!("unknown LOCALSOCK_TEST_NOFILE {other}"),
+    };
+    let mut reported = false;
+    let mut on_shortage = |e: &std::io::Error| {
+        if !reported {
+            println!("CHILD emfile {e}");
+            reported = true;
+        }
+    };
     match std::env::var("LOCALSOCK_TEST_VARIANT").unwrap().as_str() {
         "blocking" => {
             let listener = LocalListener::bind(&name).unwrap();
+            limit_descriptors();
             println!("CHILD listening");
             for stream in listener.incoming() {
                 match stream {
@@ -364,47 +314,49 @@ fn child_flood_server() {
                             .spawn(move || echo_until_eof(s))
                             .expect("spawn a connection thread");
                     }
-                    Err(e) if is_resource_shortage(&e) => thread::sleep(Duration::from_millis(50)),
-                    Err(e) => panic!("accept: {e}"),
+                    Err(e) if is_resource_shortage(&e) => {
+                        on_shortage(&e);
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => panic!("accept failed: {e}"),
                 }
             }
         }
         #[cfg(feature = "tokio")]
-        "tokio" => tokio_echo_server(&name),
+        "tokio" => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let listener = localsock::tokio::LocalListener::bind(&name).unwrap();
+                limit_descriptors();
+                println!("CHILD listening");
+                loop {
+                    match listener.accept().await {
+                        Ok(mut s) => {
+                            tokio::spawn(async move {
+                                let mut buf = [0u8; 256];
+                                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                                    if s.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(e) if is_resource_shortage(&e) => {
+                            on_shortage(&e);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("accept failed: {e}"),
+                    }
+                }
+            });
+        }
         other => panic!("unknown variant {other}"),
     }
-}
-
-#[cfg(feature = "tokio")]
-fn tokio_echo_server(name: &Name) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let listener = localsock::tokio::LocalListener::bind(name).unwrap();
-        println!("CHILD listening");
-        loop {
-            match listener.accept().await {
-                Ok(mut s) => {
-                    tokio::spawn(async move {
-                        let mut buf = [0u8; 256];
-                        while let Ok(n @ 1..) = s.read(&mut buf).await {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
-                Err(e) if is_resource_shortage(&e) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        }
-    });
 }
 
 #[test]
