@@ -285,7 +285,12 @@ impl Listener {
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<Stream>> {
         loop {
             match ready!(self.io.poll_accept(cx)) {
-                Ok((io, _addr)) => return Poll::Ready(Ok(Stream { io })),
+                Ok((io, _addr)) => {
+                    // Apple platforms have no MSG_NOSIGNAL: the socket itself must not raise
+                    // SIGPIPE (a no-op elsewhere), as for the blocking listener's streams.
+                    sys::set_nosigpipe(io.as_fd())?;
+                    return Poll::Ready(Ok(Stream { io }));
+                }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }

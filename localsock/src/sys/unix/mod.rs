@@ -178,7 +178,8 @@ pub(super) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     target_os = "tvos",
     target_os = "watchos"
 ))]
-pub(super) fn set_nosigpipe(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Also used by the async listener on the sockets tokio accepts.
+pub(crate) fn set_nosigpipe(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_NOSIGPIPE, 1 as libc::c_int)
 }
 
@@ -189,7 +190,7 @@ pub(super) fn set_nosigpipe(fd: BorrowedFd<'_>) -> io::Result<()> {
     target_os = "watchos"
 )))]
 #[allow(dead_code)]
-pub(super) fn set_nosigpipe(_fd: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn set_nosigpipe(_fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
