@@ -10,7 +10,8 @@
 //!    (current-thread and multi-thread), raw tokio and localsock alternating, median of 11.
 //! 2. Throughput: 64 KiB writes, the server reads and discards.
 //! 3. Scale: one async listener holding 10,000 idle connections (a task each, waiting in
-//!    `read`), the clients in a child process; the listener's RSS growth per connection.
+//!    `read`), the clients in a child process; the listener's RSS growth per connection,
+//!    for localsock and raw tokio, each measured in a fresh process.
 //! 4. 1,000 active clients doing 64-byte echo round trips at once: errors counted.
 
 #[cfg(unix)]
@@ -43,6 +44,15 @@ mod bench {
         let args: Vec<String> = std::env::args().skip(1).collect();
         if args.first().map(String::as_str) == Some("hold") {
             return hold(&args[1], args[2].parse().expect("count"));
+        }
+        if args.first().map(String::as_str) == Some("idle") {
+            // One measurement per process, so neither inherits the other's freed heap.
+            raise_fd_limit();
+            let raw = args[1] == "raw";
+            let count = args[2].parse().expect("count");
+            let per_conn = multi_thread().block_on(idle_scale(Path::new(&args[3]), count, raw))?;
+            println!("{per_conn}");
+            return Ok(());
         }
         let quick = args.first().map(String::as_str) == Some("quick");
         raise_fd_limit();
@@ -97,13 +107,26 @@ mod bench {
             );
         }
 
-        let runtime = multi_thread();
         let idle = if quick { 2_000 } else { 10_000 };
-        let per_conn = runtime.block_on(idle_scale(&dir.join("idle"), idle))?;
-        println!(
-            "scale: {idle} idle connections held by one listener, RSS growth {:.1} KiB per connection",
-            per_conn / 1024.0
-        );
+        for kind in ["raw", "localsock"] {
+            let out = Command::new(std::env::current_exe()?)
+                .args(["idle", kind, &idle.to_string()])
+                .arg(dir.join(format!("idle-{kind}")))
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let per_conn: f64 = text.trim().parse().map_err(|_| {
+                io::Error::other(format!(
+                    "idle measurement failed: {text} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            })?;
+            println!(
+                "scale: {idle} idle connections held by one {kind} listener (a task each, \
+                 waiting in read): RSS growth {:.2} KiB per connection",
+                per_conn / 1024.0
+            );
+        }
+        let runtime = multi_thread();
         let (clients, errors, elapsed) =
             runtime.block_on(active_clients(&dir.join("active"), 1_000, 100))?;
         println!(
@@ -264,9 +287,16 @@ mod bench {
 
     /// RSS growth per connection of a listener holding `count` idle connections, each with a
     /// task waiting in `read`. The clients live in a child process.
-    async fn idle_scale(path: &Path, count: usize) -> io::Result<f64> {
-        let name = ls_name(path);
-        let listener = localsock::tokio::LocalListener::bind(&name)?;
+    async fn idle_scale(path: &Path, count: usize, raw: bool) -> io::Result<f64> {
+        enum Listener {
+            Raw(tokio::net::UnixListener),
+            Localsock(localsock::tokio::LocalListener),
+        }
+        let listener = if raw {
+            Listener::Raw(tokio::net::UnixListener::bind(path)?)
+        } else {
+            Listener::Localsock(localsock::tokio::LocalListener::bind(&ls_name(path))?)
+        };
         let before = rss_bytes();
         let mut child = Command::new(std::env::current_exe()?)
             .args(["hold", path.to_str().unwrap(), &count.to_string()])
@@ -276,14 +306,11 @@ mod bench {
         let open = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::with_capacity(count);
         for _ in 0..count {
-            let mut stream = listener.accept().await?;
             let open = Arc::clone(&open);
-            tasks.push(tokio::spawn(async move {
-                open.fetch_add(1, Ordering::Relaxed);
-                let mut buf = [0u8; 64];
-                let _ = stream.read(&mut buf).await;
-                open.fetch_sub(1, Ordering::Relaxed);
-            }));
+            tasks.push(match &listener {
+                Listener::Raw(listener) => tokio::spawn(idle(listener.accept().await?.0, open)),
+                Listener::Localsock(listener) => tokio::spawn(idle(listener.accept().await?, open)),
+            });
         }
         let mut line = String::new();
         io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
@@ -297,7 +324,18 @@ mod bench {
         for task in tasks {
             task.await.unwrap();
         }
+        if raw {
+            let _ = std::fs::remove_file(path);
+        }
         Ok((after - before) / count as f64)
+    }
+
+    /// A connection's task: waits in `read` until the peer closes.
+    async fn idle<S: AsyncRead + Unpin>(mut stream: S, open: Arc<AtomicUsize>) {
+        open.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 64];
+        let _ = stream.read(&mut buf).await;
+        open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Child process: opens `count` blocking connections and holds them until stdin closes.
