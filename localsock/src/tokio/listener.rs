@@ -156,7 +156,7 @@ impl LocalListener {
     ///
     /// # Platform-specific behavior
     ///
-    /// Unix only for now.
+    /// Unix only: see the [module documentation](crate::tokio) for why Windows has no conversions.
     pub fn from_std(listener: crate::LocalListener) -> io::Result<LocalListener> {
         let name = listener.name().clone();
         let require_same_user = listener.requires_same_user();
@@ -177,7 +177,7 @@ impl LocalListener {
     ///
     /// # Platform-specific behavior
     ///
-    /// Unix only for now.
+    /// Unix only: see the [module documentation](crate::tokio) for why Windows has no conversions.
     pub fn into_std(self) -> io::Result<crate::LocalListener> {
         let inner = self.inner.into_sys()?;
         Ok(crate::LocalListener::from_parts(

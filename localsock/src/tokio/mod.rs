@@ -20,6 +20,12 @@
 //! a runtime with the I/O driver (and the time driver for connects): `enable_all()`, as
 //! `#[tokio::main]` does.
 //!
+//! On Unix, `LocalStream::from_std`/`into_std` and `LocalListener::from_std`/`into_std` convert
+//! between the blocking and the async types. Windows has no such conversions: a pipe handle
+//! joined to tokio's I/O completion port (and every duplicate of it, see
+//! [`crate::LocalStream::try_clone`]) can no longer be used safely for the blocking backend's
+//! overlapped I/O.
+//!
 //! # Examples
 //!
 //! ```

@@ -122,7 +122,7 @@ impl LocalStream {
     ///
     /// # Platform-specific behavior
     ///
-    /// Unix only for now.
+    /// Unix only: see the [module documentation](crate::tokio) for why Windows has no conversions.
     pub fn from_std(stream: crate::LocalStream) -> io::Result<LocalStream> {
         imp::Stream::from_sys(stream.inner).map(|inner| LocalStream { inner })
     }
@@ -135,7 +135,7 @@ impl LocalStream {
     ///
     /// # Platform-specific behavior
     ///
-    /// Unix only for now.
+    /// Unix only: see the [module documentation](crate::tokio) for why Windows has no conversions.
     pub fn into_std(self) -> io::Result<crate::LocalStream> {
         self.inner
             .into_sys()
