@@ -10,17 +10,13 @@
 
 use std::io;
 use std::mem;
-use std::os::windows::io::{AsRawHandle, BorrowedHandle, IntoRawHandle, OwnedHandle};
+use std::os::windows::io::{BorrowedHandle, IntoRawHandle, OwnedHandle};
 
 use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer, ServerOptions};
-use windows_sys::Win32::Foundation::{ERROR_SEM_TIMEOUT, HANDLE};
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
-use windows_sys::Win32::System::Pipes::{
-    GetNamedPipeClientProcessId, GetNamedPipeServerProcessId, WaitNamedPipeW,
-};
 
 use super::security::{self, SecurityDescriptor};
-use super::{cvt, last_error, wide, Stream};
+use super::{listener, stream, wide, Stream};
 use crate::sys::ConnectFailure;
 use crate::{ConnectOptions, ListenerOptions, Name, PeerCredentials};
 
@@ -67,26 +63,10 @@ pub(crate) fn create_server(
     unsafe { options.create_with_security_attributes_raw(pipe, attributes.cast()) }
 }
 
-/// `AddrInUse` if any instance of the pipe exists, free or busy: Wine does not enforce
-/// `FILE_FLAG_FIRST_PIPE_INSTANCE`, so this check keeps a second server off a live name there
-/// (as the blocking listener's).
+/// `AddrInUse` if any instance of the pipe exists, free or busy (the blocking listener's
+/// check: Wine does not enforce `FILE_FLAG_FIRST_PIPE_INSTANCE`).
 pub(crate) fn check_free(pipe: &str) -> io::Result<()> {
-    let wide_name = wide(pipe);
-    // SAFETY: `wide_name` is NUL-terminated.
-    if unsafe { WaitNamedPipeW(wide_name.as_ptr(), 1) } != 0 {
-        return Err(in_use("a free instance answers"));
-    }
-    match last_error() {
-        ERROR_SEM_TIMEOUT => Err(in_use("all its instances are busy")),
-        _ => Ok(()),
-    }
-}
-
-fn in_use(why: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::AddrInUse,
-        format!("a pipe with this name already exists: {why}"),
-    )
+    listener::check_free(&wide(pipe))
 }
 
 /// One connect attempt of the blocking backend, the handle then adopted by tokio.
@@ -111,28 +91,7 @@ pub(crate) fn peer_credentials(
     pipe: BorrowedHandle<'_>,
     server: bool,
 ) -> io::Result<PeerCredentials> {
-    let raw = pipe.as_raw_handle() as HANDLE;
-    let mut pid = 0u32;
-    if server {
-        // SAFETY: `raw` is a valid pipe handle for the call; `pid` is valid for writes.
-        cvt(unsafe { GetNamedPipeClientProcessId(raw, &mut pid) })?;
-    } else {
-        // SAFETY: `raw` is a valid pipe handle for the call; `pid` is valid for writes.
-        cvt(unsafe { GetNamedPipeServerProcessId(raw, &mut pid) })?;
-    }
-    let sid = if server {
-        security::pipe_client_user_sid(pipe)
-            .or_else(|_| security::process_user_sid(pid))
-            .ok()
-    } else {
-        security::process_user_sid(pid).ok()
-    };
-    Ok(PeerCredentials {
-        pid: Some(pid),
-        uid: None,
-        gid: None,
-        sid,
-    })
+    stream::pipe_peer_credentials(pipe, server)
 }
 
 /// Whether the client of a server end runs as this process's user.

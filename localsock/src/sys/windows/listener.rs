@@ -228,7 +228,7 @@ impl Listener {
             }),
             nonblocking: AtomicBool::new(false),
         };
-        listener.check_free()?;
+        check_free(&listener.pipe)?;
         let first = listener.create(true).map_err(|e| {
             match e.raw_os_error().map(|c| c as u32) {
                 // Windows says ERROR_ACCESS_DENIED when the name exists; Wine ERROR_PIPE_BUSY.
@@ -242,25 +242,6 @@ impl Listener {
         }
         listener.lock().instances = instances;
         Ok(listener)
-    }
-
-    /// `AddrInUse` if any instance of the pipe exists (free or busy). `FILE_FLAG_FIRST_PIPE_INSTANCE`
-    /// closes the race after this check on Windows; Wine does not enforce that flag, and this
-    /// check is what keeps a second server off a live name there.
-    fn check_free(&self) -> io::Result<()> {
-        // SAFETY: `self.pipe` is NUL-terminated.
-        if unsafe { WaitNamedPipeW(self.pipe.as_ptr(), 1) } != 0 {
-            return Err(in_use(io::Error::other("a free instance answers")));
-        }
-        match last_error() {
-            // Every instance is busy: the name is taken all the same.
-            ERROR_SEM_TIMEOUT => Err(in_use(io::Error::from_raw_os_error(
-                ERROR_SEM_TIMEOUT as i32,
-            ))),
-            // No such pipe (the usual case), or an error that creating the pipe will report
-            // in its own words.
-            _ => Ok(()),
-        }
     }
 
     /// Creates one instance (the very first with `FILE_FLAG_FIRST_PIPE_INSTANCE`) and starts
@@ -365,6 +346,31 @@ impl Pool {
         };
         // SAFETY: `old` is a valid event handle.
         unsafe { SetEvent(old.as_raw_handle() as HANDLE) };
+    }
+}
+
+/// `AddrInUse` if any instance of the pipe `pipe` (NUL-terminated UTF-16) exists, free or
+/// busy. `FILE_FLAG_FIRST_PIPE_INSTANCE` closes the race after this check on Windows; Wine does
+/// not enforce that flag, and this check is what keeps a second server off a live name there.
+/// Also used by the async listener (`async_pipe`).
+pub(super) fn check_free(pipe: &[u16]) -> io::Result<()> {
+    assert_eq!(
+        pipe.last(),
+        Some(&0),
+        "the pipe name must be NUL-terminated"
+    );
+    // SAFETY: `pipe` is NUL-terminated (checked above).
+    if unsafe { WaitNamedPipeW(pipe.as_ptr(), 1) } != 0 {
+        return Err(in_use(io::Error::other("a free instance answers")));
+    }
+    match last_error() {
+        // Every instance is busy: the name is taken all the same.
+        ERROR_SEM_TIMEOUT => Err(in_use(io::Error::from_raw_os_error(
+            ERROR_SEM_TIMEOUT as i32,
+        ))),
+        // No such pipe (the usual case), or an error that creating the pipe will report
+        // in its own words.
+        _ => Ok(()),
     }
 }
 

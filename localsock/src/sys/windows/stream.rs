@@ -268,37 +268,46 @@ impl Stream {
         Ok(())
     }
 
-    /// The peer's pid (`GetNamedPipeClientProcessId` on the server end,
-    /// `GetNamedPipeServerProcessId` on the client end) and, where Windows tells, its user
-    /// SID: from the client's token through impersonation on the server end, else from the
-    /// peer process's token.
+    /// See [`pipe_peer_credentials`].
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        let mut pid = 0u32;
-        if self.shared.server {
-            // SAFETY: the handle is valid; `pid` is valid for writes.
-            cvt(unsafe { GetNamedPipeClientProcessId(self.raw(), &mut pid) })?;
-        } else {
-            // SAFETY: the handle is valid; `pid` is valid for writes.
-            cvt(unsafe { GetNamedPipeServerProcessId(self.raw(), &mut pid) })?;
-        }
-        let sid = if self.shared.server {
-            security::pipe_client_user_sid(self.handle.as_handle())
-                .or_else(|_| security::process_user_sid(pid))
-                .ok()
-        } else {
-            security::process_user_sid(pid).ok()
-        };
-        Ok(PeerCredentials {
-            pid: Some(pid),
-            uid: None,
-            gid: None,
-            sid,
-        })
+        pipe_peer_credentials(self.handle.as_handle(), self.shared.server)
     }
 
     pub(crate) fn as_handle(&self) -> BorrowedHandle<'_> {
         self.handle.as_handle()
     }
+}
+
+/// The peer's pid (`GetNamedPipeClientProcessId` on the server end,
+/// `GetNamedPipeServerProcessId` on the client end) and, where Windows tells, its user
+/// SID: from the client's token through impersonation on the server end, else from the
+/// peer process's token. Also used by the async streams (`async_pipe`).
+pub(super) fn pipe_peer_credentials(
+    pipe: BorrowedHandle<'_>,
+    server: bool,
+) -> io::Result<PeerCredentials> {
+    let raw = pipe.as_raw_handle() as HANDLE;
+    let mut pid = 0u32;
+    if server {
+        // SAFETY: the handle is valid for the call; `pid` is valid for writes.
+        cvt(unsafe { GetNamedPipeClientProcessId(raw, &mut pid) })?;
+    } else {
+        // SAFETY: the handle is valid for the call; `pid` is valid for writes.
+        cvt(unsafe { GetNamedPipeServerProcessId(raw, &mut pid) })?;
+    }
+    let sid = if server {
+        security::pipe_client_user_sid(pipe)
+            .or_else(|_| security::process_user_sid(pid))
+            .ok()
+    } else {
+        security::process_user_sid(pid).ok()
+    };
+    Ok(PeerCredentials {
+        pid: Some(pid),
+        uid: None,
+        gid: None,
+        sid,
+    })
 }
 
 /// Sorts a failed `CreateFileW` into retry classes.
