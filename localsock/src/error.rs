@@ -72,6 +72,47 @@ pub(crate) fn context(err: io::Error, op: Op, name: &Name) -> io::Error {
     )
 }
 
+/// The OS error code behind `err`, looking through the context localsock adds.
+pub(crate) fn os_code(err: &io::Error) -> Option<i32> {
+    err.raw_os_error().or_else(|| {
+        err.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Contextual>())
+            .and_then(|contextual| contextual.source.raw_os_error())
+    })
+}
+
+/// Whether `err` means the process or the system is out of descriptors, handles or memory:
+/// retrying at once fails the same way.
+pub(crate) fn is_resource_shortage(err: &io::Error) -> bool {
+    if err.kind() == io::ErrorKind::OutOfMemory {
+        return true;
+    }
+    let Some(code) = os_code(err) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        matches!(
+            code,
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+        )
+    }
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::Foundation::{
+            ERROR_NOT_ENOUGH_MEMORY, ERROR_NO_SYSTEM_RESOURCES, ERROR_OUTOFMEMORY,
+            ERROR_TOO_MANY_OPEN_FILES,
+        };
+        matches!(
+            code as u32,
+            ERROR_NO_SYSTEM_RESOURCES
+                | ERROR_NOT_ENOUGH_MEMORY
+                | ERROR_OUTOFMEMORY
+                | ERROR_TOO_MANY_OPEN_FILES
+        )
+    }
+}
+
 /// Like [`context`], with extra words between the endpoint and the OS error.
 pub(crate) fn context_with(err: io::Error, op: Op, name: &Name, detail: &str) -> io::Error {
     let kind = err.kind();

@@ -193,7 +193,8 @@ impl LocalListener {
     ///
     /// `WouldBlock` in non-blocking mode when no client waits; the OS error otherwise (e.g.
     /// `EMFILE` when the process is out of descriptors: the listener stays usable, and a caller
-    /// in a loop should pause before retrying). Messages name the endpoint.
+    /// in a loop should pause before retrying, as [`incoming`](Self::incoming) does). Messages
+    /// name the endpoint.
     pub fn accept(&self) -> io::Result<LocalStream> {
         loop {
             let inner = self.inner.accept().map_err(|e| {
@@ -261,16 +262,29 @@ impl fmt::Debug for LocalListener {
 }
 
 /// The iterator returned by [`LocalListener::incoming`]. It never ends: each `next()` is one
-/// `accept`, and errors are yielded, not swallowed.
+/// `accept`, and errors are yielded, not swallowed. After an error that means the process is
+/// out of descriptors or memory it pauses 100 ms first, so that a loop that logs errors and goes
+/// on does not spin while the shortage lasts.
 #[derive(Debug)]
 pub struct Incoming<'a> {
     listener: &'a LocalListener,
 }
 
+/// How long [`Incoming`] pauses after an accept failed for lack of descriptors or memory.
+const RESOURCE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Iterator for Incoming<'_> {
     type Item = io::Result<LocalStream>;
 
+    /// One `accept`. After an error that means the process is out of descriptors or memory
+    /// (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`; on Windows the out-of-resources errors) it
+    /// sleeps 100 ms before yielding the error: the client stays queued, so retrying at once
+    /// would fail the same way, and a loop that logs the error and goes on would spin.
     fn next(&mut self) -> Option<Self::Item> {
-        Some(self.listener.accept())
+        let result = self.listener.accept();
+        if matches!(&result, Err(e) if error::is_resource_shortage(e)) {
+            std::thread::sleep(RESOURCE_PAUSE);
+        }
+        Some(result)
     }
 }

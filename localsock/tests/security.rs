@@ -152,6 +152,14 @@ fn accept_under_fd_exhaustion_neither_dies_nor_spins() {
     fd_exhaustion("blocking");
 }
 
+/// A server loop that logs accept errors and goes on, with no pause of its own: `incoming()`
+/// pauses after a resource shortage, so even this loop does not spin.
+#[test]
+fn incoming_pauses_after_a_resource_shortage() {
+    let _w = watchdog("incoming_pauses_after_a_resource_shortage", 60);
+    fd_exhaustion("naive");
+}
+
 /// The async listener under descriptor exhaustion.
 #[cfg(feature = "tokio")]
 #[test]
@@ -319,6 +327,20 @@ fn child_echo_server() {
                         thread::sleep(Duration::from_millis(50));
                     }
                     Err(e) => panic!("accept failed: {e}"),
+                }
+            }
+        }
+        "naive" => {
+            let listener = LocalListener::bind(&name).unwrap();
+            limit_descriptors();
+            println!("CHILD listening");
+            // A loop that logs errors and goes on, with no pause of its own.
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        thread::spawn(move || echo_until_eof(s));
+                    }
+                    Err(e) => on_shortage(&e),
                 }
             }
         }
