@@ -28,8 +28,11 @@ impl Stream {
         name: &Name,
         opts: &ConnectOptions,
     ) -> Result<Stream, ConnectFailure> {
-        let stream = sys::Stream::connect(name, opts)?;
-        Stream::from_sys(stream).map_err(ConnectFailure::Fatal)
+        let stream = sys::Stream::connect_nonblocking(name, opts)?;
+        let std = std::os::unix::net::UnixStream::from(OwnedFd::from(stream));
+        Ok(Stream {
+            io: UnixStream::from_std(std).map_err(ConnectFailure::Fatal)?,
+        })
     }
 
     /// Registers a blocking-backend stream with the current runtime.

@@ -22,16 +22,23 @@ pub(crate) struct Stream {
 impl Stream {
     /// One connect attempt on a fresh non-blocking socket, so a full backlog is reported at
     /// once (`EAGAIN`) instead of blocking; the socket is made blocking again on success.
-    pub(crate) fn connect(name: &Name, _opts: &ConnectOptions) -> Result<Stream, ConnectFailure> {
+    pub(crate) fn connect(name: &Name, opts: &ConnectOptions) -> Result<Stream, ConnectFailure> {
+        let stream = Stream::connect_nonblocking(name, opts)?;
+        super::set_nonblocking(stream.fd.as_fd(), false).map_err(ConnectFailure::Fatal)?;
+        Ok(stream)
+    }
+
+    /// As [`connect`](Self::connect), the socket left non-blocking (for the async stream).
+    pub(crate) fn connect_nonblocking(
+        name: &Name,
+        _opts: &ConnectOptions,
+    ) -> Result<Stream, ConnectFailure> {
         let addr = SockAddr::new(name).map_err(ConnectFailure::Fatal)?;
         let fd = new_socket(true).map_err(ConnectFailure::Fatal)?;
         // SAFETY: `addr` is a valid `sockaddr_un` of `addr.len` bytes for the whole call.
         let ret = cvt_retry(|| unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr(), addr.len) });
         match ret {
-            Ok(_) => {
-                super::set_nonblocking(fd.as_fd(), false).map_err(ConnectFailure::Fatal)?;
-                Ok(Stream { fd })
-            }
+            Ok(_) => Ok(Stream { fd }),
             Err(err) => Err(classify(err)),
         }
     }
