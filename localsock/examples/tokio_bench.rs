@@ -8,7 +8,8 @@
 //!
 //! 1. Latency: 64-byte ping-pong round trips, client and echo server tasks on one runtime
 //!    (current-thread and multi-thread), raw tokio and localsock alternating, median of 11.
-//! 2. Throughput: 64 KiB writes, the server reads and discards.
+//! 2. Throughput: 64 KiB writes, the server reads and discards. Connect rate: connect,
+//!    accept and close, one at a time.
 //! 3. Scale: one async listener holding 10,000 idle connections (a task each, waiting in
 //!    `read`), the clients in a child process; the listener's RSS growth per connection,
 //!    for localsock and raw tokio, each measured in a fresh process.
@@ -87,6 +88,15 @@ mod bench {
                     }
                 }
             }
+            let connects = round_trips / 4;
+            let (mut con_raw, mut con_ls) = (Vec::new(), Vec::new());
+            for run in 0..runs {
+                let path = dir.join(format!("cr{run}"));
+                con_raw.push(runtime.block_on(connect_rate_raw(&path, connects))?);
+                let path = dir.join(format!("cl{run}"));
+                con_ls.push(runtime.block_on(connect_rate_ls(&path, connects))?);
+            }
+            let (raw_con, ls_con) = (median(&mut con_raw), median(&mut con_ls));
             let (raw_lat, ls_lat) = (median(&mut lat_raw), median(&mut lat_ls));
             let (raw_thr, ls_thr) = (median(&mut thr_raw), median(&mut thr_ls));
             println!(
@@ -104,6 +114,11 @@ mod bench {
                 raw_thr / ls_thr,
                 thr_raw[thr_raw.len() - 1],
                 thr_ls[thr_ls.len() - 1]
+            );
+            println!(
+                "connect+accept+close (median of {runs} x {connects}): raw tokio {raw_con:.0}/s, \
+                 localsock {ls_con:.0}/s: raw/localsock {:.3}",
+                raw_con / ls_con
             );
         }
 
@@ -273,6 +288,33 @@ mod bench {
         let got = server.await.unwrap();
         assert_eq!(got as usize, bytes.div_ceil(CHUNK) * CHUNK);
         Ok(got as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64())
+    }
+
+    /// Connections per second: connect, accept, close, one at a time.
+    async fn connect_rate_raw(path: &Path, count: usize) -> io::Result<f64> {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let start = Instant::now();
+        for _ in 0..count {
+            let client = tokio::net::UnixStream::connect(path).await?;
+            let (server, _) = listener.accept().await?;
+            drop((client, server));
+        }
+        let rate = count as f64 / start.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(path);
+        Ok(rate)
+    }
+
+    async fn connect_rate_ls(path: &Path, count: usize) -> io::Result<f64> {
+        let name = ls_name(path);
+        let listener = localsock::tokio::LocalListener::bind(&name)?;
+        let start = Instant::now();
+        for _ in 0..count {
+            let client = localsock::tokio::LocalStream::connect(&name).await?;
+            let server = listener.accept().await?;
+            drop((client, server));
+        }
+        Ok(count as f64 / start.elapsed().as_secs_f64())
     }
 
     fn rss_bytes() -> f64 {
