@@ -76,18 +76,14 @@ pub use self::stream::{
     ConnectOptions, LocalStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf,
 };
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assert_send_sync<T: Send + Sync>() {}
-
-    #[test]
-    fn public_types_are_send_and_sync() {
-        assert_send_sync::<LocalStream>();
-        assert_send_sync::<LocalListener>();
-        assert_send_sync::<ConnectOptions>();
-        assert_send_sync::<OwnedReadHalf>();
-        assert_send_sync::<OwnedWriteHalf>();
-    }
-}
+// The public types can move between and be shared by tasks on a multi-threaded runtime:
+// checked at compile time.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<LocalStream>();
+    send_sync::<LocalListener>();
+    send_sync::<ConnectOptions>();
+    send_sync::<OwnedReadHalf>();
+    send_sync::<OwnedWriteHalf>();
+    send_sync::<ReuniteError>();
+};
