@@ -29,7 +29,7 @@ use windows_sys::Win32::Storage::FileSystem::{
     FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX,
 };
 use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, CreateNamedPipeW, WaitNamedPipeW, PIPE_READMODE_BYTE,
+    ConnectNamedPipe, CreateNamedPipeW, PeekNamedPipe, WaitNamedPipeW, PIPE_READMODE_BYTE,
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{
@@ -199,13 +199,35 @@ impl Instance {
             if e.raw_os_error() == Some(ERROR_OPERATION_ABORTED as i32))
     }
 
-    /// The connected handle, after `collect`.
-    fn finish(self) -> io::Result<OwnedHandle> {
+    /// The handle and the outcome of its connect, after `collect`.
+    fn finish(self) -> (OwnedHandle, io::Result<()>) {
         let Instance { connect, handle } = self;
-        match connect {
-            Connect::Done(result) => result.map(|()| handle),
+        let result = match connect {
+            Connect::Done(result) => result,
             Connect::Pending(_) => Err(io::Error::other("pipe connect still pending")),
-        }
+        };
+        (handle, result)
+    }
+}
+
+/// How many bytes wait to be read on a pipe (0 when it cannot tell).
+fn unread_bytes(handle: &OwnedHandle) -> u32 {
+    let mut available = 0u32;
+    // SAFETY: the handle is valid; no buffer is passed (size 0), only the count is asked for.
+    let ok = unsafe {
+        PeekNamedPipe(
+            handle.as_raw_handle() as HANDLE,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            &mut available,
+            std::ptr::null_mut(),
+        )
+    };
+    if ok == 0 {
+        0
+    } else {
+        available
     }
 }
 
@@ -301,10 +323,17 @@ impl Listener {
                     pool.changed();
                     drop(pool);
                     match ready.finish() {
-                        Ok(handle) => return Ok(Stream::new(handle, true)),
-                        // The client connected and left before we got to it: not our error.
-                        Err(e) if e.raw_os_error() == Some(ERROR_NO_DATA as i32) => continue,
-                        Err(e) => return Err(e),
+                        (handle, Ok(())) => return Ok(Stream::new(handle, true)),
+                        // The client connected and left before ConnectNamedPipe. If it said
+                        // something first, hand it out (its data, then EOF), as Unix does;
+                        // if not, skip it: not our error.
+                        (handle, Err(e)) if e.raw_os_error() == Some(ERROR_NO_DATA as i32) => {
+                            if unread_bytes(&handle) > 0 {
+                                return Ok(Stream::new(handle, true));
+                            }
+                            continue;
+                        }
+                        (_, Err(e)) => return Err(e),
                     }
                 }
                 if self.nonblocking.load(Ordering::Relaxed) {
