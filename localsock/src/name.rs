@@ -39,8 +39,12 @@ pub(crate) const PIPE_PREFIX: &str = r"\\.\pipe\";
 /// # fn main() -> std::io::Result<()> {
 /// use localsock::Name;
 ///
+/// #[cfg(unix)]
 /// let name = Name::new("/tmp/example.sock")?;
-/// # #[cfg(unix)]
+/// #[cfg(windows)]
+/// let name = Name::new(r"\\.\pipe\example")?;
+/// println!("endpoint: {name}");
+/// #[cfg(unix)]
 /// assert_eq!(name.fs_path(), Some(std::path::Path::new("/tmp/example.sock")));
 /// assert!(Name::new("").is_err());
 /// # Ok(()) }
