@@ -9,6 +9,7 @@
 #      bcryptprimitives.dll shim that Rust >= 1.78 needs under Wine 8.0;
 #   3. `cargo clippy --target x86_64-pc-windows-gnu -p localsock --all-targets --all-features
 #      -- -D warnings` (std rebuilt with -Zbuild-std, hence RUSTC_BOOTSTRAP=1);
+#      then `cargo doc` for that target with RUSTDOCFLAGS=-Dwarnings;
 #   4. `cargo test -p localsock --all-features --target x86_64-pc-windows-gnu`, test exes run
 #      by wine64 (--all-features: the `tokio` module's Windows code is tested too).
 # A timing summary goes to stderr at the end. Exits non-zero on any failure.
@@ -173,10 +174,25 @@ step "bcryptprimitives shim" install_prng_shim
 [[ ${WINCI_SETUP_ONLY:-0} == 1 ]] && exit 0
 
 # ---------------------------------------------------------------- 4. lint + test
+# Every check runs even when an earlier one failed, so one CI run reports them all; the script
+# exits non-zero if any failed.
 cd "$ROOT"
+FAILED=()
 step "cargo clippy (windows target)" \
-    cargo clippy "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-targets --all-features -- -D warnings
-step "cargo test --no-run" cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-features --no-run
+    cargo clippy "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-targets --all-features -- -D warnings \
+    || FAILED+=(clippy)
+# The Windows-only docs (os::windows, the sys::windows notes) are not built on Linux.
+step "cargo doc (windows target)" env RUSTDOCFLAGS=-Dwarnings \
+    cargo doc "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-features --no-deps \
+    || FAILED+=(doc)
+step "cargo test --no-run" \
+    cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-features --no-run \
+    || FAILED+=(test-build)
 # A hang under wine must not eat the CI budget; the EXIT trap kills leftover wine processes.
 step "cargo test under wine" timeout --kill-after=30 "${WINCI_TEST_TIMEOUT:-900}" \
-    cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-features --no-fail-fast "$@"
+    cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-features --no-fail-fast "$@" \
+    || FAILED+=(tests)
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+    echo "==> [windows] failed: ${FAILED[*]}" >&2
+    exit 1
+fi

@@ -5,6 +5,35 @@
 //! The traits are sealed: they are implemented for [`ConnectOptions`] and
 //! [`ListenerOptions`] only.
 //!
+//! # How the portable API maps to named pipes
+//!
+//! - **Connect**: `CreateFileW` with `SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION` (see
+//!   [`ImpersonationLevel`]), overlapped, not inheritable. All instances busy
+//!   (`ERROR_PIPE_BUSY`) is retried with `WaitNamedPipeW` slices of at most the backoff's cap
+//!   until the deadline ([`crate::DEFAULT_CONNECT_TIMEOUT`] when none is set), then
+//!   `TimedOut`. A pipe that vanished between a successful wait and the open is retried too.
+//! - **Listen**: the first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE` and
+//!   `PIPE_REJECT_REMOTE_CLIENTS`, in byte mode; 1 + [`spare_instances`] instances always
+//!   listen, and the next one is created before a connected one is handed out, so the name
+//!   is never free while the listener lives. [`ListenerOptions::backlog`] has no effect.
+//! - **Access**: a protected DACL with full access for the current user and SYSTEM;
+//!   [`Access::Group`](crate::Access::Group) / [`Access::Everyone`](crate::Access::Everyone)
+//!   add read/write (never "create instance") for the primary group / Everyone.
+//! - **Read and write**: overlapped I/O; a read or write timeout cancels the operation and
+//!   gives `TimedOut` (not `WouldBlock` as on Unix), non-blocking mode gives `WouldBlock`.
+//!   EOF is `ERROR_BROKEN_PIPE`; writing to a closed peer is `BrokenPipe`. Data written
+//!   before a stream is dropped stays readable by the peer.
+//! - **Shutdown**: pipes have no half-close. On the server end, `Shutdown::Write` (or `Both`)
+//!   waits until the client has read everything (`FlushFileBuffers`), then disconnects: the
+//!   client reads EOF, and this end can no longer read. On the client end it only makes later
+//!   writes fail; the server sees EOF when every handle of the client stream is closed. A
+//!   protocol that needs "request, then EOF, then reply" must frame its request instead.
+//! - **Peer credentials**: the pid (`GetNamedPipeClientProcessId` /
+//!   `GetNamedPipeServerProcessId`) and the user SID (the client's token on the server end;
+//!   the server process's token on the client end, when this user may open it).
+//!
+//! [`spare_instances`]: ListenerOptionsExt::spare_instances
+//!
 //! # Examples
 //!
 //! ```no_run
