@@ -411,6 +411,59 @@ mod tests {
         FILE_APPEND_DATA, SECURITY_ANONYMOUS, SECURITY_IDENTIFICATION, SECURITY_IMPERSONATION,
     };
 
+    fn os(code: u32) -> io::Error {
+        io::Error::from_raw_os_error(code as i32)
+    }
+
+    #[test]
+    fn connect_failures_are_sorted_into_retry_classes() {
+        assert!(matches!(
+            classify(os(ERROR_PIPE_BUSY), false),
+            ConnectFailure::Busy(_)
+        ));
+        // No pipe: no server, unless a free instance answered the wait just before (the
+        // server is between instances): then it is retried like a busy one.
+        assert!(matches!(
+            classify(os(ERROR_FILE_NOT_FOUND), false),
+            ConnectFailure::NoServer(_)
+        ));
+        assert!(matches!(
+            classify(os(ERROR_FILE_NOT_FOUND), true),
+            ConnectFailure::Busy(_)
+        ));
+        match classify(os(ERROR_ACCESS_DENIED), true) {
+            ConnectFailure::Fatal(e) => assert_eq!(e.kind(), io::ErrorKind::PermissionDenied),
+            other => panic!("{other:?}"),
+        }
+        // ERROR_BAD_PATHNAME and friends are final, with their code.
+        match classify(os(161), false) {
+            ConnectFailure::Fatal(e) => assert_eq!(e.raw_os_error(), Some(161)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_free_instance_seen_by_wait_busy_is_remembered_for_the_next_connect_only() {
+        let name = Name::new(format!("localsock-unit-free-{}", std::process::id())).unwrap();
+        FREE_AFTER_WAIT.with(|w| *w.borrow_mut() = Some(name.pipe_name().unwrap().to_owned()));
+        // The pipe does not exist: the first connect after the "free" wait is Busy...
+        let first = Stream::connect(&name, &ConnectOptions::new());
+        assert!(matches!(first, Err(ConnectFailure::Busy(_))), "{first:?}");
+        // ...and the memory is used up, so the next one is NoServer.
+        let second = Stream::connect(&name, &ConnectOptions::new());
+        assert!(
+            matches!(second, Err(ConnectFailure::NoServer(_))),
+            "{second:?}"
+        );
+        // A wait on a missing pipe does not mark it free.
+        Stream::wait_busy(&name, Duration::from_millis(5));
+        let third = Stream::connect(&name, &ConnectOptions::new());
+        assert!(
+            matches!(third, Err(ConnectFailure::NoServer(_))),
+            "{third:?}"
+        );
+    }
+
     #[test]
     fn default_client_flags_ask_for_identification_only() {
         let (access, flags) = client_create_file_params(&ConnectOptionsWindows::default());
