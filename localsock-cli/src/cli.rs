@@ -136,7 +136,7 @@ pub(crate) struct BenchArgs {
     /// wherever the OS puts them (cross-CPU wake-ups are slow and noisy on small VMs).
     #[arg(long, value_enum, default_value_t = Pin::Same)]
     pub(crate) pin: Pin,
-    /// Number of repetitions (default 10, or 5 with --quick); medians are reported.
+    /// Number of repetitions (default 20, or 5 with --quick); medians are reported.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) repetitions: Option<u32>,
 }
