@@ -32,7 +32,13 @@ pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
     let (tx, rx) = mpsc::channel::<()>();
     thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
-            eprintln!("WATCHDOG: test `{what}` still running after {secs} s: aborting");
+            // Straight to the stderr descriptor: the harness captures `eprintln!` and would
+            // lose the message when the process exits.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "WATCHDOG: test `{what}` still running after {secs} s: aborting"
+            );
             std::process::exit(99);
         }
     });
