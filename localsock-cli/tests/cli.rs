@@ -502,8 +502,6 @@ fn bench_quick_json_has_every_field() {
             "throughput_64k_gib_s",
             "throughput_4k_gib_s",
             "connect_per_s",
-            "server_fds_before",
-            "server_fds_after",
         ] {
             let value = v[side][field].as_f64();
             assert!(
@@ -512,9 +510,15 @@ fn bench_quick_json_has_every_field() {
                 v[side][field]
             );
         }
-        let before = v[side]["server_fds_before"].as_u64().unwrap();
-        let after = v[side]["server_fds_after"].as_u64().unwrap();
-        assert_eq!(before, after, "{side}: the server leaked descriptors");
+        // Descriptor counts come from /proc (Linux); elsewhere they are null.
+        let before = v[side]["server_fds_before"].as_u64();
+        let after = v[side]["server_fds_after"].as_u64();
+        if cfg!(target_os = "linux") {
+            assert!(before.is_some_and(|n| n > 0), "{side}: {before:?}");
+            assert_eq!(before, after, "{side}: the server leaked descriptors");
+        } else {
+            assert!(v[side]["server_fds_before"].is_null());
+        }
     }
     for field in [
         "latency_median",
