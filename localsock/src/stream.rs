@@ -349,7 +349,8 @@ pub(crate) struct Retry<'a> {
     deadline: Option<Instant>,
     attempts: u32,
     pause: Duration,
-    jitter: Jitter,
+    /// Seeded on the first failed attempt: a connect that succeeds at once pays nothing.
+    jitter: Option<Jitter>,
 }
 
 /// What to do after a failed attempt: wait `nap`, then try again.
@@ -372,7 +373,7 @@ impl<'a> Retry<'a> {
             deadline: start.checked_add(opts.timeout),
             attempts: 0,
             pause: opts.backoff_initial,
-            jitter: Jitter::new(),
+            jitter: None,
         }
     }
 
@@ -397,7 +398,11 @@ impl<'a> Retry<'a> {
             }
             None => Duration::MAX,
         };
-        let nap = self.jitter.shorten(self.pause).min(left);
+        let nap = self
+            .jitter
+            .get_or_insert_with(Jitter::new)
+            .shorten(self.pause)
+            .min(left);
         self.pause = (self.pause * 2).min(self.backoff_max);
         Ok(Wait { busy, nap })
     }
