@@ -179,7 +179,7 @@ step "bcryptprimitives shim" install_prng_shim
 cd "$ROOT"
 FAILED=()
 step "cargo clippy (windows target)" \
-    cargo clippy "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-targets --all-features -- -D warnings \
+    cargo clippy "${BUILD_STD[@]}" --target "$TARGET" -p localsock -p localsock-cli --all-targets --all-features -- -D warnings \
     || FAILED+=(clippy)
 # The Windows-only docs (os::windows, the sys::windows notes) are not built on Linux.
 step "cargo doc (windows target)" env RUSTDOCFLAGS=-Dwarnings \
