@@ -16,6 +16,10 @@ use crate::{sys, LocalStream, Name};
 ///
 /// On Unix the short-name directory is private (`0700`) whatever the mode, so `Group` and
 /// `Everyone` matter for sockets at explicit paths in shared directories.
+///
+/// Abstract names ([`Name::abstract_name`]) have no permissions at all: the kernel lets any
+/// process in the network namespace connect, whatever `Access` says. Authenticate peers with
+/// [`ListenerOptions::require_same_user`] or [`LocalStream::peer_credentials`] there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Access {
