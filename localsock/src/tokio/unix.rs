@@ -99,6 +99,17 @@ fn poll_send_vectored(
     }
 }
 
+/// A read that failed with `ECONNRESET` is end-of-file (nothing read): Linux reports it once
+/// when the peer closed without reading everything we sent, and a vanished peer reads as EOF,
+/// as with the blocking stream.
+#[inline]
+fn eof_if_reset(read: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+    match read {
+        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => Poll::Ready(Ok(())),
+        other => other,
+    }
+}
+
 /// For the split halves (tuple structs around tokio's halves): `read` implements `AsyncRead`
 /// by delegation to tokio, `write` implements `AsyncWrite` through [`poll_send`] on the
 /// half's `UnixStream`.
@@ -111,7 +122,7 @@ macro_rules! async_io_impls {
                 cx: &mut Context<'_>,
                 buf: &mut ReadBuf<'_>,
             ) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.0).poll_read(cx, buf)
+                eof_if_reset(Pin::new(&mut self.0).poll_read(cx, buf))
             }
         }
     };
@@ -156,7 +167,7 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        eof_if_reset(Pin::new(&mut self.io).poll_read(cx, buf))
     }
 }
 

@@ -53,7 +53,7 @@ impl Stream {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
         let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
-            return Err(io::Error::last_os_error());
+            return eof_if_reset(io::Error::last_os_error());
         }
         Ok(n as usize)
     }
@@ -64,7 +64,7 @@ impl Stream {
         // writes of its length for the whole call.
         let n = unsafe { libc::readv(self.fd.as_raw_fd(), bufs.as_mut_ptr().cast(), count) };
         if n < 0 {
-            return Err(io::Error::last_os_error());
+            return eof_if_reset(io::Error::last_os_error());
         }
         Ok(n as usize)
     }
@@ -122,6 +122,17 @@ impl Stream {
 
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
         peer_credentials(self.fd.as_fd())
+    }
+}
+
+/// A read error, except `ECONNRESET`, which is end-of-file: Linux reports it once when the peer
+/// closed without reading everything we sent. The peer is gone all the same, and the contract
+/// is that a vanished peer reads as EOF.
+fn eof_if_reset(err: io::Error) -> io::Result<usize> {
+    if err.raw_os_error() == Some(libc::ECONNRESET) {
+        Ok(0)
+    } else {
+        Err(err)
     }
 }
 
