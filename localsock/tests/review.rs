@@ -59,3 +59,24 @@ fn async_peer_closing_with_unread_data_reads_as_eof() {
         }
     });
 }
+
+/// More buffers than the OS takes in one call (`IOV_MAX`, 1024) are a short vectored read or
+/// write, as with std's sockets, not `EINVAL`/`EMSGSIZE`.
+#[cfg(unix)]
+#[test]
+fn vectored_io_with_more_buffers_than_iov_max_is_a_short_transfer() {
+    use std::io::{IoSlice, IoSliceMut};
+    let _w = watchdog(
+        "vectored_io_with_more_buffers_than_iov_max_is_a_short_transfer",
+        20,
+    );
+    let (mut client, mut server) = pair("iov-max");
+    let data = [7u8; 2000];
+    let slices: Vec<IoSlice<'_>> = data.chunks(1).map(IoSlice::new).collect();
+    let written = client.write_vectored(&slices).unwrap();
+    assert!(written > 0 && written <= 2000, "{written}");
+    let mut into = [[0u8; 1]; 2000];
+    let mut bufs: Vec<IoSliceMut<'_>> = into.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+    let read = server.read_vectored(&mut bufs).unwrap();
+    assert!(read > 0 && read <= written, "{read} of {written}");
+}

@@ -15,6 +15,10 @@ const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const SEND_FLAGS: libc::c_int = 0; // SO_NOSIGPIPE is set on the socket instead
 
+/// The most buffers one `readv`/`sendmsg` takes (`IOV_MAX` on Linux, Apple platforms and the
+/// BSDs); more fail with `EINVAL`/`EMSGSIZE`, so the rest waits for the next call, as in std.
+const IOV_MAX: usize = 1024;
+
 pub(crate) struct Stream {
     fd: OwnedFd,
 }
@@ -59,7 +63,7 @@ impl Stream {
     }
 
     pub(crate) fn read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let count = bufs.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        let count = bufs.len().min(IOV_MAX) as libc::c_int;
         // SAFETY: `IoSliceMut` is ABI-compatible with `iovec`, and each buffer is valid for
         // writes of its length for the whole call.
         let n = unsafe { libc::readv(self.fd.as_raw_fd(), bufs.as_mut_ptr().cast(), count) };
@@ -153,7 +157,7 @@ pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Res
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     // `IoSlice` is ABI-compatible with `iovec`; sendmsg does not write through it.
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
+    msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
     // SAFETY: `msg` points at `bufs`, each valid for reads of its length for the call.
     let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, SEND_FLAGS) };
     if n < 0 {
