@@ -403,7 +403,7 @@ impl<'a> Retry<'a> {
             .get_or_insert_with(Jitter::new)
             .shorten(self.pause)
             .min(left);
-        self.pause = (self.pause * 2).min(self.backoff_max);
+        self.pause = self.pause.saturating_mul(2).min(self.backoff_max);
         Ok(Wait { busy, nap })
     }
 }
@@ -459,7 +459,7 @@ impl Jitter {
         half + Duration::from_nanos(if nanos == 0 {
             0
         } else {
-            self.next() % (nanos + 1)
+            self.next() % nanos.saturating_add(1)
         })
     }
 }

@@ -80,3 +80,18 @@ fn vectored_io_with_more_buffers_than_iov_max_is_a_short_transfer() {
     let read = server.read_vectored(&mut bufs).unwrap();
     assert!(read > 0 && read <= written, "{read} of {written}");
 }
+
+/// A huge backoff is capped by the deadline; doubling it must not overflow (it panicked).
+#[test]
+fn huge_backoff_times_out_instead_of_panicking() {
+    use std::time::Duration;
+    let _w = watchdog("huge_backoff_times_out_instead_of_panicking", 20);
+    let name = unique("huge-backoff");
+    let err = localsock::ConnectOptions::new()
+        .timeout(Duration::from_millis(50))
+        .wait_for_server(true)
+        .backoff(Duration::MAX, Duration::MAX)
+        .connect(&name)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+}
