@@ -72,13 +72,27 @@ pub(crate) fn context(err: io::Error, op: Op, name: &Name) -> io::Error {
     )
 }
 
-/// The OS error code behind `err`, looking through the context localsock adds.
+/// The OS error code behind `err`, looking through the context localsock adds (and any other
+/// wrapping that keeps the OS error as a source).
 pub(crate) fn os_code(err: &io::Error) -> Option<i32> {
-    err.raw_os_error().or_else(|| {
-        err.get_ref()
-            .and_then(|inner| inner.downcast_ref::<Contextual>())
-            .and_then(|contextual| contextual.source.raw_os_error())
-    })
+    if let Some(code) = err.raw_os_error() {
+        return Some(code);
+    }
+    let mut next: Option<&(dyn Error + 'static)> = err.get_ref().map(|inner| inner as _);
+    while let Some(error) = next {
+        if let Some(code) = error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        next = match error.downcast_ref::<io::Error>() {
+            // An io::Error's `source` skips its own payload: look at the payload first.
+            Some(io_error) => io_error.get_ref().map(|inner| inner as _),
+            None => error.source(),
+        };
+    }
+    None
 }
 
 /// Whether `err` means the process or the system is out of descriptors, handles or memory:

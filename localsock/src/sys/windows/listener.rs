@@ -313,12 +313,7 @@ impl Listener {
                         continue;
                     }
                     // The next instance first: the name is never without a listening instance.
-                    let next = self.create(false).map_err(|e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!("cannot create the next pipe instance ({e}); the connected client stays queued"),
-                        )
-                    })?;
+                    let next = self.create(false).map_err(next_instance_failed)?;
                     let ready = mem::replace(&mut pool.instances[i], next);
                     pool.changed();
                     drop(pool);
@@ -400,6 +395,31 @@ pub(super) fn check_free(pipe: &[u16]) -> io::Result<()> {
         // No such pipe (the usual case), or an error that creating the pipe will report
         // in its own words.
         _ => Ok(()),
+    }
+}
+
+/// The error of an accept that could not create the replacement of a connected instance. The
+/// OS error stays its source, so a resource shortage is still recognised as one.
+fn next_instance_failed(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), NextInstanceFailed(e))
+}
+
+#[derive(Debug)]
+struct NextInstanceFailed(io::Error);
+
+impl fmt::Display for NextInstanceFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot create the next pipe instance ({}); the connected client stays queued",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NextInstanceFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }
 
@@ -500,6 +520,24 @@ mod tests {
             .map(|ace| ace.trim_end_matches(')'))
             .find(|ace| ace.ends_with(&format!(";;;{trustee}")))
             .and_then(|ace| ace.split(';').nth(2))
+    }
+
+    /// A resource shortage while creating the next instance is still one after the context
+    /// is added, so `Incoming` pauses instead of spinning on a client that stays queued.
+    #[test]
+    fn a_failed_next_instance_keeps_its_os_error() {
+        use crate::error::{context, is_resource_shortage, os_code, Op};
+        use windows_sys::Win32::Foundation::{
+            ERROR_NO_SYSTEM_RESOURCES, ERROR_TOO_MANY_OPEN_FILES,
+        };
+        let name = Name::new("localsock-unit-next-instance").unwrap();
+        for code in [ERROR_NO_SYSTEM_RESOURCES, ERROR_TOO_MANY_OPEN_FILES] {
+            let os = io::Error::from_raw_os_error(code as i32);
+            let err = context(next_instance_failed(os), Op::Accept, &name);
+            assert_eq!(os_code(&err), Some(code as i32), "{err}");
+            assert!(is_resource_shortage(&err), "{err}");
+            assert!(err.to_string().contains("next pipe instance"), "{err}");
+        }
     }
 
     #[test]
