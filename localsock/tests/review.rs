@@ -95,3 +95,76 @@ fn huge_backoff_times_out_instead_of_panicking() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
 }
+
+/// Windows: blocking I/O on a duplicate of a handle that tokio registered with its completion
+/// port (safe code: `AsHandle` + `try_clone_to_owned` + `LocalStream::from`) must not queue
+/// completions of our stack `OVERLAPPED`s to that port, where mio would read them as its own
+/// and call through a dangling function pointer. Run in a child, because the failure is a crash.
+#[cfg(all(windows, feature = "tokio"))]
+#[test]
+fn blocking_io_on_a_duplicate_of_an_async_pipe_queues_no_completions() {
+    let _w = watchdog(
+        "blocking_io_on_a_duplicate_of_an_async_pipe_queues_no_completions",
+        60,
+    );
+    let mut proc = common::child("child_blocking_io_on_async_duplicate", &[])
+        .spawn()
+        .expect("spawn the test binary");
+    let status = common::wait_bounded(&mut proc, 45);
+    let mut out = String::new();
+    proc.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success(), "child failed: {status:?}\n{out}");
+    assert!(out.contains("CHILD ok"), "{out}");
+}
+
+/// Child half of `blocking_io_on_a_duplicate_of_an_async_pipe_queues_no_completions`.
+#[cfg(all(windows, feature = "tokio"))]
+#[test]
+#[ignore]
+fn child_blocking_io_on_async_duplicate() {
+    use std::os::windows::io::AsHandle;
+    use std::time::Duration;
+    if !common::is_child("child_blocking_io_on_async_duplicate") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let name = unique("async-dup");
+        let listener = localsock::tokio::LocalListener::bind(&name).unwrap();
+        let (client, server) = tokio::join!(
+            localsock::tokio::LocalStream::connect(&name),
+            listener.accept()
+        );
+        let (client, server) = (client.unwrap(), server.unwrap());
+        let blocking = LocalStream::from(client.as_handle().try_clone_to_owned().unwrap());
+        let reader = thread::spawn(move || {
+            blocking
+                .set_read_timeout(Some(Duration::from_millis(10)))
+                .unwrap();
+            for _ in 0..30 {
+                let mut buf = [0u8; 8];
+                match (&blocking).read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    other => panic!("expected a timeout: {other:?}"),
+                }
+                // Reuse the stack where the OVERLAPPED was.
+                std::hint::black_box([0xA5u8; 512]);
+            }
+        });
+        tokio::task::spawn_blocking(move || reader.join().unwrap())
+            .await
+            .unwrap();
+        // Give the runtime time to dequeue anything that was queued to its port.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop((client, server));
+    });
+    println!("CHILD ok");
+}

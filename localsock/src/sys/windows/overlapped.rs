@@ -75,7 +75,12 @@ pub(super) fn run(
     let handle = handle.as_raw_handle() as HANDLE;
     with_event(|event| {
         let mut overlapped = OVERLAPPED {
-            hEvent: event,
+            // The event with its low bit set: Windows then queues no completion packet to a
+            // completion port the handle's file object is associated with. Safe code can hand
+            // us a duplicate of a handle tokio registered with its port; mio would take this
+            // stack OVERLAPPED for one of its own and call through whatever follows it. (Handle
+            // values ignore their two low bits, so waits on this event still work.)
+            hEvent: (event as usize | 1) as HANDLE,
             ..OVERLAPPED::default()
         };
         let ov: *mut OVERLAPPED = &mut overlapped;
