@@ -102,7 +102,8 @@ impl LocalListener {
 
     /// Waits for a client and returns the connected stream.
     ///
-    /// Clients that connect and vanish before the accept completes are skipped. With
+    /// A client that connected and already left is still returned: its data, if any, then
+    /// EOF, so nothing it sent is lost. With
     /// [`ListenerOptions::require_same_user`], clients of other users are dropped and skipped.
     ///
     /// Corresponds to `accept4(2)` on Unix, `ConnectNamedPipe` on Windows.

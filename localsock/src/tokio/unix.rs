@@ -14,6 +14,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{unix, UnixListener, UnixStream};
 
+use crate::error::{self, Op};
 use crate::sys::{self, ConnectFailure};
 use crate::{ConnectOptions, ListenerOptions, Name, PeerCredentials};
 
@@ -272,6 +273,7 @@ impl Listener {
     /// registers the socket with the current runtime.
     pub(crate) fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
         Listener::from_sys(opts.bind(name)?.into_inner())
+            .map_err(|e| error::context(e, Op::Bind, name))
     }
 
     pub(crate) fn from_sys(listener: sys::Listener) -> io::Result<Listener> {
@@ -290,7 +292,8 @@ impl Listener {
         Ok(sys::Listener::from_parts(OwnedFd::from(std), self.file))
     }
 
-    /// Waits for one connection; clients that already left are skipped. Cancel safe, as
+    /// Waits for one connection (one that already left is returned too: its data, then EOF).
+    /// Cancel safe, as
     /// tokio's `poll_accept` it is built on.
     pub(crate) async fn accept(&self) -> io::Result<Stream> {
         std::future::poll_fn(|cx| self.poll_accept(cx)).await

@@ -371,8 +371,8 @@ impl Listener {
         })
     }
 
-    /// Waits for a client on any instance. Clients that connected and left before the accept
-    /// completed (`ERROR_NO_DATA`) are skipped.
+    /// Waits for a client on any instance. A client that connected and left before the accept
+    /// completed is returned too (mio reports `ERROR_NO_DATA` as connected): its data, then EOF.
     pub(crate) async fn accept(&self) -> io::Result<Stream> {
         let mut waiting = self.waiting.lock().await;
         loop {

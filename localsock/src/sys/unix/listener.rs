@@ -217,16 +217,26 @@ fn bind_path(name: &Name, path: &Path, opts: &ListenerOptions) -> io::Result<Lis
     } else {
         bind_via_private_dir(&fd, path, mode)?;
     }
+    // Own the file from here on: if anything below fails, dropping the guard removes it, so a
+    // failed bind leaves no socket file behind to block the next one.
+    let st = match lstat(&c_path) {
+        Ok(st) => st,
+        Err(e) => {
+            // SAFETY: `c_path` is NUL-terminated; the file is the one we just bound.
+            unsafe { libc::unlink(c_path.as_ptr()) };
+            return Err(e);
+        }
+    };
+    let cleanup = Cleanup {
+        path: c_path,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        pid: std::process::id(),
+    };
     listen(&fd, opts.backlog)?;
-    let st = lstat(&c_path)?;
     Ok(Listener {
         fd,
-        cleanup: Some(Cleanup {
-            path: c_path,
-            dev: st.st_dev,
-            ino: st.st_ino,
-            pid: std::process::id(),
-        }),
+        cleanup: Some(cleanup),
     })
 }
 
