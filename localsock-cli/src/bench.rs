@@ -188,7 +188,9 @@ pub(crate) fn run(args: BenchArgs) -> io::Result<()> {
     }
 
     let id = std::process::id();
-    let lib_name = crate::parse_name(&format!("localsock-bench-{id}"))?;
+    // The bench's own names always use the default rule (never `--qt`): the server process is
+    // started without that flag and must resolve the same endpoint.
+    let lib_name = Name::new(format!("localsock-bench-{id}"))?;
     let raw_path = match lib_name.fs_path() {
         Some(path) => path.with_file_name(format!("localsock-bench-{id}-raw")),
         None => {
@@ -732,7 +734,7 @@ pub(crate) fn serve(args: BenchServerArgs) -> io::Result<()> {
     let mut buf = vec![0u8; BUF];
     match args.imp {
         Imp::Localsock => {
-            let name = crate::parse_name(&args.name)?;
+            let name = Name::new(&args.name)?;
             let listener = LocalListener::bind(&name)?;
             ready()?;
             loop {

@@ -20,6 +20,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// Resolve NAME with Qt's rule instead, to talk to QLocalServer/QLocalSocket programs given
+    /// the same string: QDir::tempPath()/NAME on Unix ($TMPDIR or /tmp, symlinks resolved),
+    /// `\\.\pipe\NAME` on Windows.
+    #[arg(long, global = true)]
+    pub(crate) qt: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -50,6 +50,7 @@ mod bench {
 
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anstyle::{AnsiColor, Style};
 use clap::Parser;
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    QT_NAMES.store(cli.qt, Ordering::Relaxed);
     let result = match cli.command {
         Command::Listen(args) => listen(args),
         Command::Connect(args) => connect(args),
@@ -125,9 +127,17 @@ pub(crate) fn warn(message: &str) {
     errln!("localsock: {WARN}warning:{WARN:#} {message}");
 }
 
+/// Set once from `--qt`: resolve names with Qt's rule (`Name::qt`) instead of `Name::new`.
+static QT_NAMES: AtomicBool = AtomicBool::new(false);
+
 /// Parses a NAME argument, saying which argument was wrong.
 pub(crate) fn parse_name(text: &str) -> io::Result<Name> {
-    Name::new(text).map_err(|e| io::Error::new(e.kind(), format!("invalid name {text:?}: {e}")))
+    let name = if QT_NAMES.load(Ordering::Relaxed) {
+        Name::qt(text)
+    } else {
+        Name::new(text)
+    };
+    name.map_err(|e| io::Error::new(e.kind(), format!("invalid name {text:?}: {e}")))
 }
 
 pub(crate) fn access(arg: AccessArg) -> Access {

@@ -377,6 +377,26 @@ fn probe_resolves_short_names() {
     assert!(out.contains(s(&dir.path().join("short-name"))), "{out}");
 }
 
+/// `--qt` resolves NAME as Qt does: under the temp dir (`$TMPDIR`, symlinks resolved), not in
+/// the private directory.
+#[test]
+fn qt_flag_resolves_names_with_qts_rule() {
+    let dir = private_tempdir();
+    let canonical = dir.path().canonicalize().unwrap();
+    let mut command = localsock();
+    command
+        .env("TMPDIR", dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .args(["probe", "--qt", "qt-style-name"]);
+    let mut proc = Proc::spawn(&mut command);
+    proc.close_stdin();
+    let (status, out, _) = proc.finish();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains(s(&canonical.join("qt-style-name"))), "{out}");
+    // Without --qt the same string goes to the private directory instead.
+    assert!(!canonical.join("qt-style-name").exists());
+}
+
 #[test]
 fn probe_errors_exit_3() {
     let dir = tempfile::tempdir().unwrap();
