@@ -7,17 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{unique, watchdog};
-use localsock::{LocalListener, LocalStream};
-
-/// A connected (client, server) pair.
-fn pair(tag: &str) -> (LocalStream, LocalStream) {
-    let name = unique(tag);
-    let listener = LocalListener::bind(&name).unwrap();
-    let client = thread::spawn(move || LocalStream::connect(&name).unwrap());
-    let server = listener.accept().unwrap();
-    (client.join().unwrap(), server)
-}
+use common::{pair, watchdog};
 
 #[test]
 fn bytes_flow_both_ways_and_through_shared_references() {
@@ -221,8 +211,8 @@ fn peer_credentials_name_this_process() {
 #[cfg(unix)]
 mod unix {
     use super::*;
-    use crate::common::{child, is_child, read_line, wait_bounded};
-    use localsock::Name;
+    use crate::common::{child, is_child, read_line, unique, wait_bounded};
+    use localsock::{LocalListener, LocalStream, Name};
 
     /// Cross-process: the peer's pid is the child's, and a child killed mid-stream is a clean
     /// EOF for the server.

@@ -3,19 +3,12 @@
 mod common;
 
 use std::io::{Read, Write};
+#[cfg(all(windows, feature = "tokio"))]
 use std::thread;
 
-use common::{unique, watchdog};
-use localsock::{LocalListener, LocalStream};
-
-/// A connected (client, server) pair.
-fn pair(tag: &str) -> (LocalStream, LocalStream) {
-    let name = unique(tag);
-    let listener = LocalListener::bind(&name).unwrap();
-    let client = thread::spawn(move || LocalStream::connect(&name).unwrap());
-    let server = listener.accept().unwrap();
-    (client.join().unwrap(), server)
-}
+use common::{pair, unique, watchdog};
+#[cfg(all(windows, feature = "tokio"))]
+use localsock::LocalStream;
 
 /// A peer that closes without reading what we sent is EOF for our reads, not an error (Linux
 /// reports `ECONNRESET` once in that case): the contract is "a vanished peer reads as EOF".

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use localsock::Name;
+use localsock::{LocalListener, LocalStream, Name};
 
 /// A short name no other test (or test run) uses.
 pub fn unique(tag: &str) -> Name {
@@ -22,6 +22,15 @@ pub fn unique_str(tag: &str) -> String {
         .unwrap()
         .subsec_nanos();
     format!("lst-{}-{n}-{nanos:x}-{tag}", std::process::id())
+}
+
+/// A connected (client, server) pair.
+pub fn pair(tag: &str) -> (LocalStream, LocalStream) {
+    let name = unique(tag);
+    let listener = LocalListener::bind(&name).unwrap();
+    let client = thread::spawn(move || LocalStream::connect(&name).unwrap());
+    let server = listener.accept().unwrap();
+    (client.join().unwrap(), server)
 }
 
 /// Fails the whole test binary if the guard is not dropped within `secs`: a hang becomes a
