@@ -303,35 +303,12 @@ mod unix {
         let client = LocalStream::connect(&name).unwrap();
         let server = listener.accept().unwrap();
         let clone = server.try_clone().unwrap();
-        // Identify our sockets by inode ("socket:[123]"), since fd numbers are reused.
-        let ours: Vec<String> = [
+        crate::common::assert_no_fd_leaks_into_child(&[
             listener.as_raw_fd(),
             client.as_raw_fd(),
             server.as_raw_fd(),
             clone.as_raw_fd(),
-        ]
-        .iter()
-        .map(|fd| {
-            std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                .unwrap()
-                .display()
-                .to_string()
-        })
-        .collect();
-        assert!(ours.iter().all(|l| l.starts_with("socket:")), "{ours:?}");
-        // The shell lists what it inherited: its own /proc/PID/fd links.
-        let out = std::process::Command::new("/bin/sh")
-            .args(["-c", "for f in /proc/$$/fd/*; do readlink \"$f\"; done"])
-            .output()
-            .unwrap();
-        let theirs = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(!theirs.is_empty());
-        for link in ours {
-            assert!(
-                !theirs.lines().any(|l| l == link),
-                "{link} leaked into a child: {theirs}"
-            );
-        }
+        ]);
     }
 
     #[test]

@@ -850,28 +850,11 @@ fn no_descriptor_of_the_async_api_leaks_into_child_processes() {
             listener.accept()
         );
         let (client, server) = (client.unwrap(), server.unwrap());
-        let ours: Vec<String> = [listener.as_raw_fd(), client.as_raw_fd(), server.as_raw_fd()]
-            .iter()
-            .map(|fd| {
-                std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                    .unwrap()
-                    .display()
-                    .to_string()
-            })
-            .collect();
-        assert!(ours.iter().all(|l| l.starts_with("socket:")), "{ours:?}");
-        let out = std::process::Command::new("/bin/sh")
-            .args(["-c", "for f in /proc/$$/fd/*; do readlink \"$f\"; done"])
-            .output()
-            .unwrap();
-        let theirs = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(!theirs.is_empty());
-        for link in ours {
-            assert!(
-                !theirs.lines().any(|l| l == link),
-                "{link} leaked into a child: {theirs}"
-            );
-        }
+        common::assert_no_fd_leaks_into_child(&[
+            listener.as_raw_fd(),
+            client.as_raw_fd(),
+            server.as_raw_fd(),
+        ]);
     });
 }
 

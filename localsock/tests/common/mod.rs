@@ -148,3 +148,32 @@ pub fn read_line(child: &mut Child) -> String {
         }
     }
 }
+
+/// Asserts that none of `fds` (sockets of this process) is inherited by a spawned program.
+/// Sockets are identified by inode ("socket:[123]"), since fd numbers are reused; a shell
+/// lists what it inherited: its own /proc/PID/fd links (Linux).
+#[cfg(target_os = "linux")]
+pub fn assert_no_fd_leaks_into_child(fds: &[std::os::fd::RawFd]) {
+    let ours: Vec<String> = fds
+        .iter()
+        .map(|fd| {
+            std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert!(ours.iter().all(|l| l.starts_with("socket:")), "{ours:?}");
+    let out = Command::new("/bin/sh")
+        .args(["-c", "for f in /proc/$$/fd/*; do readlink \"$f\"; done"])
+        .output()
+        .unwrap();
+    let theirs = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!theirs.is_empty());
+    for link in ours {
+        assert!(
+            !theirs.lines().any(|l| l == link),
+            "{link} leaked into a child: {theirs}"
+        );
+    }
+}
