@@ -83,6 +83,25 @@ fn echo_round_trip(name: &Name, payload: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(back)
 }
 
+/// Starts `child_echo_server` on `name_str` (`variant` and `nofile` as it documents) and
+/// waits until it listens.
+fn spawn_echo_server(name_str: &str, variant: &str, nofile: &str) -> Reaper {
+    let mut server = Reaper(
+        child(
+            "child_echo_server",
+            &[
+                ("LOCALSOCK_TEST_NAME", name_str),
+                ("LOCALSOCK_TEST_VARIANT", variant),
+                ("LOCALSOCK_TEST_NOFILE", nofile),
+            ],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    assert_eq!(read_line(&mut server.0), "listening");
+    server
+}
+
 // ---------------------------------------------------------------------------------------------
 // Accept under descriptor exhaustion
 // ---------------------------------------------------------------------------------------------
@@ -97,19 +116,7 @@ fn echo_round_trip(name: &Name, payload: &[u8]) -> std::io::Result<Vec<u8>> {
 fn fd_exhaustion(variant: &str) {
     let name_str = unique_str(&format!("emfile-{variant}"));
     let name = Name::new(&name_str).unwrap();
-    let mut server = Reaper(
-        child(
-            "child_echo_server",
-            &[
-                ("LOCALSOCK_TEST_NAME", &name_str),
-                ("LOCALSOCK_TEST_VARIANT", variant),
-                ("LOCALSOCK_TEST_NOFILE", "starve"),
-            ],
-        )
-        .spawn()
-        .unwrap(),
-    );
-    assert_eq!(read_line(&mut server.0), "listening");
+    let mut server = spawn_echo_server(&name_str, variant, "starve");
 
     // Flood: far more clients than the server has descriptors; they wait in the backlog.
     let flood: Vec<LocalStream> = (0..200)
@@ -219,19 +226,7 @@ fn idle_flood_does_not_starve(variant: &str) {
     let n = flood_size();
     let name_str = unique_str(&format!("flood-{variant}"));
     let name = Name::new(&name_str).unwrap();
-    let mut server = Reaper(
-        child(
-            "child_echo_server",
-            &[
-                ("LOCALSOCK_TEST_NAME", &name_str),
-                ("LOCALSOCK_TEST_VARIANT", variant),
-                ("LOCALSOCK_TEST_NOFILE", "raise"),
-            ],
-        )
-        .spawn()
-        .unwrap(),
-    );
-    assert_eq!(read_line(&mut server.0), "listening");
+    let mut server = spawn_echo_server(&name_str, variant, "raise");
     let count = n.to_string();
     let mut flood = Reaper(
         child(
