@@ -402,6 +402,18 @@ fn child_idle_flood() {
 // Other users
 // ---------------------------------------------------------------------------------------------
 
+/// A temporary directory with permission bits `mode` (0o755: searchable by all; 0o1777: a
+/// shared, /tmp-like one).
+fn tempdir_with_mode(mode: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(mode),
+    )
+    .unwrap();
+    dir
+}
+
 /// Runs `entry` as uid/gid 65534 with `envs`.
 fn as_nobody(entry: &str, envs: &[(&str, &str)]) -> Reaper {
     let mut cmd = child(entry, envs);
@@ -580,12 +592,7 @@ fn group_access_admits_the_group_and_no_one_else() {
         return;
     }
     let _w = watchdog("group_access_admits_the_group_and_no_one_else", 30);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = tempdir_with_mode(0o755);
     let path = dir.path().join("group.sock");
     let listener = ListenerOptions::new()
         .access(Access::Group)
@@ -622,13 +629,8 @@ fn a_squatter_in_a_shared_directory_is_refused_and_detectable() {
         "a_squatter_in_a_shared_directory_is_refused_and_detectable",
         30,
     );
-    let shared = tempfile::tempdir().unwrap();
     // A /tmp-like directory: everyone may create, the sticky bit protects others' files.
-    std::fs::set_permissions(
-        shared.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .unwrap();
+    let shared = tempdir_with_mode(0o1777);
     let path = shared.path().join("app.sock");
     let mut squatter = as_nobody(
         "child_squatter",
@@ -707,12 +709,7 @@ fn a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe() {
         "a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe",
         30,
     );
-    let shared = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        shared.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .unwrap();
+    let shared = tempdir_with_mode(0o1777);
     let stale = shared.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     let mut locker = as_nobody(
@@ -775,12 +772,7 @@ fn peer_credentials_are_a_snapshot_so_authorise_on_uid_not_pid() {
         "peer_credentials_are_a_snapshot_so_authorise_on_uid_not_pid",
         30,
     );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = tempdir_with_mode(0o755);
     let path = dir.path().join("creds.sock");
     let listener = ListenerOptions::new()
         .access(Access::Everyone)
