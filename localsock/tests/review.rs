@@ -103,13 +103,7 @@ fn blocking_io_on_a_duplicate_of_an_async_pipe_queues_no_completions() {
     let mut proc = common::child("child_blocking_io_on_async_duplicate", &[])
         .spawn()
         .expect("spawn the test binary");
-    let status = common::wait_bounded(&mut proc, 45);
-    let mut out = String::new();
-    proc.stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let (status, out) = common::wait_and_read_stdout(&mut proc, 45);
     assert!(status.success(), "child failed: {status:?}\n{out}");
     assert!(out.contains("CHILD ok"), "{out}");
 }

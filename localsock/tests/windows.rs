@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{child, is_child, unique, wait_bounded, watchdog};
+use common::{child, is_child, unique, wait_and_read_stdout, watchdog};
 use localsock::os::windows::{ConnectOptionsExt, ImpersonationLevel, ListenerOptionsExt};
 use localsock::{ConnectOptions, ListenerOptions, LocalListener, LocalStream, Name};
 
@@ -263,13 +263,7 @@ fn cross_process_client_and_peer_pid() {
         format!("pid {}", proc.id())
     );
     server.write_all(b"ack\n").unwrap();
-    let status = wait_bounded(&mut proc, 30);
-    let mut out = String::new();
-    proc.stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let (status, out) = wait_and_read_stdout(&mut proc, 30);
     assert!(status.success(), "child failed: {status:?}\n{out}");
     assert!(out.contains("CHILD saw server pid"), "{out}");
 }
@@ -376,13 +370,7 @@ fn a_squatted_name_is_addr_in_use() {
 fn ten_thousand_connect_close_cycles_keep_the_handle_count_flat() {
     let _w = watchdog("ten_thousand_connect_close_cycles", 300);
     let mut proc = child("child_handle_cycles", &[]).spawn().unwrap();
-    let status = wait_bounded(&mut proc, 280);
-    let mut out = String::new();
-    proc.stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let (status, out) = wait_and_read_stdout(&mut proc, 280);
     for line in out.lines().filter(|l| l.contains("CHILD")) {
         println!("{line}");
     }

@@ -108,6 +108,21 @@ pub fn wait_bounded(child: &mut Child, secs: u64) -> std::process::ExitStatus {
     }
 }
 
+/// [`wait_bounded`], then reads what is left of the child's piped stdout: its exit status and
+/// its output (`CHILD ...` lines and its harness's), for the caller's assertions.
+pub fn wait_and_read_stdout(child: &mut Child, secs: u64) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let status = wait_bounded(child, secs);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (status, out)
+}
+
 /// Number of open file descriptors of a process (Linux).
 #[cfg(target_os = "linux")]
 pub fn fd_count(pid: u32) -> usize {
