@@ -272,6 +272,13 @@ mod linux {
                 .collect()
         }
 
+        /// Expects `DISCONNECTED` with `QLocalSocket::PeerClosedError` first: the peer saw
+        /// our end hang up.
+        fn expect_closed_by_us(&mut self) {
+            let fields = self.expect_fields("DISCONNECTED");
+            assert_eq!(fields[0], QT_PEER_CLOSED.to_string(), "{fields:?}");
+        }
+
         /// Waits for the peer to exit by itself.
         fn wait(&mut self) -> ExitStatus {
             let deadline = Instant::now() + IO_TIMEOUT;
@@ -641,8 +648,7 @@ mod linux {
         echo_round_trips(&mut stream, 200);
         drop(stream);
         // Qt saw the hang-up as PeerClosedError, then disconnected().
-        let fields = qt.expect_fields("DISCONNECTED");
-        assert_eq!(fields[0], QT_PEER_CLOSED.to_string(), "{fields:?}");
+        qt.expect_closed_by_us();
         qt.finish();
         assert!(
             !short.path.exists(),
@@ -744,10 +750,7 @@ mod linux {
             }
         });
         for _ in 0..20 {
-            assert_eq!(
-                qt.expect_fields("DISCONNECTED")[0],
-                QT_PEER_CLOSED.to_string()
-            );
+            qt.expect_closed_by_us();
         }
         qt.finish();
     }
@@ -905,10 +908,7 @@ mod linux {
         let mut stream = connect(&Name::abstract_name(&with_nul).unwrap());
         echo_round_trips(&mut stream, 50);
         drop(stream);
-        assert_eq!(
-            qt.expect_fields("DISCONNECTED")[0],
-            QT_PEER_CLOSED.to_string()
-        );
+        qt.expect_closed_by_us();
         qt.finish();
     }
 
@@ -1215,8 +1215,7 @@ mod linux {
         assert_eq!(write_pattern(&mut stream, 23, BULK).unwrap(), expected);
         drop(stream);
         assert_eq!(qt.expect_fields("RECEIVED"), [BULK.to_string(), expected]);
-        let fields = qt.expect_fields("DISCONNECTED");
-        assert_eq!(fields[0], QT_PEER_CLOSED.to_string(), "{fields:?}");
+        qt.expect_closed_by_us();
         qt.finish();
     }
 
@@ -1252,10 +1251,7 @@ mod linux {
         }
         assert_eq!(qt.expect_fields("FRAMES"), [FRAMES.to_string()]);
         drop(stream);
-        assert_eq!(
-            qt.expect_fields("DISCONNECTED")[0],
-            QT_PEER_CLOSED.to_string()
-        );
+        qt.expect_closed_by_us();
         qt.finish();
     }
 
