@@ -51,6 +51,16 @@ enum Action {
     ChildReads,
 }
 
+impl Action {
+    /// What `LOCALSOCK_TEST_ACTION` tells the child to do.
+    fn child_arg(self) -> &'static str {
+        match self {
+            Action::ChildWrites => "write",
+            Action::ChildReads => "read",
+        }
+    }
+}
+
 #[test]
 fn a_peer_killed_at_random_points_never_hangs_or_leaks_the_survivor() {
     let _w = watchdog(
@@ -133,13 +143,9 @@ fn a_peer_killed_at_random_points_never_hangs_or_leaks_the_survivor() {
 /// traffic flows, and check what this side sees. Returns the outcome seen, for the summary.
 fn round(path: &std::path::Path, side: Side, action: Action, delay_us: u64) -> String {
     let name = Name::path(path).unwrap();
-    let child_action = match action {
-        Action::ChildWrites => "write",
-        Action::ChildReads => "read",
-    };
     let envs = [
         ("LOCALSOCK_TEST_PATH", path.to_str().unwrap()),
-        ("LOCALSOCK_TEST_ACTION", child_action),
+        ("LOCALSOCK_TEST_ACTION", action.child_arg()),
     ];
     let (mut victim, stream, listener) = match side {
         Side::ChildIsClient => {
@@ -186,13 +192,9 @@ fn round(path: &std::path::Path, side: Side, action: Action, delay_us: u64) -> S
 async fn async_round(path: &std::path::Path, side: Side, action: Action, delay_us: u64) -> String {
     use localsock::tokio::{LocalListener, LocalStream};
     let name = Name::path(path).unwrap();
-    let child_action = match action {
-        Action::ChildWrites => "write",
-        Action::ChildReads => "read",
-    };
     let envs = [
         ("LOCALSOCK_TEST_PATH", path.to_str().unwrap()),
-        ("LOCALSOCK_TEST_ACTION", child_action),
+        ("LOCALSOCK_TEST_ACTION", action.child_arg()),
     ];
     let (mut victim, mut stream, listener) = match side {
         Side::ChildIsClient => {
