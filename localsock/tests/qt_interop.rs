@@ -165,6 +165,13 @@ mod linux {
             Peer::spawn_command(Command::new(peer), args)
         }
 
+        /// [`Peer::spawn`] for a server role: returns once the peer says `LISTENING`.
+        fn spawn_listening(peer: &Path, args: &[&str]) -> Peer {
+            let mut qt = Peer::spawn(peer, args);
+            qt.expect("LISTENING");
+            qt
+        }
+
         fn spawn_command(mut cmd: Command, args: &[&str]) -> Peer {
             cmd.args(args).args(["--timeout", "90"]);
             Peer::start(cmd, format!("qtpeer {}", args.join(" ")), false)
@@ -735,11 +742,10 @@ mod linux {
         let (peer, _w) = qt_test!("twenty_localsock_clients_at_once_on_a_qt_server", 60);
         let dir = tempdir();
         let path = dir.path().join("many.sock");
-        let mut qt = Peer::spawn(
+        let mut qt = Peer::spawn_listening(
             &peer,
             &["server-echo", "--clients", "20", "--name", path_str(&path)],
         );
-        qt.expect("LISTENING");
         let name = Name::path(&path).unwrap();
         thread::scope(|scope| {
             for _ in 0..20 {
@@ -770,8 +776,7 @@ mod linux {
                 .connect(&name)
         });
         thread::sleep(Duration::from_millis(300));
-        let mut qt = Peer::spawn(&peer, &["server-echo", "--name", &short.name]);
-        qt.expect("LISTENING");
+        let mut qt = Peer::spawn_listening(&peer, &["server-echo", "--name", &short.name]);
         let mut stream = with_timeouts(client.join().unwrap().unwrap());
         qt.expect("CONNECTED");
         echo_round_trips(&mut stream, 10);
@@ -962,7 +967,7 @@ mod linux {
         let (peer, _w) = qt_test!("qt_user_access_server_and_localsock_client", 60);
         let dir = tempdir();
         let path = dir.path().join("user.sock");
-        let mut qt = Peer::spawn(
+        let mut qt = Peer::spawn_listening(
             &peer,
             &[
                 "server-echo",
@@ -973,7 +978,6 @@ mod linux {
                 path_str(&path),
             ],
         );
-        qt.expect("LISTENING");
         // Qt binds in a private directory, chmods to S_IRWXU, and renames into place.
         let meta = std::fs::symlink_metadata(&path).unwrap();
         assert!(meta.file_type().is_socket());
@@ -1121,7 +1125,7 @@ mod linux {
 
         // Qt sends, localsock receives to EOF (Qt's graceful disconnect flushes first).
         let path = dir.path().join("send.sock");
-        let mut qt = Peer::spawn(
+        let mut qt = Peer::spawn_listening(
             &peer,
             &[
                 "server-send",
@@ -1133,7 +1137,6 @@ mod linux {
                 "11",
             ],
         );
-        qt.expect("LISTENING");
         let mut stream = connect(&Name::path(&path).unwrap());
         let (total, sum, end) = read_pattern_to_end(&mut stream, Pattern::new(11));
         end.unwrap();
@@ -1147,7 +1150,7 @@ mod linux {
 
         // localsock sends, Qt receives and hangs up; localsock sees EOF.
         let path = dir.path().join("recv.sock");
-        let mut qt = Peer::spawn(
+        let mut qt = Peer::spawn_listening(
             &peer,
             &[
                 "server-recv",
@@ -1157,7 +1160,6 @@ mod linux {
                 &BULK.to_string(),
             ],
         );
-        qt.expect("LISTENING");
         let mut stream = connect(&Name::path(&path).unwrap());
         let sent = write_pattern(&mut stream, 11, BULK).unwrap();
         assert_eq!(sent, expected);
@@ -1226,7 +1228,7 @@ mod linux {
         let (peer, _w) = qt_test!("framed_2000_round_trips_with_a_qt_server", 90);
         let dir = tempdir();
         let path = dir.path().join("frames.sock");
-        let mut qt = Peer::spawn(
+        let mut qt = Peer::spawn_listening(
             &peer,
             &[
                 "server-frames",
@@ -1236,7 +1238,6 @@ mod linux {
                 &FRAMES.to_string(),
             ],
         );
-        qt.expect("LISTENING");
         let mut stream = connect(&Name::path(&path).unwrap());
         let mut rng = Pattern::new(99);
         for i in 0..FRAMES {
@@ -1301,8 +1302,7 @@ mod linux {
 
         // localsock client shuts down its write side: Qt sees the peer close as well.
         let path = dir.path().join("qtserver.sock");
-        let mut qt = Peer::spawn(&peer, &["server-echo", "--name", path_str(&path)]);
-        qt.expect("LISTENING");
+        let mut qt = Peer::spawn_listening(&peer, &["server-echo", "--name", path_str(&path)]);
         let mut stream = connect(&Name::path(&path).unwrap());
         stream.write_all(b"hello").unwrap();
         let mut back = [0u8; 5];
@@ -1326,7 +1326,7 @@ mod linux {
         // Qt server sending: killed after the first MiB; localsock reads what was sent
         // (every byte right), then EOF.
         let path = dir.path().join("send.sock");
-        let mut qt = Peer::spawn(
+        let mut qt = Peer::spawn_listening(
             &peer,
             &[
                 "server-send",
@@ -1338,7 +1338,6 @@ mod linux {
                 "3",
             ],
         );
-        qt.expect("LISTENING");
         let mut stream = connect(&Name::path(&path).unwrap());
         let mut first = vec![0u8; 2 * MIB as usize];
         stream.read_exact(&mut first).unwrap();
@@ -1356,11 +1355,10 @@ mod linux {
         // localsock client sending to a Qt server that dies: the write fails with
         // BrokenPipe or ConnectionReset (no SIGPIPE), well before the timeout.
         let path = dir.path().join("recv.sock");
-        let mut qt = Peer::spawn(
+        let mut qt = Peer::spawn_listening(
             &peer,
             &["server-recv", "--name", path_str(&path), "--size", &huge],
         );
-        qt.expect("LISTENING");
         let mut stream = connect(&Name::path(&path).unwrap());
         let writer = thread::spawn(move || write_pattern(&mut stream, 4, 1024 * MIB));
         qt.expect("PROGRESS");
@@ -1438,8 +1436,7 @@ mod linux {
         let (peer, _w) = qt_test!("cli_connect_talks_to_a_qt_server", 60);
         let dir = tempdir();
         let path = dir.path().join("cli.sock");
-        let mut qt = Peer::spawn(&peer, &["server-echo", "--name", path_str(&path)]);
-        qt.expect("LISTENING");
+        let mut qt = Peer::spawn_listening(&peer, &["server-echo", "--name", path_str(&path)]);
         let mut cmd = Command::new(localsock_cli());
         cmd.args(["connect", path_str(&path)]);
         let mut cli = Peer::start(cmd, "localsock connect".into(), true);
@@ -1518,11 +1515,10 @@ mod linux {
         let short = QtShortName::new("stale");
 
         // A Qt server dies by SIGKILL: its socket file stays.
-        let mut qt = Peer::spawn(
+        let mut qt = Peer::spawn_listening(
             &peer,
             &["server-echo", "--clients", "0", "--name", &short.name],
         );
-        qt.expect("LISTENING");
         qt.kill();
         let meta = std::fs::symlink_metadata(&short.path).unwrap();
         assert!(meta.file_type().is_socket(), "Qt left its socket file");
@@ -1553,8 +1549,7 @@ mod linux {
         server.join().unwrap().unwrap();
         // The listener was dropped with the thread: its file is gone, Qt can listen again.
         assert!(!short.path.exists(), "localsock removes its socket file");
-        let mut qt = Peer::spawn(&peer, &["listen-once", "--name", &short.name]);
-        qt.expect("LISTENING");
+        let mut qt = Peer::spawn_listening(&peer, &["listen-once", "--name", &short.name]);
         qt.finish();
     }
 
@@ -1576,11 +1571,10 @@ mod linux {
         qt.wait();
 
         // Qt with UserAccessOption binds elsewhere and rename()s over the live name.
-        let mut qt = Peer::spawn(
+        let mut qt = Peer::spawn_listening(
             &peer,
             &["server-echo", "--user-access", "--name", path_str(&path)],
         );
-        qt.expect("LISTENING");
         assert_ne!(std::fs::metadata(&path).unwrap().ino(), inode);
         // New clients now reach Qt, not us.
         let mut stream = connect(&name);
