@@ -286,6 +286,15 @@ mod linux {
             assert_eq!(fields[0], QT_PEER_CLOSED.to_string(), "{fields:?}");
         }
 
+        /// [`Peer::expect_closed_by_us`], and the peer reports having received `bytes` bytes
+        /// (the whole `DISCONNECTED` line is checked).
+        fn expect_closed_by_us_after(&mut self, bytes: impl std::fmt::Display) {
+            assert_eq!(
+                self.expect_fields("DISCONNECTED"),
+                [QT_PEER_CLOSED.to_string(), bytes.to_string()]
+            );
+        }
+
         /// Waits for the peer to exit by itself.
         fn wait(&mut self) -> ExitStatus {
             let deadline = Instant::now() + IO_TIMEOUT;
@@ -1102,10 +1111,7 @@ mod linux {
             let mut stranger =
                 Peer::spawn_command(cmd, &["client-wait", "--name", path_str(&open_path)]);
             stranger.expect("CONNECTED");
-            assert_eq!(
-                stranger.expect_fields("DISCONNECTED"),
-                [QT_PEER_CLOSED.to_string(), "0".to_owned()]
-            );
+            stranger.expect_closed_by_us_after(0);
             stranger.finish();
             let mut me = client(&open_path, None);
             me.expect("ECHO-OK");
@@ -1294,10 +1300,7 @@ mod linux {
         qt.expect("CONNECTED");
         stream.write_all(b"bye").unwrap();
         drop(stream);
-        assert_eq!(
-            qt.expect_fields("DISCONNECTED"),
-            [QT_PEER_CLOSED.to_string(), "3".to_owned()]
-        );
+        qt.expect_closed_by_us_after(3);
         qt.finish();
 
         // localsock client shuts down its write side: Qt sees the peer close as well.
@@ -1308,10 +1311,7 @@ mod linux {
         let mut back = [0u8; 5];
         stream.read_exact(&mut back).unwrap();
         stream.shutdown(std::net::Shutdown::Write).unwrap();
-        assert_eq!(
-            qt.expect_fields("DISCONNECTED"),
-            [QT_PEER_CLOSED.to_string(), "5".to_owned()]
-        );
+        qt.expect_closed_by_us_after(5);
         // ...and Qt closing its end reaches localsock as EOF.
         assert_eof(&mut stream);
         qt.finish();
@@ -1465,10 +1465,7 @@ mod linux {
         // Every byte came back: now end stdin. The CLI shuts down its sending side; Qt has no
         // half-close, so it reports the peer closed and closes; the CLI reads EOF and exits.
         drop(writer.join().unwrap().unwrap());
-        assert_eq!(
-            qt.expect_fields("DISCONNECTED"),
-            [QT_PEER_CLOSED.to_string(), bytes.to_string()]
-        );
+        qt.expect_closed_by_us_after(bytes);
         qt.finish();
         cli.finish();
     }
