@@ -428,6 +428,15 @@ fn needs_root(test: &str) -> bool {
     is_root()
 }
 
+/// For a test that plays another user: its watchdog when running as root; `None` (the test
+/// is not run, and [`needs_root`] says so) otherwise.
+fn root_test(test: &'static str, secs: u64) -> Option<common::Watchdog> {
+    if !needs_root(test) {
+        return None;
+    }
+    Some(watchdog(test, secs))
+}
+
 /// Connects to the name in `LOCALSOCK_TEST_PATH` (a path) or `LOCALSOCK_TEST_ABSTRACT` (an
 /// abstract name), says how it went, and waits for the server's verdict (EOF or a byte).
 #[test]
@@ -461,14 +470,12 @@ fn child_stranger_connects() {
 /// sockets"). `require_same_user` is the defence: the stranger is dropped at accept.
 #[test]
 fn abstract_names_have_no_access_control_and_require_same_user_is_the_defence() {
-    let test = "abstract_names_have_no_access_control_and_require_same_user_is_the_defence";
-    if !needs_root(test) {
-        return;
-    }
-    let _w = watchdog(
+    let Some(_w) = root_test(
         "abstract_names_have_no_access_control_and_require_same_user_is_the_defence",
         30,
-    );
+    ) else {
+        return;
+    };
     // Default options: Access::Owner, which cannot apply to an abstract name.
     let raw = unique_str("abs-open");
     let name = Name::abstract_name(&raw).unwrap();
@@ -518,10 +525,9 @@ fn abstract_names_have_no_access_control_and_require_same_user_is_the_defence() 
 #[cfg(feature = "tokio")]
 #[test]
 fn async_require_same_user_drops_other_users() {
-    if !needs_root("async_require_same_user_drops_other_users") {
+    let Some(_w) = root_test("async_require_same_user_drops_other_users", 30) else {
         return;
-    }
-    let _w = watchdog("async_require_same_user_drops_other_users", 30);
+    };
     let raw = unique_str("abs-async-guarded");
     let name = Name::abstract_name(&raw).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -564,13 +570,12 @@ fn async_require_same_user_drops_other_users() {
 /// which every Unix honours, is the boundary, not the socket file's mode, which some ignore.
 #[test]
 fn the_private_directory_keeps_other_users_out_whatever_the_socket_mode() {
-    if !needs_root("the_private_directory_keeps_other_users_out_whatever_the_socket_mode") {
-        return;
-    }
-    let _w = watchdog(
+    let Some(_w) = root_test(
         "the_private_directory_keeps_other_users_out_whatever_the_socket_mode",
         30,
-    );
+    ) else {
+        return;
+    };
     let name = common::unique("private-everyone");
     let _listener = ListenerOptions::new()
         .access(Access::Everyone)
@@ -588,10 +593,9 @@ fn the_private_directory_keeps_other_users_out_whatever_the_socket_mode() {
 /// socket-file permissions; the directory here is searchable by all, as a shared one is).
 #[test]
 fn group_access_admits_the_group_and_no_one_else() {
-    if !needs_root("group_access_admits_the_group_and_no_one_else") {
+    let Some(_w) = root_test("group_access_admits_the_group_and_no_one_else", 30) else {
         return;
-    }
-    let _w = watchdog("group_access_admits_the_group_and_no_one_else", 30);
+    };
     let dir = tempdir_with_mode(0o755);
     let path = dir.path().join("group.sock");
     let listener = ListenerOptions::new()
@@ -622,13 +626,12 @@ fn group_access_admits_the_group_and_no_one_else() {
 /// so a client that must trust its server checks `peer_credentials().uid()`, as here.
 #[test]
 fn a_squatter_in_a_shared_directory_is_refused_and_detectable() {
-    if !needs_root("a_squatter_in_a_shared_directory_is_refused_and_detectable") {
-        return;
-    }
-    let _w = watchdog(
+    let Some(_w) = root_test(
         "a_squatter_in_a_shared_directory_is_refused_and_detectable",
         30,
-    );
+    ) else {
+        return;
+    };
     // A /tmp-like directory: everyone may create, the sticky bit protects others' files.
     let shared = tempdir_with_mode(0o1777);
     let path = shared.path().join("app.sock");
@@ -661,10 +664,9 @@ fn a_squatter_in_a_shared_directory_is_refused_and_detectable() {
 /// would reach the squatter, tells it apart by its uid.
 #[test]
 fn an_abstract_name_squatter_is_refused_and_detectable() {
-    if !needs_root("an_abstract_name_squatter_is_refused_and_detectable") {
+    let Some(_w) = root_test("an_abstract_name_squatter_is_refused_and_detectable", 30) else {
         return;
-    }
-    let _w = watchdog("an_abstract_name_squatter_is_refused_and_detectable", 30);
+    };
     let raw = unique_str("abs-squat");
     let mut squatter = as_nobody("child_squatter", &[("LOCALSOCK_TEST_ABSTRACT", &raw)]);
     assert_eq!(read_line(&mut squatter.0), "listening");
@@ -702,13 +704,12 @@ fn child_squatter() {
 /// without the lock. It is a nuisance in shared directories, not a way to steal a name.
 #[test]
 fn a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe() {
-    if !needs_root("a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe") {
-        return;
-    }
-    let _w = watchdog(
+    let Some(_w) = root_test(
         "a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe",
         30,
-    );
+    ) else {
+        return;
+    };
     let shared = tempdir_with_mode(0o1777);
     let stale = shared.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
