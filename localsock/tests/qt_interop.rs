@@ -537,6 +537,17 @@ mod linux {
         })
     }
 
+    /// Serves one Qt echo client (started by `start`, after the server) with
+    /// [`spawn_echo_server`]: the client must say `ECHO-OK` and exit cleanly, and the server
+    /// must end without an error.
+    fn echo_to_one_qt_client(listener: LocalListener, start: impl FnOnce() -> Peer) {
+        let server = spawn_echo_server(listener, 1);
+        let mut qt = start();
+        qt.expect("ECHO-OK");
+        qt.finish();
+        server.join().unwrap().unwrap();
+    }
+
     /// Sends `count` messages of varied sizes and checks each echo.
     fn echo_round_trips(stream: &mut LocalStream, count: usize) {
         let mut pattern = Pattern::new(7);
@@ -827,11 +838,9 @@ mod linux {
         // 106 bytes: both.
         let path = path_of_len(dir.path(), 106);
         let listener = LocalListener::bind(&Name::path(&path).unwrap()).unwrap();
-        let server = spawn_echo_server(listener, 1);
-        let mut qt = Peer::spawn(&peer, &["client-echo", "--name", path_str(&path)]);
-        qt.expect("ECHO-OK");
-        qt.finish();
-        server.join().unwrap().unwrap();
+        echo_to_one_qt_client(listener, || {
+            Peer::spawn(&peer, &["client-echo", "--name", path_str(&path)])
+        });
     }
 
     #[test]
@@ -1053,11 +1062,7 @@ mod linux {
                 "qt_interop: not root, so the Group test runs the Qt client as this user only; \
                  the cross-user half (another uid in the group) needs root (CI runs as root)"
             );
-            let server = spawn_echo_server(group, 1);
-            let mut qt = client(&group_path, None);
-            qt.expect("ECHO-OK");
-            qt.finish();
-            server.join().unwrap().unwrap();
+            echo_to_one_qt_client(group, || client(&group_path, None));
             return;
         }
 
@@ -1403,11 +1408,9 @@ mod linux {
             "read {rest} more bytes from a Qt client killed mid-transfer"
         );
         // The listener is unharmed: a new Qt client is served.
-        let server = spawn_echo_server(listener, 1);
-        let mut qt = Peer::spawn(&peer, &["client-echo", "--name", path_str(&path)]);
-        qt.expect("ECHO-OK");
-        qt.finish();
-        server.join().unwrap().unwrap();
+        echo_to_one_qt_client(listener, || {
+            Peer::spawn(&peer, &["client-echo", "--name", path_str(&path)])
+        });
     }
 
     /// The `localsock` CLI: `$LOCALSOCK_CLI`, else the binary next to this test's directory
@@ -1536,14 +1539,12 @@ mod linux {
         // ...and by default it sees that nobody answers and takes the name over.
         let listener = LocalListener::bind(&name).unwrap_or_else(|e| panic!("reclaim: {e}"));
         assert!(short.path.exists());
-        let server = spawn_echo_server(listener, 1);
-        let mut qt = Peer::spawn(
-            &peer,
-            &["client-echo", "--style", "event", "--name", &short.name],
-        );
-        qt.expect("ECHO-OK");
-        qt.finish();
-        server.join().unwrap().unwrap();
+        echo_to_one_qt_client(listener, || {
+            Peer::spawn(
+                &peer,
+                &["client-echo", "--style", "event", "--name", &short.name],
+            )
+        });
         // The listener was dropped with the thread: its file is gone, Qt can listen again.
         assert!(!short.path.exists(), "localsock removes its socket file");
         let mut qt = Peer::spawn_listening(&peer, &["listen-once", "--name", &short.name]);
