@@ -165,7 +165,7 @@ mod unix {
         let _w = watchdog("stale_file_is_kept_when_reclaim_is_off", 20);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stale.sock");
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        crate::common::make_stale_socket(&path);
         let err = ListenerOptions::new()
             .reclaim_stale(false)
             .bind(&Name::path(&path).unwrap())
@@ -194,7 +194,7 @@ mod unix {
         let _w = watchdog("a_symlink_at_the_path_is_not_followed", 20);
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("target.sock");
-        drop(std::os::unix::net::UnixListener::bind(&target).unwrap()); // a stale socket
+        crate::common::make_stale_socket(&target); // a stale socket
         let link = dir.path().join("link.sock");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = LocalListener::bind(&Name::path(&link).unwrap()).unwrap_err();
@@ -258,7 +258,7 @@ mod unix {
         let path = dir.path().join("race.sock");
         let name = Name::path(&path).unwrap();
         for round in 0..200 {
-            drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // stale file
+            crate::common::make_stale_socket(&path); // stale file
             let barrier = std::sync::Barrier::new(2);
             let results: Vec<_> = thread::scope(|s| {
                 let hs: Vec<_> = (0..2)

@@ -170,7 +170,7 @@ mod unix {
         let _w = watchdog("stale_socket_file_is_connection_refused", 20);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stale.sock");
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // std leaves the file
+        crate::common::make_stale_socket(&path); // std leaves the file
         let err = LocalStream::connect(&Name::path(&path).unwrap()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
         let msg = err.to_string();

@@ -712,7 +712,7 @@ fn a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe() {
     };
     let shared = tempdir_with_mode(0o1777);
     let stale = shared.path().join("stale.sock");
-    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    common::make_stale_socket(&stale);
     let mut locker = as_nobody(
         "child_lock_directory",
         &[("LOCALSOCK_TEST_PATH", shared.path().to_str().unwrap())],

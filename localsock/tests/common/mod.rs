@@ -192,3 +192,26 @@ pub fn assert_no_fd_leaks_into_child(fds: &[std::os::fd::RawFd]) {
         );
     }
 }
+
+/// Leaves a stale socket file at `path` (bound by std, which does not unlink it, then closed)
+/// and waits until it really refuses connections. Another test thread may fork at the moment
+/// the socket exists; the child then holds the listening socket until it execs, and a probe in
+/// that window rightly finds a live server.
+#[cfg(unix)]
+pub fn make_stale_socket(path: &std::path::Path) {
+    drop(std::os::unix::net::UnixListener::bind(path).expect("bind the soon-stale socket"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            _ => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} never became stale",
+                    path.display()
+                );
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
