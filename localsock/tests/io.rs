@@ -336,5 +336,17 @@ mod unix {
             path.exists(),
             "an adopted listener does not remove a file it did not create"
         );
+
+        // Releasing a listener's descriptor leaves its socket file in place, still serving.
+        let released_path = dir.path().join("released.sock");
+        let released = LocalListener::bind(&Name::path(&released_path).unwrap()).unwrap();
+        let fd = OwnedFd::from(released);
+        assert!(
+            released_path.exists(),
+            "releasing the fd removed the socket file"
+        );
+        let again = LocalListener::from(fd);
+        let _c = LocalStream::connect(again.name()).unwrap();
+        again.accept().unwrap();
     }
 }

@@ -115,8 +115,10 @@ impl Listener {
 
     /// Gives up the descriptor; the socket file is left in place.
     pub(crate) fn into_fd(mut self) -> OwnedFd {
-        if let Some(cleanup) = self.cleanup.take() {
-            std::mem::forget(cleanup);
+        if let Some(cleanup) = self.cleanup.as_mut() {
+            // No process has pid 0: the guard then drops without touching the file (and without
+            // leaking its path, as `mem::forget` did).
+            cleanup.pid = 0;
         }
         self.fd
     }
