@@ -1,10 +1,11 @@
 //! A listening `AF_UNIX` stream socket: race-free permissions, safe stale-file reclaim, and
 //! unlink-on-drop only of the file this listener created.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -194,45 +195,57 @@ fn mode_of(access: Access) -> libc::mode_t {
 
 /// Binds a socket file.
 ///
-/// 1. Take an exclusive `flock` on the parent directory for the few syscalls of the bind, so
-///    that two localsock servers reclaiming the same stale file cannot both win.
+/// 1. Open the parent directory once and take an exclusive `flock` on it for the few syscalls
+///    of the bind, so that two localsock servers reclaiming the same stale file cannot both win.
 /// 2. If something is at the path: a live server (our probe connects) is `AddrInUse`; a socket
 ///    file that refuses is stale and is unlinked (if reclaim is on); anything that is not a
 ///    socket (a symlink, a regular file) is never touched.
-/// 3. Create the socket with its final mode before anyone can connect: on Linux `fchmod` on
-///    the socket before `bind` (the kernel gives the file that mode, less the umask); elsewhere,
-///    and for modes wider than the umask allows, bind inside a fresh private directory,
-///    `chmod` there and `link` the file into place (link never replaces an existing file).
+/// 3. Create the socket with its final mode before anyone can connect: on Linux, for
+///    `Access::Owner`, `fchmod` on the socket before `bind` (the kernel gives the new file the
+///    socket inode's mode less the umask, so never more than `0600`); otherwise bind inside a
+///    fresh private directory, `chmod` there and `link` the file into place (see
+///    [`bind_via_private_dir`]).
 fn bind_path(name: &Name, path: &Path, opts: &ListenerOptions) -> io::Result<Listener> {
     let c_path = cstr(path)?;
-    let _dir_lock = DirLock::acquire(path);
-    let reclaim_allowed = _dir_lock.is_some();
+    let (parent_path, base) = split_path(path)?;
+    let parent = ParentDir::open(&parent_path);
+    let reclaim_allowed = matches!(&parent, Ok(p) if p.locked);
 
     clear_stale(name, path, &c_path, opts.reclaim_stale && reclaim_allowed)?;
 
     let fd = new_socket(false)?;
     let mode = mode_of(opts.access);
-    if cfg!(any(target_os = "linux", target_os = "android")) && opts.access == Access::Owner {
-        // SAFETY: plain FFI call on a descriptor we own.
-        cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
-        bind_fd(&fd, name)?;
-    } else {
-        bind_via_private_dir(&fd, path, mode)?;
-    }
-    // Own the file from here on: if anything below fails, dropping the guard removes it, so a
-    // failed bind leaves no socket file behind to block the next one.
-    let st = match lstat(&c_path) {
-        Ok(st) => st,
-        Err(e) => {
-            // SAFETY: `c_path` is NUL-terminated; the file is the one we just bound.
-            unsafe { libc::unlink(c_path.as_ptr()) };
-            return Err(e);
-        }
-    };
+    let (dev, ino) =
+        if cfg!(any(target_os = "linux", target_os = "android")) && opts.access == Access::Owner {
+            // SAFETY: plain FFI call on a descriptor we own.
+            cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
+            bind_fd(&fd, name)?;
+            // Own the file from here on: if anything below fails, dropping the guard removes
+            // it, so a failed bind leaves no socket file behind to block the next one.
+            match lstat(&c_path) {
+                Ok(st) => (st.st_dev, st.st_ino),
+                Err(e) => {
+                    // SAFETY: `c_path` is NUL-terminated; the file is the one we just bound.
+                    unsafe { libc::unlink(c_path.as_ptr()) };
+                    return Err(e);
+                }
+            }
+        } else {
+            let parent = parent.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot open the directory {} to bind in it safely: {e}",
+                        parent_path.display()
+                    ),
+                )
+            })?;
+            bind_via_private_dir(&fd, &parent, &parent_path, &base, path, mode)?
+        };
     let cleanup = Cleanup {
         path: c_path,
-        dev: st.st_dev,
-        ino: st.st_ino,
+        dev,
+        ino,
         pid: std::process::id(),
     };
     listen(&fd, opts.backlog)?;
@@ -240,6 +253,32 @@ fn bind_path(name: &Name, path: &Path, opts: &ListenerOptions) -> io::Result<Lis
         fd,
         cleanup: Some(cleanup),
     })
+}
+
+/// Splits a socket path into its directory and its last component, exactly as the kernel
+/// resolves it (no lexical clean-up: `a/b/.` is not `a/b`).
+fn split_path(path: &Path) -> io::Result<(PathBuf, CString)> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let (dir, file) = match bytes.iter().rposition(|&b| b == b'/') {
+        Some(0) => (&b"/"[..], &bytes[1..]),
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (&b"."[..], bytes),
+    };
+    if file.is_empty() || file == b"." || file == b".." {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: a socket path must end in a file name", path.display()),
+        ));
+    }
+    let dir = PathBuf::from(std::ffi::OsStr::from_bytes(dir));
+    let file = CString::new(file).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path {} contains a NUL byte", path.display()),
+        )
+    })?;
+    Ok((dir, file))
 }
 
 /// Deals with whatever is already at `path`.
@@ -327,43 +366,71 @@ fn probe(name: &Name) -> Probe {
     }
 }
 
-/// Binds `fd` at `path` with exactly `mode`, never exposing a more open file: bind in a new
-/// `0700` directory next to `path`, chmod there, then `link` into place.
-fn bind_via_private_dir(fd: &OwnedFd, path: &Path, mode: libc::mode_t) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let template = cstr(&parent.join(".lsXXXXXX"))?;
-    let mut template = template.into_bytes_with_nul();
-    // SAFETY: `template` is a writable NUL-terminated buffer ending in "XXXXXX".
-    let dir = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
-    if dir.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    template.pop();
-    let dir =
-        PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(template));
-    let tmp = dir.join("s");
+/// The name of the socket inside the private temporary directory.
+const TMP_SOCKET: &CStr = c"s";
+
+/// Binds `fd` at `parent/base` with exactly `mode`, never exposing a more open file, and
+/// returns the `(dev, ino)` of the socket file.
+///
+/// The socket is bound in a new `0700` directory made next to the final path, `chmod`ed there
+/// and `link`ed into place (`link` never replaces an existing file). Other users may be able to
+/// write `parent` (a group-writable `/run/app`, a directory they own): they can rename our
+/// temporary directory away at any moment and put a directory or symlink of theirs in its
+/// place (`renameat2(RENAME_EXCHANGE)`, no permission on our directory needed). So after it is
+/// made the temporary directory is opened (`O_NOFOLLOW`) and checked to be ours (owner, no
+/// group/other access: then no one else can add anything to it), and from then on every step
+/// goes through descriptors: `fstatat`/`fchmodat`/`unlinkat` in the held directory, `linkat`
+/// from it to the held parent. Whatever the attacker renames, no path is resolved again in a
+/// directory they can write, so no symlink of theirs is ever followed.
+///
+/// `bind(2)` itself takes a path. On Linux it goes through `/proc/thread-self/fd/N/s`, which
+/// the kernel resolves to the held directory itself. Where that is unavailable (no `/proc`,
+/// other systems) the bind uses the directory's path, checked to still lead to the held
+/// directory just before; if it was swapped in between, the socket is created somewhere else,
+/// the check after the bind (the socket must be in the held directory) fails, and the bind
+/// fails cleanly — nothing is chmodded, linked or unlinked outside our directory.
+fn bind_via_private_dir(
+    fd: &OwnedFd,
+    parent: &ParentDir,
+    parent_path: &Path,
+    base: &CStr,
+    path: &Path,
+    mode: libc::mode_t,
+) -> io::Result<(libc::dev_t, libc::ino_t)> {
+    let (tmp_name, dir) = make_private_tmp_dir(parent, parent_path)?;
     let result = (|| {
-        let tmp_name = Name::path(&tmp).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{}: the path is too long to bind it safely with group/everyone access \
-                     (it needs room for a temporary {})",
-                    path.display(),
-                    tmp.display()
-                ),
+        bind_in_dir(fd, &dir, parent_path, &tmp_name, path)?;
+        // The socket must be in the held directory, and be the socket we just made there: no one
+        // else can write a `0700` directory we own.
+        let st = fstatat(dir.as_fd(), TMP_SOCKET).map_err(|e| {
+            moved(
+                parent_path,
+                &tmp_name,
+                &format!("the socket is not in it ({e})"),
             )
         })?;
-        bind_fd(fd, &tmp_name)?;
-        let c_tmp = cstr(&tmp)?;
-        // SAFETY: `c_tmp` is NUL-terminated; the file is in our private 0700 directory.
-        cvt(unsafe { libc::chmod(c_tmp.as_ptr(), mode) })?;
-        let c_path = cstr(path)?;
-        // SAFETY: both paths are NUL-terminated.
-        cvt(unsafe { libc::link(c_tmp.as_ptr(), c_path.as_ptr()) }).map_err(|e| {
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK || st.st_uid != super::geteuid() {
+            return Err(moved(
+                parent_path,
+                &tmp_name,
+                "something else than our socket is in it",
+            ));
+        }
+        // SAFETY: `TMP_SOCKET` is NUL-terminated; `dir` is a descriptor we hold, on our private
+        // directory, where the entry is the socket checked above.
+        cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), TMP_SOCKET.as_ptr(), mode, 0) })?;
+        // SAFETY: both names are NUL-terminated; both directories are descriptors we hold.
+        // Flags 0: the source is not followed if it is a symlink (it is our socket anyway).
+        cvt(unsafe {
+            libc::linkat(
+                dir.as_raw_fd(),
+                TMP_SOCKET.as_ptr(),
+                parent.fd.as_raw_fd(),
+                base.as_ptr(),
+                0,
+            )
+        })
+        .map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 io::Error::new(
                     io::ErrorKind::AddrInUse,
@@ -373,49 +440,232 @@ fn bind_via_private_dir(fd: &OwnedFd, path: &Path, mode: libc::mode_t) -> io::Re
                 e
             }
         })?;
-        Ok(())
+        Ok((st.st_dev, st.st_ino))
     })();
-    let _ = std::fs::remove_file(&tmp);
-    let _ = std::fs::remove_dir(&dir);
+    // SAFETY: `TMP_SOCKET` is NUL-terminated; `dir` is a descriptor we hold.
+    unsafe { libc::unlinkat(dir.as_raw_fd(), TMP_SOCKET.as_ptr(), 0) };
+    remove_tmp_dir_if_ours(parent, &tmp_name, &dir);
     result
 }
 
-/// An exclusive `flock` on a socket's parent directory, held while binding.
-struct DirLock {
-    _fd: OwnedFd,
+/// The error for a temporary directory that someone replaced while we used it.
+fn moved(parent_path: &Path, tmp_name: &CStr, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "the temporary directory {}/{} was replaced while binding: {what}; \
+             another user can write {} (bind in a directory only you can write)",
+            parent_path.display(),
+            tmp_name.to_string_lossy(),
+            parent_path.display()
+        ),
+    )
 }
 
-impl DirLock {
-    /// Tries for up to a second; `None` if the directory cannot be opened or stays locked (the
-    /// caller then refuses to reclaim stale files rather than risk a race).
-    fn acquire(path: &Path) -> Option<DirLock> {
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
+/// Makes a new directory `.lsXXXXXX` in `parent` (mode `0700`), opens it without following a
+/// symlink, and checks that what was opened is ours: a directory owned by our effective uid
+/// with no group or other permission, so that no one else can put anything in it. Returns its
+/// name and descriptor.
+fn make_private_tmp_dir(parent: &ParentDir, parent_path: &Path) -> io::Result<(CString, OwnedFd)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut tries = 0;
+    let name = loop {
+        // Unpredictability is not what keeps this safe (the check below is); the name only
+        // has to be new.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32)
+            ^ COUNTER
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let name =
+            CString::new(format!(".ls{:06x}", seed & 0xff_ffff)).expect("hex digits hold no NUL");
+        // SAFETY: `name` is NUL-terminated; `parent.fd` is a descriptor we hold.
+        match cvt(unsafe { libc::mkdirat(parent.fd.as_raw_fd(), name.as_ptr(), 0o700) }) {
+            Ok(_) => break name,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot make a temporary directory in {} to bind in it safely: {e}",
+                        parent_path.display()
+                    ),
+                ))
+            }
+        }
+    };
+    // SAFETY: `name` is NUL-terminated; `parent.fd` is a descriptor we hold.
+    let raw = cvt(unsafe {
+        libc::openat(
+            parent.fd.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })
+    .map_err(|e| moved(parent_path, &name, &format!("it cannot be opened ({e})")))?;
+    // SAFETY: `openat` returned a new descriptor that nothing else owns.
+    let dir = unsafe { OwnedFd::from_raw_fd(raw) };
+    let st = fstat(dir.as_fd())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR
+        || st.st_uid != super::geteuid()
+        || st.st_mode & 0o077 != 0
+    {
+        // Not ours: leave it (and the name) alone; ours was renamed away, and stays empty.
+        return Err(moved(
+            parent_path,
+            &name,
+            &format!(
+                "it is owned by uid {} with mode {:04o}",
+                st.st_uid,
+                st.st_mode & 0o7777
+            ),
+        ));
+    }
+    if st.st_mode & 0o777 != 0o700 {
+        // A umask such as 0o177 left us without search permission on our own directory.
+        // SAFETY: plain FFI call on a descriptor we own, on a directory we own.
+        cvt(unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) })?;
+    }
+    Ok((name, dir))
+}
+
+/// `bind(2)` of `fd` at `s` inside the held directory `dir` (named `tmp_name` in the parent).
+fn bind_in_dir(
+    fd: &OwnedFd,
+    dir: &OwnedFd,
+    parent_path: &Path,
+    tmp_name: &CStr,
+    path: &Path,
+) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // The kernel resolves the magic link to the directory we hold, wherever it was renamed.
+        // `thread-self`, not `self`: a thread that unshared its descriptor table has its own.
+        let via_proc = PathBuf::from(format!(
+            "/proc/thread-self/fd/{}/{}",
+            dir.as_raw_fd(),
+            TMP_SOCKET.to_string_lossy()
+        ));
+        match bind_at_path(fd, &via_proc) {
+            Ok(()) => return Ok(()),
+            // No /proc (a chroot, a container without it, a kernel before 3.17): by path.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let tmp_dir_path = parent_path.join(std::ffi::OsStr::from_bytes(tmp_name.to_bytes()));
+    let tmp = tmp_dir_path.join(std::ffi::OsStr::from_bytes(TMP_SOCKET.to_bytes()));
+    if Name::path(&tmp).is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: the path is too long to bind it safely with group/everyone access \
+                 (it needs room for a temporary {})",
+                path.display(),
+                tmp.display()
+            ),
+        ));
+    }
+    // The path must still lead to the directory we hold. This narrows, but cannot close, the
+    // window in which a swap sends the bind elsewhere; the check after the bind catches it.
+    let held = fstat(dir.as_fd())?;
+    match lstat(&cstr(&tmp_dir_path)?) {
+        Ok(st) if st.st_dev == held.st_dev && st.st_ino == held.st_ino => {}
+        _ => return Err(moved(parent_path, tmp_name, "its path leads elsewhere")),
+    }
+    bind_at_path(fd, &tmp)
+}
+
+fn bind_at_path(fd: &OwnedFd, path: &Path) -> io::Result<()> {
+    let name = Name::path(path)?;
+    bind_fd(fd, &name)
+}
+
+/// Removes our temporary directory (already emptied) only if the name still holds it: if
+/// someone renamed it away, whatever now has its name is left alone.
+fn remove_tmp_dir_if_ours(parent: &ParentDir, tmp_name: &CStr, dir: &OwnedFd) {
+    let (Ok(held), Ok(now)) = (fstat(dir.as_fd()), fstatat(parent.fd.as_fd(), tmp_name)) else {
+        return;
+    };
+    if held.st_dev == now.st_dev && held.st_ino == now.st_ino {
+        // SAFETY: `tmp_name` is NUL-terminated; `parent.fd` is a descriptor we hold. `rmdir`
+        // only ever removes an empty directory, and never follows a symlink.
+        unsafe { libc::unlinkat(parent.fd.as_raw_fd(), tmp_name.as_ptr(), libc::AT_REMOVEDIR) };
+    }
+}
+
+fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is valid for the call and `st` has room for a `stat`.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: `fstat` succeeded, so it filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+fn fstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is NUL-terminated, `dir` is valid for the call, `st` has room for a `stat`.
+    cvt(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    // SAFETY: `fstatat` succeeded, so it filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// A socket's parent directory, opened once for the whole bind: the `flock` that serialises
+/// reclaims, and the descriptor every step of a group/everyone bind is made relative to.
+struct ParentDir {
+    fd: OwnedFd,
+    /// Whether the exclusive lock was taken (a directory we cannot read cannot be locked, and
+    /// another user may hold the lock; reclaiming stale files is then off).
+    locked: bool,
+}
+
+impl ParentDir {
+    /// Opens the directory and tries for up to a second to lock it.
+    fn open(dir: &Path) -> io::Result<ParentDir> {
+        let c = cstr(dir)?;
+        let open = |flags| {
+            // SAFETY: `c` is NUL-terminated.
+            cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_DIRECTORY | libc::O_CLOEXEC) })
         };
-        let c = cstr(parent).ok()?;
-        // SAFETY: `c` is NUL-terminated.
-        let raw = cvt(unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        })
-        .ok()?;
+        let raw = match open(libc::O_RDONLY) {
+            Ok(raw) => raw,
+            // A directory we may search and write but not read: O_PATH still serves the `*at`
+            // calls (not `flock`).
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let raw = open(libc::O_PATH)?;
+                // SAFETY: `open` returned a new descriptor that nothing else owns.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                return Ok(ParentDir { fd, locked: false });
+            }
+            Err(e) => return Err(e),
+        };
         // SAFETY: `open` returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let deadline = Instant::now() + Duration::from_secs(1);
-        loop {
+        let locked = loop {
             // SAFETY: plain FFI call on a descriptor we own.
             match cvt(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
-                Ok(_) => return Some(DirLock { _fd: fd }),
+                Ok(_) => break true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                     thread::sleep(Duration::from_millis(1));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
+                Err(_) => break false,
             }
-        }
+        };
+        Ok(ParentDir { fd, locked })
     }
 }
 

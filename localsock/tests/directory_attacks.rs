@@ -1,0 +1,539 @@
+//! Attacks through the directories a socket lives in (issue 16): another user who can write the
+//! socket's directory and races the bind, and a private directory that is removed and recreated
+//! by someone else while a program keeps its `Name`.
+//!
+//! The tests that play another user need root (they drop a child process to uid/gid 65534) and
+//! are `#[ignore]`d; run them with
+//! `cargo test -p localsock --all-features --test directory_attacks -- --ignored`.
+//! The other user runs a copy of this test binary placed in a temporary directory it can reach,
+//! so the tests work from any checkout location.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::ffi::CString;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::{is_child, is_root, read_line, wait_and_read_stdout, watchdog, ROLE};
+use localsock::{Access, ListenerOptions, LocalListener, LocalStream, Name};
+
+const NOBODY: u32 = 65534;
+
+/// Kills a child process when dropped, so a failed assertion leaves nothing running.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn require_root(test: &str) {
+    assert!(
+        is_root(),
+        "{test} plays another uid and needs root; run it as root with -- --ignored"
+    );
+}
+
+/// A directory under the temp dir that every user may enter (`0755`), owned by the test.
+fn open_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("localsock-attack-")
+        .tempdir()
+        .unwrap();
+    set_mode(dir.path(), 0o755);
+    dir
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, PermissionsExt::from_mode(mode)).unwrap();
+}
+
+/// Copies this test binary into `base/bin` (which another user can reach whatever the
+/// checkout's permissions) and returns a command that runs the `#[ignore]`d entry point
+/// `entry` from there, as `uid` (`None`: as ourselves), with `envs`. Stdin and stdout are piped.
+fn child_from_copy(base: &Path, entry: &str, uid: Option<u32>, envs: &[(&str, &str)]) -> Command {
+    let bin = base.join("bin");
+    if !bin.exists() {
+        std::fs::create_dir(&bin).unwrap();
+        set_mode(&bin, 0o755);
+        std::fs::copy(std::env::current_exe().unwrap(), bin.join("tests")).unwrap();
+        set_mode(&bin.join("tests"), 0o755);
+    }
+    let mut cmd = Command::new(bin.join("tests"));
+    cmd.args([
+        "--exact",
+        entry,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE, entry)
+    .current_dir(base)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// `(mode, uid, size)` of a file, or `None` if it is gone; symlinks are not followed.
+fn snapshot(path: &Path) -> Option<(u32, u32, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.mode(), m.uid(), m.size()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A directory swapper racing `Access::Group` / `Access::Everyone` binds
+// ---------------------------------------------------------------------------------------------
+
+/// How many binds the victim makes with each of `Group` and `Everyone`.
+const BINDS_EACH: usize = 200;
+
+/// The victim (root) binds `Group` and `Everyone` sockets, 200 of each, in a `root:65534 0775`
+/// directory (no sticky bit: the group — exactly the users `Access::Group` admits — may rename
+/// entries in it). The attacker, uid/gid 65534, watches the directory with inotify and the
+/// moment the bind's temporary directory appears swaps it with `renameat2(RENAME_EXCHANGE)`
+/// for a decoy of its own: a directory holding `s -> <root's 0640 file>`, or a symlink to a
+/// root-owned directory holding a file `s`. The old bind then `chmod`ed the symlink's target,
+/// `link`ed the symlink to the socket path and unlinked the `s` the symlink's directory held.
+///
+/// Checked after every bind: the bait files keep their mode, owner and content and still
+/// exist; a bind that succeeded left a socket (not a symlink) of exactly the requested mode at
+/// the path, which a client reaches and the listener accepts; a bind that failed left nothing at
+/// the path. At the end no descriptor has leaked, and the attacker really raced the binds.
+#[test]
+#[ignore = "needs root to play another uid — run with: cargo test -p localsock --all-features --test directory_attacks -- --ignored"]
+fn a_directory_swapper_cannot_redirect_group_or_everyone_binds() {
+    let test = "a_directory_swapper_cannot_redirect_group_or_everyone_binds";
+    require_root(test);
+    let _w = watchdog(
+        "a_directory_swapper_cannot_redirect_group_or_everyone_binds",
+        240,
+    );
+
+    let base = open_tempdir();
+    let shared = base.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::os::unix::fs::chown(&shared, Some(0), Some(NOBODY)).unwrap();
+    set_mode(&shared, 0o775);
+
+    // Bait: a root-owned 0640 file (as /etc/shadow-like targets), and a root-owned directory
+    // holding a file named `s` (what the old cleanup unlinked through a symlinked directory).
+    let bait = base.path().join("bait");
+    std::fs::create_dir(&bait).unwrap();
+    set_mode(&bait, 0o755);
+    let target = bait.join("target");
+    std::fs::write(&target, b"secret").unwrap();
+    set_mode(&target, 0o640);
+    let bait_dir = bait.join("dir");
+    std::fs::create_dir(&bait_dir).unwrap();
+    set_mode(&bait_dir, 0o755);
+    std::fs::write(bait_dir.join("s"), b"keep me").unwrap();
+    set_mode(&bait_dir.join("s"), 0o600);
+    let watched = [target.clone(), bait_dir.clone(), bait_dir.join("s")];
+    let before: Vec<_> = watched.iter().map(|p| snapshot(p)).collect();
+
+    let mut attacker = Reaper(
+        child_from_copy(
+            base.path(),
+            "child_directory_swapper",
+            Some(NOBODY),
+            &[
+                ("LOCALSOCK_TEST_DIR", shared.to_str().unwrap()),
+                ("LOCALSOCK_TEST_BAIT_FILE", target.to_str().unwrap()),
+                ("LOCALSOCK_TEST_BAIT_DIR", bait_dir.to_str().unwrap()),
+            ],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    assert_eq!(read_line(&mut attacker.0), "watching");
+
+    let fds_before = fd_count();
+    let mut violations = Vec::new();
+    let (mut ok, mut failed) = (0usize, Vec::new());
+    // Binds that succeeded although their temporary directory was swapped away under them
+    // (it is then left, empty, where the attacker moved it: a root-owned directory in `shared`).
+    let mut ok_after_swap = 0usize;
+    let root_dirs = || {
+        std::fs::read_dir(&shared)
+            .unwrap()
+            .filter_map(|e| std::fs::symlink_metadata(e.unwrap().path()).ok())
+            .filter(|m| m.is_dir() && m.uid() == 0)
+            .count()
+    };
+    'binds: for i in 0..BINDS_EACH {
+        for (access, mode, tag) in [(Access::Group, 0o660, "g"), (Access::Everyone, 0o666, "e")] {
+            let path = shared.join(format!("sock-{i}-{tag}"));
+            let name = Name::path(&path).unwrap();
+            let root_dirs_before = root_dirs();
+            match ListenerOptions::new().access(access).bind(&name) {
+                Ok(listener) => {
+                    if root_dirs() > root_dirs_before {
+                        ok_after_swap += 1;
+                    }
+                    match std::fs::symlink_metadata(&path) {
+                        Ok(m) if m.file_type().is_socket() => {
+                            if m.mode() & 0o7777 != mode || m.uid() != 0 {
+                                violations.push(format!(
+                                    "{}: bound, but the socket is mode {:o} uid {} (wanted {mode:o} uid 0)",
+                                    path.display(),
+                                    m.mode() & 0o7777,
+                                    m.uid()
+                                ));
+                            }
+                        }
+                        Ok(m) => violations.push(format!(
+                            "{}: bound, but the path is not a socket: {:?}",
+                            path.display(),
+                            m.file_type()
+                        )),
+                        Err(e) => violations.push(format!(
+                            "{}: bound, but nothing is at the path: {e}",
+                            path.display()
+                        )),
+                    }
+                    // The file at the path leads to this very listener.
+                    match LocalStream::connect(&name) {
+                        Ok(_client) => {
+                            listener.set_nonblocking(true).unwrap();
+                            if let Err(e) = listener.accept() {
+                                violations.push(format!(
+                                    "{}: a client connected, but not to this listener ({e})",
+                                    path.display()
+                                ));
+                            }
+                        }
+                        Err(e) => violations.push(format!(
+                            "{}: bound, but a client cannot connect: {e}",
+                            path.display()
+                        )),
+                    }
+                    drop(listener);
+                    ok += 1;
+                }
+                Err(e) => {
+                    if let Ok(m) = std::fs::symlink_metadata(&path) {
+                        violations.push(format!(
+                            "{}: the bind failed ({e}) but left a {:?} at the path",
+                            path.display(),
+                            m.file_type()
+                        ));
+                    }
+                    failed.push(format!("{:?}: {e}", e.kind()));
+                }
+            }
+            let now: Vec<_> = watched.iter().map(|p| snapshot(p)).collect();
+            if now != before {
+                violations.push(format!(
+                    "after bind {i}-{tag}: files outside the socket changed: {before:?} -> {now:?} \
+                     ({:?})",
+                    watched
+                ));
+            }
+            if !violations.is_empty() {
+                break 'binds;
+            }
+        }
+    }
+    let fds_after = fd_count();
+
+    // Stop the attacker and hear how often it swapped.
+    std::fs::write(shared.join("stop"), b"").unwrap();
+    let (status, out) = wait_and_read_stdout(&mut attacker.0, 30);
+    let swaps: usize = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CHILD swaps "))
+        .unwrap_or_else(|| panic!("the attacker said nothing: {status:?} {out}"))
+        .parse()
+        .unwrap();
+    println!(
+        "{} binds: {ok} succeeded ({ok_after_swap} of them after their temporary directory was \
+         swapped away), {} failed cleanly; the attacker swapped {swaps} temporary directories",
+        2 * BINDS_EACH,
+        failed.len()
+    );
+    if let Some(first) = failed.first() {
+        println!("for example: {first}");
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"secret");
+    assert_eq!(std::fs::read(bait_dir.join("s")).unwrap(), b"keep me");
+    assert_eq!(fds_after, fds_before, "descriptors leaked");
+    // The test only means something if the attack really ran against most binds.
+    assert!(
+        swaps >= BINDS_EACH,
+        "the attacker swapped only {swaps} times in {} binds",
+        2 * BINDS_EACH
+    );
+    assert!(ok > 0, "no bind succeeded under attack: {failed:?}");
+}
+
+/// The attacker of the test above: waits for each temporary directory a bind creates in
+/// `LOCALSOCK_TEST_DIR` and exchanges it at once with a decoy, alternating a directory holding
+/// `s -> LOCALSOCK_TEST_BAIT_FILE` and a symlink to `LOCALSOCK_TEST_BAIT_DIR`. A file named
+/// `stop` ends it; it then prints how many exchanges succeeded. The moment of the exchange
+/// varies from at once to 160 µs after the directory appeared.
+#[test]
+#[ignore = "child process entry point"]
+#[allow(unsafe_code)]
+fn child_directory_swapper() {
+    if !is_child("child_directory_swapper") {
+        return;
+    }
+    let dir = PathBuf::from(std::env::var_os("LOCALSOCK_TEST_DIR").unwrap());
+    let bait_file = PathBuf::from(std::env::var_os("LOCALSOCK_TEST_BAIT_FILE").unwrap());
+    let bait_dir = PathBuf::from(std::env::var_os("LOCALSOCK_TEST_BAIT_DIR").unwrap());
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+
+    // SAFETY: plain FFI call with integer flags.
+    let ifd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    assert!(
+        ifd >= 0,
+        "inotify_init1: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `ifd` is our inotify descriptor and the path is NUL-terminated.
+    let wd = unsafe { libc::inotify_add_watch(ifd, c(&dir).as_ptr(), libc::IN_CREATE) };
+    assert!(
+        wd >= 0,
+        "inotify_add_watch: {}",
+        std::io::Error::last_os_error()
+    );
+
+    let make_decoy = |k: usize| -> PathBuf {
+        if k % 2 == 0 {
+            let d = dir.join(format!("decoy-dir-{k}"));
+            std::fs::create_dir(&d).unwrap();
+            std::os::unix::fs::symlink(&bait_file, d.join("s")).unwrap();
+            d
+        } else {
+            let l = dir.join(format!("decoy-link-{k}"));
+            std::os::unix::fs::symlink(&bait_dir, &l).unwrap();
+            l
+        }
+    };
+    let mut k = 0;
+    let mut decoy = make_decoy(k);
+    let mut swaps = 0usize;
+    println!("CHILD watching");
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(ifd, buf.as_mut_ptr().cast(), buf.len()) };
+        assert!(n > 0, "inotify read: {}", std::io::Error::last_os_error());
+        let mut at = 0usize;
+        while at < n as usize {
+            // SAFETY: the kernel wrote whole `inotify_event` records; read one unaligned.
+            let ev: libc::inotify_event =
+                unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+            let name_bytes = &buf[at + std::mem::size_of::<libc::inotify_event>()
+                ..at + std::mem::size_of::<libc::inotify_event>() + ev.len as usize];
+            let end = name_bytes
+                .iter()
+                .position(|b| *b == 0)
+                .unwrap_or(name_bytes.len());
+            let name = std::ffi::OsStr::from_bytes(&name_bytes[..end]).to_owned();
+            at += std::mem::size_of::<libc::inotify_event>() + ev.len as usize;
+            if name == "stop" {
+                println!("CHILD swaps {swaps}");
+                return;
+            }
+            if ev.mask & libc::IN_ISDIR != 0 && name.as_bytes().starts_with(b".ls") {
+                let victim = dir.join(&name);
+                // Vary the moment: at once (before the victim opens its directory), or a little
+                // later (after it opened it, around its bind, chmod and link).
+                let spin = std::time::Duration::from_micros(40 * (swaps as u64 % 5));
+                let t0 = std::time::Instant::now();
+                while t0.elapsed() < spin {
+                    std::hint::spin_loop();
+                }
+                // SAFETY: both paths are NUL-terminated.
+                let r = unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        c(&victim).as_ptr(),
+                        libc::AT_FDCWD,
+                        c(&decoy).as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                if r == 0 {
+                    swaps += 1;
+                    k += 1;
+                    decoy = make_decoy(k);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A kept `Name` whose private directory was removed and recreated by someone else
+// ---------------------------------------------------------------------------------------------
+
+/// A sticky, world-writable directory like `/tmp`, owned by the test, for `TMPDIR`.
+fn sticky_tmpdir(base: &Path) -> PathBuf {
+    let tmp = base.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    set_mode(&tmp, 0o1777);
+    tmp
+}
+
+/// A program (root) keeps a short `Name` across a restart. Meanwhile its private directory
+/// `<TMPDIR>/localsock-0` is removed (a tmp cleaner, the user) and another user recreates it
+/// with a server inside. The program's next connect and bind with the kept `Name`, blocking and
+/// async, fail with `PermissionDenied` naming the directory, and the stranger's server receives
+/// nothing.
+#[test]
+#[ignore = "needs root to play another uid — run with: cargo test -p localsock --all-features --test directory_attacks -- --ignored"]
+fn a_kept_name_refuses_a_private_directory_recreated_by_another_user() {
+    let test = "a_kept_name_refuses_a_private_directory_recreated_by_another_user";
+    require_root(test);
+    let _w = watchdog(
+        "a_kept_name_refuses_a_private_directory_recreated_by_another_user",
+        120,
+    );
+    let base = open_tempdir();
+    let tmp = sticky_tmpdir(base.path());
+    let tmp_s = tmp.to_str().unwrap();
+    let private = tmp.join("localsock-0");
+
+    let mut victim = Reaper(
+        child_from_copy(
+            base.path(),
+            "child_keeps_a_name",
+            None,
+            &[("TMPDIR", tmp_s)],
+        )
+        .env_remove("XDG_RUNTIME_DIR")
+        .spawn()
+        .unwrap(),
+    );
+    assert_eq!(
+        read_line(&mut victim.0),
+        format!("bound {}", private.join("svc").display())
+    );
+
+    // The private directory goes away; a stranger recreates it and serves inside.
+    std::fs::remove_dir_all(&private).unwrap();
+    let socket = private.join("svc");
+    let mut stranger = Reaper(
+        child_from_copy(
+            base.path(),
+            "child_stranger_squats",
+            Some(NOBODY),
+            &[("LOCALSOCK_TEST_PATH", socket.to_str().unwrap())],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    assert_eq!(read_line(&mut stranger.0), "listening");
+    assert_eq!(std::fs::metadata(&private).unwrap().uid(), NOBODY);
+
+    victim.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let tried: &[&str] = if cfg!(feature = "tokio") {
+        &["connect", "async-connect", "bind", "async-bind"]
+    } else {
+        &["connect", "bind"]
+    };
+    for what in tried {
+        let line = read_line(&mut victim.0);
+        let expected = format!("{what} PermissionDenied|");
+        assert!(line.starts_with(&expected), "{line}");
+        assert!(line.contains(&private.display().to_string()), "{line}");
+        assert!(line.contains("owned by uid 65534"), "{line}");
+    }
+    stranger
+        .0
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"report\n")
+        .unwrap();
+    assert_eq!(read_line(&mut stranger.0), "nobody came");
+}
+
+/// Binds `Name::new("svc")` (in `$TMPDIR`), drops the listener, keeps the `Name`; after a line
+/// on stdin, tries connect, async connect, bind and async bind with it and prints each outcome.
+#[test]
+#[ignore = "child process entry point"]
+fn child_keeps_a_name() {
+    if !is_child("child_keeps_a_name") {
+        return;
+    }
+    let name = Name::new("svc").unwrap();
+    drop(LocalListener::bind(&name).unwrap());
+    println!("CHILD bound {name}");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    let show = |what: &str, r: std::io::Result<()>| match r {
+        Ok(()) => println!("CHILD {what} ok"),
+        Err(e) => println!("CHILD {what} {:?}|{e}", e.kind()),
+    };
+    show("connect", LocalStream::connect(&name).map(drop));
+    #[cfg(feature = "tokio")]
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    #[cfg(feature = "tokio")]
+    show(
+        "async-connect",
+        rt.block_on(localsock::tokio::LocalStream::connect(&name))
+            .map(drop),
+    );
+    show("bind", LocalListener::bind(&name).map(drop));
+    #[cfg(feature = "tokio")]
+    show(
+        "async-bind",
+        rt.block_on(async { localsock::tokio::LocalListener::bind(&name).map(drop) }),
+    );
+}
+
+/// The stranger: creates the directory of `LOCALSOCK_TEST_PATH` (`0755`), listens there with
+/// `Access::Everyone`, and after a line on stdin says whether any client connected.
+#[test]
+#[ignore = "child process entry point"]
+fn child_stranger_squats() {
+    if !is_child("child_stranger_squats") {
+        return;
+    }
+    let path = PathBuf::from(std::env::var_os("LOCALSOCK_TEST_PATH").unwrap());
+    std::fs::create_dir(path.parent().unwrap()).unwrap();
+    set_mode(path.parent().unwrap(), 0o755);
+    let listener = ListenerOptions::new()
+        .access(Access::Everyone)
+        .bind(&Name::path(&path).unwrap())
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    println!("CHILD listening");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    match listener.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => println!("CHILD nobody came"),
+        Err(e) => println!("CHILD accept error {e}"),
+        Ok(mut s) => {
+            let mut got = Vec::new();
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+            let _ = s.read_to_end(&mut got);
+            println!("CHILD a client came and sent {} bytes", got.len());
+        }
+    }
+}
