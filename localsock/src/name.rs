@@ -22,7 +22,7 @@ pub(crate) const PIPE_PREFIX: &str = r"\\.\pipe\";
 ///
 /// | you write | Linux / macOS / BSD | Windows |
 /// |---|---|---|
-/// | `Name::new("svc")` (short name) | `$XDG_RUNTIME_DIR/svc`, else `<tmp>/localsock-<uid>/svc` (a private `0700` directory, created and verified) | `\\.\pipe\svc` |
+/// | `Name::new("svc")` (short name) | `$XDG_RUNTIME_DIR/svc`, else `<tmp>/localsock-<uid>/svc` (a private `0700` directory, created by the first bind and verified at every bind and connect) | `\\.\pipe\svc` |
 /// | `Name::new("/run/app/x.sock")` | `/run/app/x.sock`, as is | `InvalidInput` |
 /// | `Name::new(r"\\.\pipe\svc")` | `InvalidInput` (a short name may not hold `\`) | `\\.\pipe\svc`, as is |
 /// | `Name::path("rel/x.sock")` | `rel/x.sock`, as is | `Unsupported` |
@@ -49,9 +49,27 @@ pub(crate) const PIPE_PREFIX: &str = r"\\.\pipe\";
 /// assert!(Name::new("").is_err());
 /// # Ok(()) }
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct Name {
     repr: Repr,
+    /// For a short name on Unix: its private directory, checked again on every bind and
+    /// connect. Not part of the name's identity (equality, hash).
+    #[cfg(unix)]
+    private_dir: Option<sys::PrivateDir>,
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.repr == other.repr
+    }
+}
+
+impl Eq for Name {}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.repr.hash(state);
+    }
 }
 
 /// The resolved form of a name. Every variant exists on every platform; the constructors
@@ -72,24 +90,32 @@ impl Name {
     ///
     /// - A short name (no `/`, no `\`) maps to the platform's private default location: on Unix
     ///   a per-user directory (`$XDG_RUNTIME_DIR` when set, else `localsock-<uid>` under the temp
-    ///   dir, created with mode `0700`), on Windows `\\.\pipe\NAME`.
+    ///   dir, created with mode `0700` by the first bind), on Windows `\\.\pipe\NAME`.
     /// - On Unix, a name starting with `/` is a filesystem path, used as is.
     /// - On Windows, a name starting with `\\.\pipe\` is a full pipe name, used as is.
     ///
-    /// On Unix this creates the private directory when it is missing and verifies it every time
-    /// (a directory, not a symlink, owned by the effective uid, no group or other access), the way
-    /// tmux does, so that no other user can squat or watch the socket.
+    /// On Unix the private directory must be a directory, not a symlink, owned by the effective
+    /// uid, with no group or other access (the way tmux checks its socket directory), so that
+    /// no other user can squat or watch the socket. The `Name` keeps the directory and checks it
+    /// again on **every** bind and connect, blocking or async, so a program that keeps its
+    /// `Name` while the directory is removed and recreated by someone else refuses the
+    /// stranger's directory instead of following the path into it. Making a `Name` creates
+    /// nothing: the first bind creates `localsock-<uid>` (mode `0700`) when it is missing; a
+    /// connect to a name whose directory does not exist is `NotFound`. `$TMPDIR` is used when
+    /// it is set and not empty; a relative `$TMPDIR` is refused, and a relative
+    /// `$XDG_RUNTIME_DIR` is ignored (as the XDG spec says).
     ///
     /// # Errors
     ///
     /// - [`InvalidInput`](io::ErrorKind::InvalidInput): the name is empty, holds a NUL, is `.`
     ///   or `..`, is a relative path, a remote pipe (`\\host\pipe\x`), or is too long for the
     ///   platform (`sun_path` on Unix, 256 UTF-16 units for a pipe); the message gives the limit
-    ///   and the length.
+    ///   and the length. Also a relative `$TMPDIR` (for a short name on Unix).
     /// - [`PermissionDenied`](io::ErrorKind::PermissionDenied): the private directory exists but
     ///   is not safe (a symlink, owned by another user, or open to group/other); the message says
-    ///   which.
-    /// - Any error from creating the private directory.
+    ///   which. A later bind or connect with the `Name` fails the same way if the directory
+    ///   becomes unsafe.
+    /// - [`NotFound`](io::ErrorKind::NotFound): `$XDG_RUNTIME_DIR` is set but does not exist.
     ///
     /// # Examples
     ///
@@ -102,10 +128,21 @@ impl Name {
     pub fn new(name: impl AsRef<OsStr>) -> io::Result<Name> {
         let name = name.as_ref();
         #[cfg(unix)]
-        let repr = map_unix(name, sys::SUN_PATH_LEN, sys::private_dir)?;
+        {
+            let mut private_dir = None;
+            let repr = map_unix(name, sys::SUN_PATH_LEN, || {
+                let dir = sys::PrivateDir::resolve()?;
+                let path = dir.path().to_path_buf();
+                private_dir = Some(dir);
+                Ok(path)
+            })?;
+            Ok(Name { repr, private_dir })
+        }
         #[cfg(windows)]
-        let repr = map_windows(name)?;
-        Ok(Name { repr })
+        {
+            let repr = map_windows(name)?;
+            Ok(Name { repr })
+        }
     }
 
     /// Makes a name for a socket file at `path`, used as is (relative paths are relative to the
@@ -121,9 +158,7 @@ impl Name {
         #[cfg(unix)]
         {
             check_path(path.as_os_str(), sys::SUN_PATH_LEN)?;
-            Ok(Name {
-                repr: Repr::Path(path.to_path_buf()),
-            })
+            Ok(Name::from_repr(Repr::Path(path.to_path_buf())))
         }
         #[cfg(not(unix))]
         {
@@ -154,9 +189,7 @@ impl Name {
         if cfg!(any(target_os = "linux", target_os = "android")) {
             #[cfg(unix)]
             check_abstract(bytes, sys::SUN_PATH_LEN)?;
-            Ok(Name {
-                repr: Repr::Abstract(bytes.to_vec()),
-            })
+            Ok(Name::from_repr(Repr::Abstract(bytes.to_vec())))
         } else {
             Err(unsupported(format!(
                 "abstract name {}: abstract socket names exist on Linux and Android only",
@@ -194,9 +227,7 @@ impl Name {
                 PathBuf::from(joined)
             };
             check_path(path.as_os_str(), sys::SUN_PATH_LEN)?;
-            Ok(Name {
-                repr: Repr::Path(path),
-            })
+            Ok(Name::from_repr(Repr::Path(path)))
         }
         #[cfg(windows)]
         {
@@ -208,9 +239,7 @@ impl Name {
                 format!("{PIPE_PREFIX}{s}")
             };
             check_pipe_len(&full)?;
-            Ok(Name {
-                repr: Repr::Pipe(full),
-            })
+            Ok(Name::from_repr(Repr::Pipe(full)))
         }
     }
 
@@ -242,9 +271,23 @@ impl Name {
         &self.repr
     }
 
-    #[cfg_attr(windows, allow(dead_code))]
     pub(crate) fn from_repr(repr: Repr) -> Name {
-        Name { repr }
+        Name {
+            repr,
+            #[cfg(unix)]
+            private_dir: None,
+        }
+    }
+
+    /// Checks the private directory of a short name again (Unix; nothing to do for other
+    /// names): creating it for a bind, refusing it if it is missing for a connect, and
+    /// refusing it whenever it is unsafe. Called by every bind and connect, blocking or async.
+    #[cfg(unix)]
+    pub(crate) fn check_private_dir(&self, what_for: sys::DirUse) -> io::Result<()> {
+        match &self.private_dir {
+            Some(dir) => dir.check(what_for),
+            None => Ok(()),
+        }
     }
 }
 

@@ -165,6 +165,98 @@ fn a_directory_swapper_cannot_redirect_group_or_everyone_binds() {
     );
     assert_eq!(read_line(&mut attacker.0), "watching");
 
+    // The victim runs in a child process of its own, so that its descriptor count is not
+    // disturbed by the other tests of this binary.
+    let watched_env = watched
+        .iter()
+        .map(|p| p.to_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut victim = Reaper(
+        child_from_copy(
+            base.path(),
+            "child_group_everyone_binder",
+            None,
+            &[
+                ("LOCALSOCK_TEST_DIR", shared.to_str().unwrap()),
+                ("LOCALSOCK_TEST_WATCHED", &watched_env),
+            ],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let mut violations = Vec::new();
+    let report = loop {
+        let line = read_line(&mut victim.0);
+        if let Some(v) = line.strip_prefix("violation ") {
+            violations.push(v.to_owned());
+        } else if let Some(example) = line.strip_prefix("example ") {
+            println!("for example: {example}");
+        } else if let Some(done) = line.strip_prefix("done ") {
+            break done
+                .split(' ')
+                .map(|n| n.parse::<usize>().unwrap())
+                .collect::<Vec<_>>();
+        } else {
+            panic!("unexpected line from the victim: {line}");
+        }
+    };
+    let [ok, failed, ok_after_swap, fds_before, fds_after] = report[..] else {
+        panic!("bad report {report:?}");
+    };
+    assert!(common::wait_bounded(&mut victim.0, 30).success());
+
+    // Stop the attacker and hear how often it swapped.
+    std::fs::write(shared.join("stop"), b"").unwrap();
+    let (status, out) = wait_and_read_stdout(&mut attacker.0, 30);
+    let swaps: usize = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CHILD swaps "))
+        .unwrap_or_else(|| panic!("the attacker said nothing: {status:?} {out}"))
+        .parse()
+        .unwrap();
+    println!(
+        "{} binds: {ok} succeeded ({ok_after_swap} of them after their temporary directory was \
+         swapped away), {failed} failed cleanly; the attacker swapped {swaps} temporary \
+         directories",
+        2 * BINDS_EACH,
+    );
+    assert!(violations.is_empty(), "{violations:#?}");
+    let now: Vec<_> = watched.iter().map(|p| snapshot(p)).collect();
+    assert_eq!(
+        now, before,
+        "files outside the sockets changed: {watched:?}"
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"secret");
+    assert_eq!(std::fs::read(bait_dir.join("s")).unwrap(), b"keep me");
+    assert_eq!(fds_after, fds_before, "the victim leaked descriptors");
+    // The test only means something if the attack really ran against most binds.
+    assert!(
+        swaps >= BINDS_EACH,
+        "the attacker swapped only {swaps} times in {} binds",
+        2 * BINDS_EACH
+    );
+    assert!(ok > 0, "no bind succeeded under attack");
+}
+
+/// The victim of the test above: binds `Group` and `Everyone` sockets in `LOCALSOCK_TEST_DIR`
+/// (200 of each) and checks each outcome and the files in `LOCALSOCK_TEST_WATCHED`
+/// (`:`-separated) after each bind. Prints `CHILD violation ...` for each broken promise (and
+/// stops), `CHILD example <error>` for the first clean failure, then `CHILD done <succeeded>
+/// <failed> <succeeded after a swap> <fds before> <fds after>`.
+#[test]
+#[ignore = "child process entry point"]
+fn child_group_everyone_binder() {
+    if !is_child("child_group_everyone_binder") {
+        return;
+    }
+    let shared = PathBuf::from(std::env::var_os("LOCALSOCK_TEST_DIR").unwrap());
+    let watched: Vec<PathBuf> = std::env::var("LOCALSOCK_TEST_WATCHED")
+        .unwrap()
+        .split(':')
+        .map(PathBuf::from)
+        .collect();
+    let before: Vec<_> = watched.iter().map(|p| snapshot(p)).collect();
     let fds_before = fd_count();
     let mut violations = Vec::new();
     let (mut ok, mut failed) = (0usize, Vec::new());
@@ -253,36 +345,16 @@ fn a_directory_swapper_cannot_redirect_group_or_everyone_binds() {
         }
     }
     let fds_after = fd_count();
-
-    // Stop the attacker and hear how often it swapped.
-    std::fs::write(shared.join("stop"), b"").unwrap();
-    let (status, out) = wait_and_read_stdout(&mut attacker.0, 30);
-    let swaps: usize = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("CHILD swaps "))
-        .unwrap_or_else(|| panic!("the attacker said nothing: {status:?} {out}"))
-        .parse()
-        .unwrap();
+    for v in &violations {
+        println!("CHILD violation {v}");
+    }
+    if let Some(first) = failed.first() {
+        println!("CHILD example {first}");
+    }
     println!(
-        "{} binds: {ok} succeeded ({ok_after_swap} of them after their temporary directory was \
-         swapped away), {} failed cleanly; the attacker swapped {swaps} temporary directories",
-        2 * BINDS_EACH,
+        "CHILD done {ok} {} {ok_after_swap} {fds_before} {fds_after}",
         failed.len()
     );
-    if let Some(first) = failed.first() {
-        println!("for example: {first}");
-    }
-    assert!(violations.is_empty(), "{violations:#?}");
-    assert_eq!(std::fs::read(&target).unwrap(), b"secret");
-    assert_eq!(std::fs::read(bait_dir.join("s")).unwrap(), b"keep me");
-    assert_eq!(fds_after, fds_before, "descriptors leaked");
-    // The test only means something if the attack really ran against most binds.
-    assert!(
-        swaps >= BINDS_EACH,
-        "the attacker swapped only {swaps} times in {} binds",
-        2 * BINDS_EACH
-    );
-    assert!(ok > 0, "no bind succeeded under attack: {failed:?}");
 }
 
 /// The attacker of the test above: waits for each temporary directory a bind creates in
@@ -396,6 +468,46 @@ fn sticky_tmpdir(base: &Path) -> PathBuf {
     tmp
 }
 
+/// Every operation on a kept short name, in the order [`child_short_name`] runs them after
+/// its first `wait`: blocking and async, connect and bind.
+fn every_use() -> &'static [&'static str] {
+    if cfg!(feature = "tokio") {
+        &["connect", "async-connect", "bind", "async-bind"]
+    } else {
+        &["connect", "bind"]
+    }
+}
+
+/// Starts [`child_short_name`] with `TMPDIR` = `tmp`, no `XDG_RUNTIME_DIR`, running `ops`.
+fn short_name_child(base: &Path, tmp: &std::ffi::OsStr, ops: &[&str]) -> Reaper {
+    let ops = ops.join(",");
+    Reaper(
+        child_from_copy(
+            base,
+            "child_short_name",
+            None,
+            &[("LOCALSOCK_TEST_OPS", &ops)],
+        )
+        .env("TMPDIR", tmp)
+        .env_remove("XDG_RUNTIME_DIR")
+        .spawn()
+        .unwrap(),
+    )
+}
+
+/// Reads one `CHILD <op> ...` line per op in `ops` and returns the rest of each line.
+fn outcomes(child: &mut Reaper, ops: &[&str]) -> Vec<String> {
+    ops.iter()
+        .map(|op| {
+            let line = read_line(&mut child.0);
+            println!("{line}");
+            line.strip_prefix(&format!("{op} "))
+                .unwrap_or_else(|| panic!("expected {op}, got {line}"))
+                .to_owned()
+        })
+        .collect()
+}
+
 /// A program (root) keeps a short `Name` across a restart. Meanwhile its private directory
 /// `<TMPDIR>/localsock-0` is removed (a tmp cleaner, the user) and another user recreates it
 /// with a server inside. The program's next connect and bind with the kept `Name`, blocking and
@@ -412,34 +524,35 @@ fn a_kept_name_refuses_a_private_directory_recreated_by_another_user() {
     );
     let base = open_tempdir();
     let tmp = sticky_tmpdir(base.path());
-    let tmp_s = tmp.to_str().unwrap();
     let private = tmp.join("localsock-0");
 
-    let mut victim = Reaper(
-        child_from_copy(
-            base.path(),
-            "child_keeps_a_name",
-            None,
-            &[("TMPDIR", tmp_s)],
-        )
-        .env_remove("XDG_RUNTIME_DIR")
-        .spawn()
-        .unwrap(),
+    let mut victim = short_name_child(
+        base.path(),
+        tmp.as_os_str(),
+        &[
+            "new",
+            "bind",
+            "wait",
+            "connect",
+            "async-connect",
+            "bind",
+            "async-bind",
+        ],
     );
+    let svc = private.join("svc");
     assert_eq!(
-        read_line(&mut victim.0),
-        format!("bound {}", private.join("svc").display())
+        outcomes(&mut victim, &["new", "bind"]),
+        [format!("ok {}", svc.display()), "ok".to_owned()]
     );
 
     // The private directory goes away; a stranger recreates it and serves inside.
     std::fs::remove_dir_all(&private).unwrap();
-    let socket = private.join("svc");
     let mut stranger = Reaper(
         child_from_copy(
             base.path(),
             "child_stranger_squats",
             Some(NOBODY),
-            &[("LOCALSOCK_TEST_PATH", socket.to_str().unwrap())],
+            &[("LOCALSOCK_TEST_PATH", svc.to_str().unwrap())],
         )
         .spawn()
         .unwrap(),
@@ -448,17 +561,13 @@ fn a_kept_name_refuses_a_private_directory_recreated_by_another_user() {
     assert_eq!(std::fs::metadata(&private).unwrap().uid(), NOBODY);
 
     victim.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    let tried: &[&str] = if cfg!(feature = "tokio") {
-        &["connect", "async-connect", "bind", "async-bind"]
-    } else {
-        &["connect", "bind"]
-    };
-    for what in tried {
-        let line = read_line(&mut victim.0);
-        let expected = format!("{what} PermissionDenied|");
-        assert!(line.starts_with(&expected), "{line}");
-        assert!(line.contains(&private.display().to_string()), "{line}");
-        assert!(line.contains("owned by uid 65534"), "{line}");
+    for outcome in outcomes(&mut victim, every_use()) {
+        assert!(outcome.starts_with("PermissionDenied|"), "{outcome}");
+        assert!(
+            outcome.contains(&private.display().to_string()),
+            "{outcome}"
+        );
+        assert!(outcome.contains("owned by uid 65534"), "{outcome}");
     }
     stranger
         .0
@@ -470,41 +579,181 @@ fn a_kept_name_refuses_a_private_directory_recreated_by_another_user() {
     assert_eq!(read_line(&mut stranger.0), "nobody came");
 }
 
-/// Binds `Name::new("svc")` (in `$TMPDIR`), drops the listener, keeps the `Name`; after a line
-/// on stdin, tries connect, async connect, bind and async bind with it and prints each outcome.
+/// The same without another user: a kept `Name` whose directory became group/world accessible,
+/// then was replaced by a symlink, is refused by every connect and bind from then on.
+#[test]
+fn a_kept_name_refuses_its_private_directory_once_it_is_unsafe() {
+    let _w = watchdog(
+        "a_kept_name_refuses_its_private_directory_once_it_is_unsafe",
+        60,
+    );
+    let base = open_tempdir();
+    let tmp = sticky_tmpdir(base.path());
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let private = tmp.join(format!("localsock-{uid}"));
+    let mut ops = vec!["new", "bind", "wait"];
+    ops.extend(every_use());
+    ops.push("wait");
+    ops.extend(every_use());
+    let mut victim = short_name_child(base.path(), tmp.as_os_str(), &ops);
+    outcomes(&mut victim, &["new", "bind"]);
+
+    set_mode(&private, 0o777);
+    victim.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    for outcome in outcomes(&mut victim, every_use()) {
+        assert!(outcome.starts_with("PermissionDenied|"), "{outcome}");
+        assert!(
+            outcome.contains(&private.display().to_string()),
+            "{outcome}"
+        );
+        assert!(outcome.contains("0777"), "{outcome}");
+    }
+    assert_eq!(std::fs::read_dir(&private).unwrap().count(), 0);
+
+    let elsewhere = base.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    set_mode(&elsewhere, 0o700);
+    std::fs::remove_dir(&private).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &private).unwrap();
+    victim.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    for outcome in outcomes(&mut victim, every_use()) {
+        assert!(outcome.starts_with("PermissionDenied|"), "{outcome}");
+        assert!(outcome.contains("symbolic link"), "{outcome}");
+    }
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+/// Making a short name and connecting with it create nothing (`localsock probe` used to make
+/// `localsock-<uid>` wherever TMPDIR pointed); a connect finds `NotFound`; the first bind
+/// creates the directory, `0700`; a kept name whose directory was removed gets it back on its
+/// next bind.
+#[test]
+fn only_bind_creates_the_private_directory() {
+    let _w = watchdog("only_bind_creates_the_private_directory", 60);
+    let base = open_tempdir();
+    let tmp = sticky_tmpdir(base.path());
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let private = tmp.join(format!("localsock-{uid}"));
+    let mut ops = vec!["new", "connect"];
+    if cfg!(feature = "tokio") {
+        ops.push("async-connect");
+    }
+    let first_len = ops.len();
+    ops.extend(["wait", "bind", "wait", "connect", "wait"]);
+    if cfg!(feature = "tokio") {
+        ops.push("async-bind");
+    }
+    let mut victim = short_name_child(base.path(), tmp.as_os_str(), &ops);
+    let first = outcomes(&mut victim, &ops[..first_len]);
+    assert_eq!(first[0], format!("ok {}", private.join("svc").display()));
+    for connect in &first[1..] {
+        assert!(connect.starts_with("NotFound|"), "{connect}");
+        assert!(
+            connect.contains(&private.display().to_string()),
+            "{connect}"
+        );
+    }
+    assert!(!private.exists(), "made without a bind");
+    victim.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let bind = outcomes(&mut victim, &["bind"]);
+    assert_eq!(bind, ["ok"]);
+    let meta = std::fs::symlink_metadata(&private).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+    assert_eq!(meta.uid(), uid);
+
+    // Removed while the name is kept: connect says NotFound, the next bind recreates it.
+    std::fs::remove_dir_all(&private).unwrap();
+    victim.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let again = outcomes(&mut victim, &["connect"]);
+    assert!(again[0].starts_with("NotFound|"), "{again:?}");
+    assert!(!private.exists());
+    victim.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    if cfg!(feature = "tokio") {
+        assert_eq!(outcomes(&mut victim, &["async-bind"]), ["ok"]);
+        assert_eq!(
+            std::fs::symlink_metadata(&private).unwrap().mode() & 0o7777,
+            0o700
+        );
+    }
+}
+
+/// An empty TMPDIR counts as unset (`/tmp`), and a relative one is refused with a message
+/// naming TMPDIR; neither creates anything in the current directory.
+#[test]
+fn an_empty_tmpdir_is_unset_and_a_relative_one_is_refused() {
+    let _w = watchdog("an_empty_tmpdir_is_unset_and_a_relative_one_is_refused", 60);
+    let base = open_tempdir();
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let mut empty = short_name_child(base.path(), "".as_ref(), &["new"]);
+    assert_eq!(
+        outcomes(&mut empty, &["new"]),
+        [format!("ok /tmp/localsock-{uid}/svc")]
+    );
+    let mut relative = short_name_child(base.path(), "rel/tmp".as_ref(), &["new"]);
+    let out = outcomes(&mut relative, &["new"]);
+    assert!(out[0].starts_with("InvalidInput|"), "{out:?}");
+    assert!(out[0].contains("TMPDIR"), "{out:?}");
+    drop((empty, relative));
+    // The children ran in `base`: nothing but the copied binary is there.
+    let left: Vec<_> = std::fs::read_dir(base.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["bin"], "{left:?}");
+}
+
+/// Runs the comma-separated `LOCALSOCK_TEST_OPS` on the short name `svc` and prints `CHILD <op>
+/// <outcome>` for each: `new` (makes the name, printing its path), `connect`, `async-connect`,
+/// `bind`, `async-bind` (each drops what it made at once), `wait` (reads a line from stdin,
+/// prints nothing).
 #[test]
 #[ignore = "child process entry point"]
-fn child_keeps_a_name() {
-    if !is_child("child_keeps_a_name") {
+fn child_short_name() {
+    if !is_child("child_short_name") {
         return;
     }
-    let name = Name::new("svc").unwrap();
-    drop(LocalListener::bind(&name).unwrap());
-    println!("CHILD bound {name}");
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).unwrap();
-    let show = |what: &str, r: std::io::Result<()>| match r {
-        Ok(()) => println!("CHILD {what} ok"),
-        Err(e) => println!("CHILD {what} {:?}|{e}", e.kind()),
-    };
-    show("connect", LocalStream::connect(&name).map(drop));
+    let ops = std::env::var("LOCALSOCK_TEST_OPS").unwrap();
     #[cfg(feature = "tokio")]
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    #[cfg(feature = "tokio")]
-    show(
-        "async-connect",
-        rt.block_on(localsock::tokio::LocalStream::connect(&name))
-            .map(drop),
-    );
-    show("bind", LocalListener::bind(&name).map(drop));
-    #[cfg(feature = "tokio")]
-    show(
-        "async-bind",
-        rt.block_on(async { localsock::tokio::LocalListener::bind(&name).map(drop) }),
-    );
+    let show = |op: &str, r: std::io::Result<()>| match r {
+        Ok(()) => println!("CHILD {op} ok"),
+        Err(e) => println!("CHILD {op} {:?}|{e}", e.kind()),
+    };
+    let mut name = None;
+    for op in ops.split(',') {
+        let n = || name.as_ref().expect("`new` first");
+        match op {
+            "new" => match Name::new("svc") {
+                Ok(made) => {
+                    println!("CHILD new ok {made}");
+                    name = Some(made);
+                }
+                Err(e) => println!("CHILD new {:?}|{e}", e.kind()),
+            },
+            "wait" => {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).unwrap();
+            }
+            "connect" => show(op, LocalStream::connect(n()).map(drop)),
+            "bind" => show(op, LocalListener::bind(n()).map(drop)),
+            #[cfg(feature = "tokio")]
+            "async-connect" => show(
+                op,
+                rt.block_on(localsock::tokio::LocalStream::connect(n()))
+                    .map(drop),
+            ),
+            #[cfg(feature = "tokio")]
+            "async-bind" => show(
+                op,
+                rt.block_on(async { localsock::tokio::LocalListener::bind(n()).map(drop) }),
+            ),
+            other => panic!("unknown op {other}"),
+        }
+    }
 }
 
 /// The stranger: creates the directory of `LOCALSOCK_TEST_PATH` (`0755`), listens there with

@@ -8,8 +8,11 @@
 //! # Required items
 //!
 //! - `SUN_PATH_LEN: usize` — size of `sockaddr_un::sun_path` (Unix only, used by [`crate::Name`]).
-//! - `fn private_dir() -> io::Result<PathBuf>` — the per-user private directory for short
-//!   names, created and verified (Unix only).
+//! - `struct PrivateDir` and `enum DirUse` (Unix only) — the per-user private directory of
+//!   short names: `PrivateDir::resolve()` finds it (creating nothing), and `check(DirUse)`
+//!   verifies it again on every bind (creating it if missing) and connect (`NotFound` if
+//!   missing). A short `Name` keeps its `PrivateDir`; the backend's `bind` and `connect` call
+//!   `Name::check_private_dir` first.
 //! - `struct Stream` — a connected, blocking, non-inheritable byte stream, `Send + Sync`:
 //!   - `fn connect(name: &Name, opts: &ConnectOptions) -> Result<Stream, ConnectFailure>`: one
 //!     attempt, never blocking for long; the failure says whether it is worth retrying;

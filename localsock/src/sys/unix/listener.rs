@@ -71,7 +71,10 @@ impl Listener {
                 listen(&fd, opts.backlog)?;
                 Ok(Listener { fd, cleanup: None })
             }
-            Repr::Path(path) => bind_path(name, path, opts),
+            Repr::Path(path) => {
+                name.check_private_dir(super::DirUse::Bind)?;
+                bind_path(name, path, opts)
+            }
             Repr::Pipe(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a Windows pipe name cannot be bound on Unix",

@@ -283,36 +283,155 @@ pub(super) fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The per-user private directory for short names: `$XDG_RUNTIME_DIR` when set, else
-/// `<temp dir>/localsock-<euid>`, created `0700`. Either way it is verified before use: a
-/// directory (not a symlink), owned by us, with no group or other permissions.
-pub(crate) fn private_dir() -> io::Result<PathBuf> {
-    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        let dir = PathBuf::from(xdg);
-        if dir.is_absolute() {
-            verify_private_dir(&dir, "$XDG_RUNTIME_DIR")?;
-            return Ok(dir);
+/// The per-user private directory of short names: `$XDG_RUNTIME_DIR` when set, else
+/// `<temp dir>/localsock-<euid>`.
+///
+/// A [`Name`] made from a short name keeps it, and it is checked again on every bind and every
+/// connect ([`PrivateDir::check`]): a program that keeps its `Name` while the directory is
+/// removed and recreated by someone else (a tmp cleaner, then another user) must not follow
+/// the path into the stranger's directory.
+#[derive(Clone, Debug)]
+pub(crate) struct PrivateDir {
+    path: PathBuf,
+    /// `localsock-<euid>` is ours to create (on bind); `$XDG_RUNTIME_DIR` belongs to the
+    /// session manager and must already exist.
+    ours: bool,
+}
+
+/// What a [`PrivateDir::check`] is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DirUse {
+    /// A name is being made: verify the directory if it exists, create nothing.
+    Resolve,
+    /// A connect: verify; a missing directory is `NotFound` (and is not created).
+    Connect,
+    /// A bind: create the directory if it is ours and missing, then verify.
+    Bind,
+}
+
+impl PrivateDir {
+    /// Where short names go, from the environment now. Nothing is created.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a relative `TMPDIR`; `PermissionDenied` when the directory exists and
+    /// is not safe; `NotFound` when `$XDG_RUNTIME_DIR` does not exist.
+    pub(crate) fn resolve() -> io::Result<PrivateDir> {
+        let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+            // A relative XDG_RUNTIME_DIR is invalid per the XDG spec and ignored.
+            Some(xdg) if Path::new(&xdg).is_absolute() => PrivateDir {
+                path: PathBuf::from(xdg),
+                ours: false,
+            },
+            _ => PrivateDir {
+                path: temp_dir()?.join(format!("localsock-{}", geteuid())),
+                ours: true,
+            },
+        };
+        dir.check(DirUse::Resolve)?;
+        Ok(dir)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn what(&self) -> &'static str {
+        if self.ours {
+            "the private socket directory"
+        } else {
+            "$XDG_RUNTIME_DIR"
         }
     }
-    let uid = geteuid();
-    let dir = std::env::temp_dir().join(format!("localsock-{uid}"));
-    let c = cstr(&dir)?;
-    // SAFETY: `c` is NUL-terminated.
-    match cvt(unsafe { libc::mkdir(c.as_ptr(), 0o700) }) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            return Err(io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot create the private socket directory {}: {e}",
-                    dir.display()
-                ),
-            ))
+
+    /// Verifies the directory (one `lstat`): a directory, not a symlink, owned by our
+    /// effective uid, no group or other permission. A bind first creates it (`0700`) when it
+    /// is ours and missing.
+    ///
+    /// # Errors
+    ///
+    /// `PermissionDenied` naming the directory and what is wrong with it; `NotFound` when it
+    /// does not exist (connect, or `$XDG_RUNTIME_DIR`); the error of `mkdir`.
+    pub(crate) fn check(&self, what_for: DirUse) -> io::Result<()> {
+        if what_for == DirUse::Bind && self.ours {
+            let c = cstr(&self.path)?;
+            // SAFETY: `c` is NUL-terminated.
+            match cvt(unsafe { libc::mkdir(c.as_ptr(), 0o700) }) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot create the private socket directory {}: {e}",
+                            self.path.display()
+                        ),
+                    ))
+                }
+            }
+        }
+        match verify_private_dir(&self.path, self.what()) {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && self.ours
+                    && what_for == DirUse::Resolve =>
+            {
+                Ok(()) // made on the first bind
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && what_for == DirUse::Connect => {
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "{} {} does not exist, so no server listens there",
+                        self.what(),
+                        self.path.display()
+                    ),
+                ))
+            }
+            other => other,
         }
     }
-    verify_private_dir(&dir, "the private socket directory")?;
-    Ok(dir)
+}
+
+/// The temp directory short names go under: `$TMPDIR` if set and not empty (an empty one
+/// counts as unset, as in Qt and most C programs), else `/tmp` (on Apple platforms the
+/// per-user temp directory that `std::env::temp_dir` finds).
+///
+/// # Errors
+///
+/// `InvalidInput` for a relative `TMPDIR`: it would put the private directory under whatever
+/// the current directory happens to be.
+pub(crate) fn temp_dir() -> io::Result<PathBuf> {
+    temp_dir_from(std::env::var_os("TMPDIR"), std::env::temp_dir)
+}
+
+/// [`temp_dir`] with its inputs passed in, for unit tests.
+pub(crate) fn temp_dir_from(
+    tmpdir: Option<std::ffi::OsString>,
+    default: impl FnOnce() -> PathBuf,
+) -> io::Result<PathBuf> {
+    match tmpdir {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                Ok(dir)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "TMPDIR is the relative path {:?}; short names need an absolute TMPDIR \
+                         (or none) so that their private directory does not depend on the \
+                         current directory",
+                        dir
+                    ),
+                ))
+            }
+        }
+        // Set but empty: std would return "" (the current directory). Treat it as unset, but
+        // with `/tmp` (std's Apple fallback, confstr, only applies when TMPDIR is unset).
+        Some(_) => Ok(PathBuf::from("/tmp")),
+        None => Ok(default()),
+    }
 }
 
 fn verify_private_dir(dir: &Path, what: &str) -> io::Result<()> {
@@ -440,5 +559,29 @@ impl FromRawFd for LocalListener {
     unsafe fn from_raw_fd(fd: RawFd) -> LocalListener {
         // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
         LocalListener::from(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpdir_empty_is_unset_and_relative_is_refused() {
+        let default = || PathBuf::from("/default");
+        assert_eq!(temp_dir_from(None, default).unwrap(), Path::new("/default"));
+        assert_eq!(
+            temp_dir_from(Some("".into()), default).unwrap(),
+            Path::new("/tmp")
+        );
+        assert_eq!(
+            temp_dir_from(Some("/var/tmp".into()), default).unwrap(),
+            Path::new("/var/tmp")
+        );
+        for relative in ["tmp", "./tmp", "../x"] {
+            let err = temp_dir_from(Some(relative.into()), default).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{relative}");
+            assert!(err.to_string().contains("TMPDIR"), "{err}");
+        }
     }
 }

@@ -37,6 +37,13 @@ impl Stream {
         name: &Name,
         _opts: &ConnectOptions,
     ) -> Result<Stream, ConnectFailure> {
+        // A short name's private directory is checked again on every attempt; a missing one
+        // means no server yet (a server's bind creates it).
+        name.check_private_dir(super::DirUse::Connect)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => ConnectFailure::NoServer(e),
+                _ => ConnectFailure::Fatal(e),
+            })?;
         let addr = SockAddr::new(name).map_err(ConnectFailure::Fatal)?;
         let fd = new_socket(true).map_err(ConnectFailure::Fatal)?;
         // SAFETY: `addr` is a valid `sockaddr_un` of `addr.len` bytes for the whole call.
