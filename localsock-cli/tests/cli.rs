@@ -377,6 +377,26 @@ fn probe_resolves_short_names() {
     assert!(out.contains(s(&dir.path().join("short-name"))), "{out}");
 }
 
+/// Probing a short name creates nothing: with no private directory yet, the name is absent
+/// (it used to create `localsock-<uid>` under TMPDIR, and under the current directory for an
+/// empty TMPDIR).
+#[test]
+fn probe_creates_no_directory() {
+    let dir = private_tempdir();
+    let mut command = localsock();
+    command
+        .env("TMPDIR", dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .current_dir(dir.path())
+        .args(["probe", "short-name"]);
+    let mut proc = Proc::spawn(&mut command);
+    proc.close_stdin();
+    let (status, out, _) = proc.finish();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("absent"), "{out}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 /// `--qt` resolves NAME as Qt does: under the temp dir (`$TMPDIR`, symlinks resolved), not in
 /// the private directory.
 #[test]
