@@ -17,6 +17,19 @@ use crate::{sys, LocalStream, Name};
 /// On Unix the short-name directory is private (`0700`) whatever the mode, so `Group` and
 /// `Everyone` matter for sockets at explicit paths in shared directories.
 ///
+/// On Unix "the group" of `Group` is **the socket file's group**, which the kernel picks when
+/// the file is created: on Linux the process's effective gid, or the directory's group when
+/// the directory is set-group-ID (`chmod g+s`, as many `/run/<app>` directories are); on macOS
+/// and the BSDs always the directory's group. To serve a given group, bind in a (set-group-ID)
+/// directory of that group. The listener's directory must
+/// also let those users search it.
+///
+/// With `Group` or `Everyone` on Unix the socket is bound in a temporary `0700` directory next
+/// to the final path and linked into place (so it never has a wider mode than asked). That step
+/// works only through descriptors it holds, so another user who can write the directory cannot
+/// redirect it; such a user can still make the bind fail, and choose what the path leads to
+/// before the bind (see SECURITY.md).
+///
 /// Abstract names ([`Name::abstract_name`]) have no permissions at all: the kernel lets any
 /// process in the network namespace connect, whatever `Access` says. Authenticate peers with
 /// [`ListenerOptions::require_same_user`] or [`LocalStream::peer_credentials`] there.
@@ -105,6 +118,11 @@ impl ListenerOptions {
 
     /// Accept only clients that run as the same user as this process (uid on Unix, user SID
     /// on Windows); others are disconnected at once and never returned by `accept`.
+    ///
+    /// The check uses the credentials the kernel recorded at `connect` (see
+    /// [`PeerCredentials`](crate::PeerCredentials)). Inside a Linux user namespace that does
+    /// not map every uid, the overflow uid (65534, the uid every unmapped user shows as) is
+    /// never taken for "the same user": a server running as that uid there accepts no client.
     pub fn require_same_user(&mut self, require: bool) -> &mut Self {
         self.require_same_user = require;
         self

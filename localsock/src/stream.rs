@@ -145,7 +145,8 @@ impl LocalStream {
         self.inner.set_nonblocking(nonblocking)
     }
 
-    /// Who is on the other end, as the OS saw it when the connection was made.
+    /// Who is on the other end, as the OS saw it when the connection was made (who called
+    /// `connect`, not who holds the connection now: see [`PeerCredentials`]).
     ///
     /// Corresponds to `SO_PEERCRED` on Linux, `getpeereid` (+ `LOCAL_PEERPID`) on macOS/BSD,
     /// `GetNamedPipeClientProcessId`/`GetNamedPipeServerProcessId` on Windows. Authorise on
@@ -465,7 +466,15 @@ impl Jitter {
 }
 
 /// The identity of the process on the other end of a [`LocalStream`], as the OS recorded it
-/// when the connection was made (it cannot be forged by the peer).
+/// when the connection was made.
+///
+/// The kernel records them at `connect` (for a server, those of the process that called
+/// `listen`), so a peer cannot claim another user's identity. But they name **who made the
+/// connection, not who holds it now**: a connection handed on with `SCM_RIGHTS`, inherited
+/// across `fork` or kept over `exec` of another program still shows the original process's
+/// uid and pid. Authorise on the uid (the user who chose to hand it on answers for it), never
+/// on the pid. Inside a Linux user namespace, users the namespace does not map show as the
+/// overflow uid (65534, `/proc/sys/kernel/overflowuid`), whoever they are.
 ///
 /// Fields the platform does not tell are `None`: macOS/BSD have no pid for some sockets, and
 /// Windows has no uid/gid (it has a user SID instead).

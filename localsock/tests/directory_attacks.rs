@@ -456,6 +456,32 @@ fn child_directory_swapper() {
     }
 }
 
+/// `Access::Group` means the socket file's group: in a set-group-ID directory of group 65534
+/// (as `/run/<app>` directories often are), a root server's `Group` socket belongs to 65534,
+/// not to root's group, with mode `0660`.
+#[test]
+#[ignore = "needs root to chown a directory to another group — run with: cargo test -p localsock --all-features --test directory_attacks -- --ignored"]
+fn group_access_is_the_socket_files_group_which_a_setgid_directory_sets() {
+    require_root("group_access_is_the_socket_files_group_which_a_setgid_directory_sets");
+    let base = open_tempdir();
+    let run = base.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(0), Some(NOBODY)).unwrap();
+    set_mode(&run, 0o2770);
+    let path = run.join("app.sock");
+    let listener = ListenerOptions::new()
+        .access(Access::Group)
+        .bind(&Name::path(&path).unwrap())
+        .unwrap();
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert_eq!(meta.gid(), NOBODY);
+    assert_eq!(meta.mode() & 0o7777, 0o660);
+    drop(listener);
+    assert!(!path.exists());
+    // Nothing is left behind in the directory.
+    assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. A kept `Name` whose private directory was removed and recreated by someone else
 // ---------------------------------------------------------------------------------------------

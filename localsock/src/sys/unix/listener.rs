@@ -528,9 +528,11 @@ fn make_private_tmp_dir(parent: &ParentDir, parent_path: &Path) -> io::Result<(C
         ));
     }
     if st.st_mode & 0o777 != 0o700 {
-        // A umask such as 0o177 left us without search permission on our own directory.
+        // A umask such as 0o177 left us without search permission on our own directory. Keep
+        // a set-group-ID bit inherited from the parent: it gives the socket the parent's group.
+        let mode = 0o700 | (st.st_mode & libc::S_ISGID);
         // SAFETY: plain FFI call on a descriptor we own, on a directory we own.
-        cvt(unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) })?;
+        cvt(unsafe { libc::fchmod(dir.as_raw_fd(), mode) })?;
     }
     Ok((name, dir))
 }

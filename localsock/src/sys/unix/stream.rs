@@ -260,7 +260,55 @@ pub(crate) fn peer_uid_matches(stream: &Stream) -> io::Result<bool> {
 /// Whether the peer of a connected socket runs with this process's effective uid.
 pub(crate) fn peer_uid_matches_fd(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let creds = peer_credentials(fd)?;
-    Ok(creds.uid == Some(super::geteuid()))
+    Ok(same_user(creds.uid, super::geteuid(), unmapped_uid()))
+}
+
+/// The `require_same_user` decision. `unmapped` is the uid the kernel shows for users that
+/// have no mapping in this process's user namespace (`overflowuid`), when some users are
+/// unmapped: a peer shown with it may be *any* outside user, so it is never "the same user" —
+/// even when this process itself runs as that uid (then every peer is refused: there is no way
+/// to tell them apart).
+pub(crate) fn same_user(peer: Option<u32>, me: u32, unmapped: Option<u32>) -> bool {
+    match peer {
+        Some(peer) => peer == me && Some(peer) != unmapped,
+        None => false,
+    }
+}
+
+/// `Some(overflowuid)` when this process runs in a user namespace that does not map every uid
+/// (any namespace but the initial one, in practice); `None` in the initial namespace, where
+/// the overflow uid (65534, `nobody`) is a user like any other. Read once from
+/// `/proc/self/uid_map` and `/proc/sys/kernel/overflowuid`; if they cannot be read, assume
+/// the worst (a namespace, overflow uid 65534).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn unmapped_uid() -> Option<u32> {
+    use std::sync::OnceLock;
+    static UNMAPPED: OnceLock<Option<u32>> = OnceLock::new();
+    *UNMAPPED.get_or_init(|| {
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        if maps_every_uid(&map) {
+            return None;
+        }
+        let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65534);
+        Some(overflow)
+    })
+}
+
+/// Other systems have no user namespaces.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn unmapped_uid() -> Option<u32> {
+    None
+}
+
+/// Whether a `uid_map` maps the whole uid range onto itself (the initial namespace:
+/// `0 0 4294967295`).
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+fn maps_every_uid(uid_map: &str) -> bool {
+    let fields: Vec<&str> = uid_map.split_whitespace().collect();
+    fields == ["0", "0", "4294967295"]
 }
 
 impl Stream {
@@ -286,5 +334,34 @@ impl fmt::Debug for Stream {
         f.debug_struct("LocalStream")
             .field("fd", &self.fd.as_raw_fd())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overflow_uid_of_a_namespace_is_never_the_same_user() {
+        // The initial namespace: uid 65534 is `nobody`, a user like any other.
+        assert!(same_user(Some(65534), 65534, None));
+        assert!(same_user(Some(1000), 1000, None));
+        assert!(!same_user(Some(1001), 1000, None));
+        assert!(!same_user(None, 1000, None));
+        // In a namespace where some users are unmapped, they all show as the overflow uid.
+        assert!(!same_user(Some(65534), 65534, Some(65534)));
+        assert!(!same_user(Some(65534), 1000, Some(65534)));
+        assert!(same_user(Some(1000), 1000, Some(65534)));
+        // A changed overflowuid sysctl is honoured.
+        assert!(!same_user(Some(4242), 4242, Some(4242)));
+        assert!(same_user(Some(65534), 65534, Some(4242)));
+    }
+
+    #[test]
+    fn only_the_identity_map_of_every_uid_is_the_initial_namespace() {
+        assert!(maps_every_uid("         0          0 4294967295\n"));
+        assert!(!maps_every_uid("         0       1000          1\n"));
+        assert!(!maps_every_uid(""));
+        assert!(!maps_every_uid("0 0 4294967295\n1 1 1\n"));
     }
 }
