@@ -5,7 +5,7 @@ use std::ffi::{CStr, CString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -214,7 +214,14 @@ fn bind_path(name: &Name, path: &Path, opts: &ListenerOptions) -> io::Result<Lis
     let parent = ParentDir::open(&parent_path);
     let reclaim_allowed = matches!(&parent, Ok(p) if p.locked);
 
-    clear_stale(name, path, &c_path, opts.reclaim_stale && reclaim_allowed)?;
+    clear_stale(
+        name,
+        path,
+        &c_path,
+        parent.as_ref().ok(),
+        &base,
+        opts.reclaim_stale && reclaim_allowed,
+    )?;
 
     let fd = new_socket(false)?;
     let mode = mode_of(opts.access);
@@ -261,7 +268,6 @@ fn bind_path(name: &Name, path: &Path, opts: &ListenerOptions) -> io::Result<Lis
 /// Splits a socket path into its directory and its last component, exactly as the kernel
 /// resolves it (no lexical clean-up: `a/b/.` is not `a/b`).
 fn split_path(path: &Path) -> io::Result<(PathBuf, CString)> {
-    use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
     let (dir, file) = match bytes.iter().rposition(|&b| b == b'/') {
         Some(0) => (&b"/"[..], &bytes[1..]),
@@ -285,8 +291,24 @@ fn split_path(path: &Path) -> io::Result<(PathBuf, CString)> {
 }
 
 /// Deals with whatever is already at `path`.
-fn clear_stale(name: &Name, path: &Path, c_path: &CString, reclaim: bool) -> io::Result<()> {
-    let st = match lstat(c_path) {
+///
+/// With the parent directory held, the file is examined and unlinked relative to it
+/// (`fstatat`/`unlinkat`), and on Linux probed through `/proc/thread-self/fd/N/<name>`, so all
+/// of it concerns the same directory, the one that is locked, even if someone renames
+/// directories above it meanwhile. Without it (the directory cannot be opened), by path.
+fn clear_stale(
+    name: &Name,
+    path: &Path,
+    c_path: &CStr,
+    parent: Option<&ParentDir>,
+    base: &CStr,
+    reclaim: bool,
+) -> io::Result<()> {
+    let stat = || match parent {
+        Some(parent) => fstatat(parent.fd.as_fd(), base),
+        None => lstat(c_path),
+    };
+    let st = match stat() {
         Ok(st) => st,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
@@ -299,7 +321,10 @@ fn clear_stale(name: &Name, path: &Path, c_path: &CString, reclaim: bool) -> io:
             file_kind(st.st_mode)
         )));
     }
-    match probe(name) {
+    let held = parent
+        .and_then(|parent| via_proc(parent.fd.as_fd(), base))
+        .map(|p| Name::from_repr(Repr::Path(p)));
+    match probe(held.as_ref().unwrap_or(name)) {
         Probe::Live => Err(in_use("a server is listening there")),
         Probe::Gone => Ok(()),
         Probe::Denied(e) => Err(io::Error::new(
@@ -312,10 +337,18 @@ fn clear_stale(name: &Name, path: &Path, c_path: &CString, reclaim: bool) -> io:
         )),
         Probe::Stale => {
             // Unlink only the very file we probed: compare device and inode again.
-            match lstat(c_path) {
+            match stat() {
                 Ok(now) if now.st_dev == st.st_dev && now.st_ino == st.st_ino => {
-                    // SAFETY: `c_path` is NUL-terminated.
-                    match cvt(unsafe { libc::unlink(c_path.as_ptr()) }) {
+                    let unlinked = match parent {
+                        Some(parent) => {
+                            // SAFETY: `base` is NUL-terminated; `parent.fd` is a descriptor we
+                            // hold.
+                            cvt(unsafe { libc::unlinkat(parent.fd.as_raw_fd(), base.as_ptr(), 0) })
+                        }
+                        // SAFETY: `c_path` is NUL-terminated.
+                        None => cvt(unsafe { libc::unlink(c_path.as_ptr()) }),
+                    };
+                    match unlinked {
                         Ok(_) => Ok(()),
                         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                         Err(e) => Err(e),
@@ -329,6 +362,23 @@ fn clear_stale(name: &Name, path: &Path, c_path: &CString, reclaim: bool) -> io:
             }
         }
     }
+}
+
+/// `/proc/thread-self/fd/N/<name>`: a path that the kernel resolves in the directory `dir`
+/// itself, wherever it was renamed (Linux, when `/proc` is mounted and the result fits
+/// `sun_path`). `thread-self`, not `self`: a thread that unshared its descriptor table has
+/// its own.
+fn via_proc(dir: BorrowedFd<'_>, name: &CStr) -> Option<PathBuf> {
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return None;
+    }
+    static PROC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*PROC.get_or_init(|| Path::new("/proc/thread-self/fd").is_dir()) {
+        return None;
+    }
+    let mut path = format!("/proc/thread-self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name.to_bytes());
+    (path.len() < super::SUN_PATH_LEN).then(|| PathBuf::from(std::ffi::OsString::from_vec(path)))
 }
 
 fn file_kind(mode: libc::mode_t) -> &'static str {
@@ -545,21 +595,9 @@ fn bind_in_dir(
     tmp_name: &CStr,
     path: &Path,
 ) -> io::Result<()> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
+    if let Some(via_proc) = via_proc(dir.as_fd(), TMP_SOCKET) {
         // The kernel resolves the magic link to the directory we hold, wherever it was renamed.
-        // `thread-self`, not `self`: a thread that unshared its descriptor table has its own.
-        let via_proc = PathBuf::from(format!(
-            "/proc/thread-self/fd/{}/{}",
-            dir.as_raw_fd(),
-            TMP_SOCKET.to_string_lossy()
-        ));
-        match bind_at_path(fd, &via_proc) {
-            Ok(()) => return Ok(()),
-            // No /proc (a chroot, a container without it, a kernel before 3.17): by path.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
-            Err(e) => return Err(e),
-        }
+        return bind_at_path(fd, &via_proc);
     }
     let tmp_dir_path = parent_path.join(std::ffi::OsStr::from_bytes(tmp_name.to_bytes()));
     let tmp = tmp_dir_path.join(std::ffi::OsStr::from_bytes(TMP_SOCKET.to_bytes()));
