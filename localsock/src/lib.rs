@@ -52,7 +52,7 @@
 //!
 //! | you write | Linux / macOS / BSD | Windows |
 //! |---|---|---|
-//! | `Name::new("svc")` | `$XDG_RUNTIME_DIR/svc`, else `<tmp>/localsock-<uid>/svc` (private, `0700`, verified) | `\\.\pipe\svc` |
+//! | `Name::new("svc")` | `$XDG_RUNTIME_DIR/svc`, else `<tmp>/localsock-<uid>/svc` (private, `0700`, verified at every bind and connect) | `\\.\pipe\svc` |
 //! | `Name::new("/run/app/x.sock")` | that path | `InvalidInput` |
 //! | `Name::new(r"\\.\pipe\svc")` | `InvalidInput` | that pipe |
 //! | `Name::path(p)` | `p`, relative or absolute | `Unsupported` |
