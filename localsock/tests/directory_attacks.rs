@@ -482,6 +482,27 @@ fn group_access_is_the_socket_files_group_which_a_setgid_directory_sets() {
     assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0);
 }
 
+/// On Linux the group/everyone bind goes through `/proc/thread-self/fd/N/s`, so a socket path
+/// of the longest length `sun_path` allows needs no room for a temporary directory's name.
+#[test]
+fn group_and_everyone_binds_work_at_the_longest_path() {
+    let base = open_tempdir();
+    let prefix = base.path().as_os_str().len() + 1;
+    let longest = base.path().join("x".repeat(107 - prefix));
+    assert_eq!(longest.as_os_str().len(), 107);
+    for (access, mode) in [(Access::Group, 0o660), (Access::Everyone, 0o666)] {
+        let name = Name::path(&longest).unwrap();
+        let listener = ListenerOptions::new().access(access).bind(&name).unwrap();
+        let meta = std::fs::symlink_metadata(&longest).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o7777, mode);
+        drop(LocalStream::connect(&name).unwrap());
+        drop(listener);
+        assert!(!longest.exists());
+    }
+    assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. A kept `Name` whose private directory was removed and recreated by someone else
 // ---------------------------------------------------------------------------------------------
