@@ -11,8 +11,16 @@ use crate::{sys, LocalStream, Name};
 /// | | Unix (socket file mode) | Windows (pipe DACL) |
 /// |---|---|---|
 /// | `Owner` (default) | `0600` | the owner's SID and SYSTEM |
-/// | `Group` | `0660` | + the owner's primary group |
+/// | `Group` | `0660` | + the group named with `os::windows::ListenerOptionsExt::group` (required) |
 /// | `Everyone` | `0666` | + Everyone (read/write, never "create instance") |
+///
+/// On Windows `Group` needs an explicit group: there is no "owner's group" as on Unix (the
+/// token's primary group is Domain Users, or "None", every local account), so bind refuses
+/// `Group` without one. `Group` and `Everyone` grant other users `GENERIC_READ |
+/// FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES`, never `FILE_CREATE_PIPE_INSTANCE`; a client that
+/// asks for `GENERIC_WRITE`, which includes that right (std's `File`, tokio's and .NET's pipe
+/// clients by default), is refused. localsock's client asks for `GENERIC_READ |
+/// FILE_WRITE_DATA` only.
 ///
 /// On Unix the short-name directory is private (`0700`) whatever the mode, so `Group` and
 /// `Everyone` matter for sockets at explicit paths in shared directories.
@@ -119,10 +127,17 @@ impl ListenerOptions {
     /// Accept only clients that run as the same user as this process (uid on Unix, user SID
     /// on Windows); others are disconnected at once and never returned by `accept`.
     ///
-    /// The check uses the credentials the kernel recorded at `connect` (see
+    /// On Unix the check uses the credentials the kernel recorded at `connect` (see
     /// [`PeerCredentials`](crate::PeerCredentials)). Inside a Linux user namespace that does
     /// not map every uid, the overflow uid (65534, the uid every unmapped user shows as) is
     /// never taken for "the same user": a server running as that uid there accepts no client.
+    ///
+    /// On Windows the SID comes from the client's own token, never from its process id
+    /// (which another process may have taken): a client whose token Windows does not give
+    /// is dropped. That is one that connected with `SECURITY_ANONYMOUS`, or one that asked
+    /// for no security QoS at all (std's `File`, .NET's default), which Windows identifies
+    /// only after the server has read from it. localsock's and tokio's clients are identified
+    /// at once.
     pub fn require_same_user(&mut self, require: bool) -> &mut Self {
         self.require_same_user = require;
         self
@@ -206,8 +221,11 @@ impl LocalListener {
 
     /// Waits for a client and returns the connected stream.
     ///
-    /// Clients that connect and vanish before the accept completes are skipped. With
-    /// [`ListenerOptions::require_same_user`], clients of other users are dropped and skipped.
+    /// A client that connected and left before the accept is returned if it sent something
+    /// (its data, then EOF), so nothing it sent is lost; one that sent nothing may be skipped
+    /// (Windows skips it; Unix returns it unless the kernel already dropped it). The async
+    /// listener does the same. With [`ListenerOptions::require_same_user`], clients of other
+    /// users are dropped and skipped.
     ///
     /// Corresponds to `accept4(2)` on Unix, `ConnectNamedPipe` on Windows.
     ///

@@ -338,6 +338,49 @@ fn owned_halves_work_from_two_tasks_and_reunite() {
     });
 }
 
+/// The server's `shutdown` (write) has the blocking stream's meaning on both OSes: the client
+/// reads everything sent before it, then EOF, and the server's later writes fail with
+/// `BrokenPipe` (on Windows the async stream shares the blocking one's flush-and-disconnect).
+#[test]
+fn server_shutdown_gives_the_client_the_data_then_eof_and_stops_writes() {
+    run(30, async {
+        let name = unique("server-shutdown");
+        let listener = LocalListener::bind(&name).unwrap();
+        let mut client = LocalStream::connect(&name).await.unwrap();
+        let mut server = listener.accept().await.unwrap();
+        let data = vec![7u8; 200_000];
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        server.write_all(&data).await.unwrap();
+        server.shutdown().await.unwrap();
+        let err = server.write_all(b"late").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
+        assert_eq!(reader.await.unwrap(), data);
+    });
+}
+
+/// Empty writes are dropped, as by the blocking stream: a 0-byte write must never reach a
+/// Windows reader as a 0-byte read, which tokio's reader would take for EOF.
+#[test]
+fn empty_writes_are_not_eof_for_the_peer() {
+    run(30, async {
+        let name = unique("empty-write");
+        let listener = LocalListener::bind(&name).unwrap();
+        let mut client = LocalStream::connect(&name).await.unwrap();
+        let mut server = listener.accept().await.unwrap();
+        assert_eq!(client.write(b"").await.unwrap(), 0);
+        let empty = [std::io::IoSlice::new(b""), std::io::IoSlice::new(b"")];
+        assert_eq!(client.write_vectored(&empty).await.unwrap(), 0);
+        client.write_all(b"after").await.unwrap();
+        let mut got = [0u8; 5];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"after");
+    });
+}
+
 #[test]
 fn shutdown_of_the_write_half_gives_the_peer_eof() {
     run(30, async {

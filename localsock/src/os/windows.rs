@@ -7,30 +7,54 @@
 //!
 //! # How the portable API maps to named pipes
 //!
-//! - **Connect**: `CreateFileW` with `SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION` (see
-//!   [`ImpersonationLevel`]), overlapped, not inheritable. All instances busy
-//!   (`ERROR_PIPE_BUSY`) is retried with `WaitNamedPipeW` slices of at most the backoff's cap
-//!   until the deadline ([`crate::DEFAULT_CONNECT_TIMEOUT`] when none is set), then
-//!   `TimedOut`. A pipe that vanished between a successful wait and the open is retried too.
+//! - **Connect**: `CreateFileW` asking for `GENERIC_READ | FILE_WRITE_DATA` (not
+//!   `GENERIC_WRITE`, which includes `FILE_CREATE_PIPE_INSTANCE`) with
+//!   `SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION` (see [`ImpersonationLevel`]),
+//!   overlapped, not inheritable. All instances busy (`ERROR_PIPE_BUSY`) is retried with
+//!   `WaitNamedPipeW` slices of at most the backoff's cap until the deadline
+//!   ([`crate::DEFAULT_CONNECT_TIMEOUT`] when none is set), then `TimedOut`; a wait that
+//!   returns early with another error sleeps the rest of its slice (some setups, such as
+//!   Windows containers, return at once), so a busy pipe is never retried in a tight loop.
+//!   A pipe that vanished between a successful wait and the open is retried too.
 //! - **Listen**: the first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE` and
 //!   `PIPE_REJECT_REMOTE_CLIENTS`, in byte mode; 1 + [`spare_instances`] instances always
 //!   listen, and the next one is created before a connected one is handed out, so the name
-//!   is never free while the listener lives. [`ListenerOptions::backlog`] has no effect.
-//! - **Access**: a protected DACL with full access for the current user and SYSTEM;
-//!   [`Access::Group`](crate::Access::Group) / [`Access::Everyone`](crate::Access::Everyone)
-//!   add read/write (never "create instance") for the primary group / Everyone.
+//!   is never free while the listener lives. If that next one cannot be made, `accept` fails
+//!   and the client stays queued for the next `accept` (the pool never shrinks). The async
+//!   listener is the same pool, waited for differently. [`ListenerOptions::backlog`] has no
+//!   effect. Bind is `AddrInUse` when an instance of the name exists, and `PermissionDenied`
+//!   when the name is free but this process may not create it (an AppContainer process may
+//!   create pipes only under `\.\pipe\LOCAL\`).
+//! - **Access**: a protected DACL, owned by the current user, with full access for the
+//!   current user and SYSTEM; [`Access::Group`](crate::Access::Group) /
+//!   [`Access::Everyone`](crate::Access::Everyone) add read/write (never "create instance")
+//!   for an explicit group ([`ListenerOptionsExt::group`], required) / Everyone. Clients of
+//!   other users must then not ask for `GENERIC_WRITE` (std's `File`, tokio's and .NET's
+//!   clients do by default). Bind checks that the pipe's descriptor (also a custom one) grants
+//!   the current user the rights every later instance needs (`FILE_CREATE_PIPE_INSTANCE` and
+//!   read/write), and names the missing ones. The pipe has no integrity label: an elevated
+//!   server's pipe admits the same user's medium-integrity processes (add a label with
+//!   [`security_descriptor_sddl`](ListenerOptionsExt::security_descriptor_sddl) if that
+//!   matters).
 //! - **Read and write**: overlapped I/O; a read or write timeout cancels the operation and
 //!   gives `TimedOut` (not `WouldBlock` as on Unix), non-blocking mode gives `WouldBlock`.
-//!   EOF is `ERROR_BROKEN_PIPE`; writing to a closed peer is `BrokenPipe`. Data written
-//!   before a stream is dropped stays readable by the peer.
+//!   EOF is `ERROR_BROKEN_PIPE` (or `ERROR_PIPE_NOT_CONNECTED`); a foreign peer's 0-byte
+//!   write is not EOF for the blocking stream (the read goes on; the async stream reads
+//!   through tokio, which takes it for EOF). Empty writes are never sent, by the blocking and
+//!   the async streams alike, so two localsock ends never see a 0-byte read. Writing to a closed peer is `BrokenPipe`. Data written before a stream is
+//!   dropped stays readable by the peer. A handle adopted with `From<OwnedHandle>` must be
+//!   overlapped: see that impl on `LocalStream`.
 //! - **Shutdown**: pipes have no half-close. On the server end, `Shutdown::Write` (or `Both`)
 //!   waits until the client has read everything (`FlushFileBuffers`), then disconnects: the
 //!   client reads EOF, and this end can no longer read. On the client end it only makes later
 //!   writes fail; the server sees EOF when every handle of the client stream is closed. A
-//!   protocol that needs "request, then EOF, then reply" must frame its request instead.
+//!   protocol that needs "request, then EOF, then reply" must frame its request instead. The
+//!   async stream's `shutdown` does the same (the flush runs on a thread of its own).
 //! - **Peer credentials**: the pid (`GetNamedPipeClientProcessId` /
-//!   `GetNamedPipeServerProcessId`) and the user SID (the client's token on the server end;
-//!   the server process's token on the client end, when this user may open it).
+//!   `GetNamedPipeServerProcessId`) and the user SID (the client's token on the server end,
+//!   else the token of the process with the client's pid; the server process's token on the
+//!   client end, when this user may open it). [`ListenerOptions::require_same_user`] uses the
+//!   client's token only, never a pid: a client Windows does not identify is dropped.
 //!
 //! [`spare_instances`]: ListenerOptionsExt::spare_instances
 //!
@@ -109,6 +133,9 @@ pub(crate) struct ConnectOptionsWindows {
 #[derive(Clone, Debug)]
 pub(crate) struct ListenerOptionsWindows {
     pub(crate) sddl: Option<String>,
+    /// The group that `Access::Group` admits (a SID or an account name).
+    pub(crate) group: Option<String>,
+    /// Always at most [`MAX_SPARE_INSTANCES`]: clamped where it is set, the only place.
     pub(crate) spare_instances: u32,
 }
 
@@ -116,6 +143,7 @@ impl Default for ListenerOptionsWindows {
     fn default() -> Self {
         ListenerOptionsWindows {
             sddl: None,
+            group: None,
             spare_instances: DEFAULT_SPARE_INSTANCES,
         }
     }
@@ -137,9 +165,9 @@ pub trait ConnectOptionsExt: sealed::Sealed {
     /// The `(dwDesiredAccess, dwFlagsAndAttributes)` that [`ConnectOptions::connect`] passes
     /// to `CreateFileW` with these options, for audits and tests.
     ///
-    /// The access is `GENERIC_READ | FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES` (not
-    /// `GENERIC_WRITE`, which includes `FILE_CREATE_PIPE_INSTANCE`, a right a server should
-    /// not grant to other users); the flags are `FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT`
+    /// The access is `GENERIC_READ | FILE_WRITE_DATA` (not `GENERIC_WRITE`, which includes
+    /// `FILE_CREATE_PIPE_INSTANCE`, a right a server should not grant to other users, nor
+    /// `FILE_WRITE_ATTRIBUTES`, which the client never uses); the flags are `FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT`
     /// and the impersonation level. The handle is never inheritable.
     fn create_file_params(&self) -> (u32, u32);
 }
@@ -161,11 +189,14 @@ pub trait ListenerOptionsExt: sealed::Sealed {
     /// [`ListenerOptions::access`]. An escape hatch: you take over who may connect, and who
     /// may create instances of the pipe (keep `FILE_CREATE_PIPE_INSTANCE`, part of `FA` and
     /// `GW`, to yourself). A descriptor that does not parse makes
-    /// [`bind`](ListenerOptions::bind) fail with `InvalidInput`.
+    /// [`bind`](ListenerOptions::bind) fail with `InvalidInput`; one that does not grant the
+    /// server's own user `FILE_CREATE_PIPE_INSTANCE` and read/write (which every instance
+    /// after the first needs: Learn, "Named Pipe Security and Access Rights") makes it fail
+    /// with `PermissionDenied` naming the missing rights.
     ///
     /// The default for [`Access::Owner`](crate::Access::Owner) is
-    /// `D:P(A;;FA;;;<your SID>)(A;;FA;;;SY)`; `Group` and `Everyone` add
-    /// `(A;;0x12018b;;;<primary group SID>)` or `(A;;0x12018b;;;WD)` (read, write data,
+    /// `O:<your SID>D:P(A;;FA;;;<your SID>)(A;;FA;;;SY)`; `Group` and `Everyone` add
+    /// `(A;;0x12018b;;;<the group's SID>)` or `(A;;0x12018b;;;WD)` (read, write data,
     /// write attributes).
     fn security_descriptor_sddl(&mut self, sddl: &str) -> &mut Self;
 
@@ -174,6 +205,15 @@ pub trait ListenerOptionsExt: sealed::Sealed {
     /// clients connect at the same moment without `ERROR_PIPE_BUSY` retries, for one handle
     /// and one event each.
     fn spare_instances(&mut self, spares: u32) -> &mut Self;
+
+    /// The group that [`Access::Group`](crate::Access::Group) admits: a SID
+    /// (`S-1-5-32-545`) or an account name (`Users`, `BUILTIN\Users`, `DOMAIN\team`),
+    /// resolved at bind. Required with `Access::Group` on Windows, where there is no "owner's
+    /// group" as on Unix: the token's primary group is Domain Users, or "None" (every local
+    /// account) on a standalone machine, so defaulting to it would admit nearly everyone.
+    /// [`bind`](ListenerOptions::bind) fails with `InvalidInput` for `Access::Group` without
+    /// a group, for a group with another `Access`, and for a name that does not resolve.
+    fn group(&mut self, group: &str) -> &mut Self;
 }
 
 impl ListenerOptionsExt for ListenerOptions {
@@ -184,6 +224,11 @@ impl ListenerOptionsExt for ListenerOptions {
 
     fn spare_instances(&mut self, spares: u32) -> &mut Self {
         self.windows.spare_instances = spares.min(MAX_SPARE_INSTANCES);
+        self
+    }
+
+    fn group(&mut self, group: &str) -> &mut Self {
+        self.windows.group = Some(group.to_owned());
         self
     }
 }

@@ -102,8 +102,9 @@ impl LocalListener {
 
     /// Waits for a client and returns the connected stream.
     ///
-    /// A client that connected and already left is still returned: its data, if any, then
-    /// EOF, so nothing it sent is lost. With
+    /// As the blocking [`crate::LocalListener::accept`]: a client that connected and left
+    /// before the accept is returned if it sent something (its data, then EOF), so nothing it
+    /// sent is lost; one that sent nothing may be skipped (Windows skips it). With
     /// [`ListenerOptions::require_same_user`], clients of other users are dropped and skipped.
     ///
     /// Corresponds to `accept4(2)` on Unix, `ConnectNamedPipe` on Windows.

@@ -1,89 +1,108 @@
-//! The async backend on Windows: tokio's own `named_pipe` server and client.
+//! The async backend on Windows: the blocking backend's listener and client, with tokio's
+//! named pipes for the I/O of connected streams.
 //!
-//! The listener keeps one pipe instance plus the spares of
-//! `os::windows::ListenerOptionsExt::spare_instances` waiting at all times, and creates the
-//! replacement of an instance *before* handing the connected one out, so the name is never
-//! free (no squatting window, no spurious `NotFound`) and clients rarely see `ERROR_PIPE_BUSY`.
-//! Instances are created with the blocking listener's security descriptor (`sys::async_pipe`).
-//! A connect is one `CreateFileW` per attempt, made by the blocking backend (`ERROR_PIPE_BUSY`
-//! is retried by the portable backoff loop with `tokio::time::sleep`, never a blocking
-//! `WaitNamedPipeW`).
+//! - The listener is `sys::Listener` bound for async use: the same pool of instances (one plus
+//!   the spares of `os::windows::ListenerOptionsExt::spare_instances`, the replacement created
+//!   before a connected instance is handed out, so the name is never free), the same security
+//!   descriptor, `ERROR_NO_DATA` handling and error words as the blocking listener; only the
+//!   waiting differs (`poll_accept` wakes the task through a thread-pool wait). A connected
+//!   instance is then adopted by tokio (`sys::async_pipe::adopt_server`).
+//! - A connect is one `CreateFileW` per attempt, made by the blocking backend
+//!   (`ERROR_PIPE_BUSY` is retried by the portable backoff loop with `tokio::time::sleep`,
+//!   never a blocking `WaitNamedPipeW`).
+//! - `shutdown` is the blocking stream's policy (`sys::HalfClose`); the server end's flush
+//!   runs on a thread of its own, and `poll_shutdown` waits for it.
 
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::net::Shutdown;
 use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, RawHandle};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer};
-use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_BUSY,
-    ERROR_PIPE_NOT_CONNECTED,
-};
+use windows_sys::Win32::Foundation::{ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_NOT_CONNECTED};
 
 use crate::error::{self, Op};
-use crate::os::windows::MAX_SPARE_INSTANCES;
-use crate::sys::async_pipe::{self, PipeSecurity};
-use crate::sys::ConnectFailure;
+use crate::sys::async_pipe;
+use crate::sys::{ConnectFailure, HalfClose};
 use crate::{ConnectOptions, ListenerOptions, Name, PeerCredentials};
 
-/// One end of a connected pipe.
-enum Pipe {
+/// The I/O object of a connected pipe end.
+enum PipeIo {
     Server(NamedPipeServer),
     Client(NamedPipeClient),
 }
 
+/// One end of a connected pipe, shared by a stream's halves.
+struct Pipe {
+    io: PipeIo,
+    /// Which end, and what was shut down: the blocking stream's policy.
+    half: HalfClose,
+    /// The server end's flush and disconnect of `shutdown(Write)`, run on a thread.
+    flush: Mutex<Flush>,
+}
+
+enum Flush {
+    NotStarted,
+    Running(Option<Waker>),
+    Finished(Option<io::Error>),
+}
+
 impl Pipe {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Pipe::Server(pipe) => pipe.poll_read_ready(cx),
-            Pipe::Client(pipe) => pipe.poll_read_ready(cx),
+        match &self.io {
+            PipeIo::Server(pipe) => pipe.poll_read_ready(cx),
+            PipeIo::Client(pipe) => pipe.poll_read_ready(cx),
         }
     }
 
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Pipe::Server(pipe) => pipe.try_read(buf),
-            Pipe::Client(pipe) => pipe.try_read(buf),
+        match &self.io {
+            PipeIo::Server(pipe) => pipe.try_read(buf),
+            PipeIo::Client(pipe) => pipe.try_read(buf),
         }
     }
 
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Pipe::Server(pipe) => pipe.poll_write_ready(cx),
-            Pipe::Client(pipe) => pipe.poll_write_ready(cx),
+        match &self.io {
+            PipeIo::Server(pipe) => pipe.poll_write_ready(cx),
+            PipeIo::Client(pipe) => pipe.poll_write_ready(cx),
         }
     }
 
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Pipe::Server(pipe) => pipe.try_write(buf),
-            Pipe::Client(pipe) => pipe.try_write(buf),
+        match &self.io {
+            PipeIo::Server(pipe) => pipe.try_write(buf),
+            PipeIo::Client(pipe) => pipe.try_write(buf),
         }
     }
 
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Pipe::Server(pipe) => pipe.try_write_vectored(bufs),
-            Pipe::Client(pipe) => pipe.try_write_vectored(bufs),
+        match &self.io {
+            PipeIo::Server(pipe) => pipe.try_write_vectored(bufs),
+            PipeIo::Client(pipe) => pipe.try_write_vectored(bufs),
         }
     }
 
     fn as_handle(&self) -> BorrowedHandle<'_> {
-        match self {
-            Pipe::Server(pipe) => pipe.as_handle(),
-            Pipe::Client(pipe) => pipe.as_handle(),
+        match &self.io {
+            PipeIo::Server(pipe) => pipe.as_handle(),
+            PipeIo::Client(pipe) => pipe.as_handle(),
         }
     }
 
     fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        async_pipe::peer_credentials(self.as_handle(), matches!(self, Pipe::Server(_)))
+        async_pipe::peer_credentials(self.as_handle(), self.half.is_server())
     }
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.half.read_is_shut() {
+            return Poll::Ready(Ok(()));
+        }
         loop {
             ready!(self.poll_read_ready(cx))?;
             match self.try_read(buf.initialize_unfilled()) {
@@ -100,6 +119,12 @@ impl Pipe {
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.half.check_write()?;
+        if buf.is_empty() {
+            // As the blocking stream: a zero-length write would make some readers see a
+            // 0-byte read, i.e. EOF.
+            return Poll::Ready(Ok(0));
+        }
         loop {
             ready!(self.poll_write_ready(cx))?;
             match self.try_write(buf) {
@@ -115,6 +140,10 @@ impl Pipe {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.half.check_write()?;
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
         loop {
             ready!(self.poll_write_ready(cx))?;
             match self.try_write_vectored(bufs) {
@@ -122,6 +151,51 @@ impl Pipe {
                 Err(e) if is_disconnect(&e) => return Poll::Ready(Err(broken_pipe(e))),
                 other => return Poll::Ready(other),
             }
+        }
+    }
+
+    /// `shutdown(Write)` with the blocking stream's semantics: later writes fail with
+    /// `BrokenPipe`; on the server end the client's reads are flushed, then the pipe is
+    /// disconnected (the client reads EOF), on a thread of its own while this task waits.
+    fn poll_shutdown(self: &Arc<Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut flush = self.flush.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *flush {
+            Flush::NotStarted => {
+                if !self.half.mark(Shutdown::Write) {
+                    *flush = Flush::Finished(None);
+                    return Poll::Ready(Ok(()));
+                }
+                let pipe = Arc::clone(self);
+                let spawned = std::thread::Builder::new()
+                    .name("localsock-pipe-flush".into())
+                    .spawn(move || {
+                        let result = pipe.half.finish_write(pipe.as_handle());
+                        let mut flush = pipe.flush.lock().unwrap_or_else(|e| e.into_inner());
+                        let waiting = std::mem::replace(&mut *flush, Flush::Finished(result.err()));
+                        drop(flush);
+                        if let Flush::Running(Some(waker)) = waiting {
+                            waker.wake();
+                        }
+                    });
+                match spawned {
+                    Ok(_) => {
+                        *flush = Flush::Running(Some(cx.waker().clone()));
+                        Poll::Pending
+                    }
+                    Err(e) => {
+                        *flush = Flush::Finished(None);
+                        Poll::Ready(Err(e))
+                    }
+                }
+            }
+            Flush::Running(waker) => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Flush::Finished(error) => match error.take() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Ready(Ok(())),
+            },
         }
     }
 }
@@ -137,15 +211,6 @@ fn broken_pipe(e: io::Error) -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, e)
 }
 
-fn pipe_name(name: &Name) -> io::Result<&str> {
-    name.pipe_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a Unix socket name cannot be used on Windows",
-        )
-    })
-}
-
 /// A connected pipe end registered with tokio's reactor.
 pub(crate) struct Stream {
     pipe: Arc<Pipe>,
@@ -158,12 +223,17 @@ impl Stream {
         name: &Name,
         opts: &ConnectOptions,
     ) -> Result<Stream, ConnectFailure> {
-        async_pipe::connect_client(name, opts).map(|client| Stream::new(Pipe::Client(client)))
+        async_pipe::connect_client(name, opts).map(|client| Stream::new(PipeIo::Client(client)))
     }
 
-    fn new(pipe: Pipe) -> Stream {
+    fn new(io: PipeIo) -> Stream {
+        let server = matches!(io, PipeIo::Server(_));
         Stream {
-            pipe: Arc::new(pipe),
+            pipe: Arc::new(Pipe {
+                io,
+                half: HalfClose::new(server),
+                flush: Mutex::new(Flush::NotStarted),
+            }),
         }
     }
 
@@ -192,9 +262,9 @@ impl Stream {
 }
 
 /// The read half of a borrowed split.
-pub(crate) struct ReadHalf<'a>(&'a Pipe);
+pub(crate) struct ReadHalf<'a>(&'a Arc<Pipe>);
 /// The write half of a borrowed split.
-pub(crate) struct WriteHalf<'a>(&'a Pipe);
+pub(crate) struct WriteHalf<'a>(&'a Arc<Pipe>);
 /// The read half of an owned split.
 pub(crate) struct OwnedReadHalf(Arc<Pipe>);
 /// The write half of an owned split.
@@ -237,31 +307,31 @@ macro_rules! async_io_impls {
             fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 Poll::Ready(Ok(()))
             }
-            /// Named pipes have no half-close: there is nothing to shut down.
-            fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Ready(Ok(()))
+            /// As the blocking stream's `shutdown(Write)` (see `sys::HalfClose`).
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.pipe_ref().poll_shutdown(cx)
             }
         }
     };
 }
 
 impl Stream {
-    fn pipe_ref(&self) -> &Pipe {
+    fn pipe_ref(&self) -> &Arc<Pipe> {
         &self.pipe
     }
 }
 impl ReadHalf<'_> {
-    fn pipe_ref(&self) -> &Pipe {
+    fn pipe_ref(&self) -> &Arc<Pipe> {
         self.0
     }
 }
 impl WriteHalf<'_> {
-    fn pipe_ref(&self) -> &Pipe {
+    fn pipe_ref(&self) -> &Arc<Pipe> {
         self.0
     }
 }
 impl OwnedReadHalf {
-    fn pipe_ref(&self) -> &Pipe {
+    fn pipe_ref(&self) -> &Arc<Pipe> {
         &self.0
     }
 
@@ -283,7 +353,7 @@ impl OwnedReadHalf {
     }
 }
 impl OwnedWriteHalf {
-    fn pipe_ref(&self) -> &Pipe {
+    fn pipe_ref(&self) -> &Arc<Pipe> {
         &self.0
     }
 
@@ -319,103 +389,29 @@ debug_pipe!(
     OwnedWriteHalf
 );
 
-/// A pipe instance waiting for a client: the future of its `ConnectNamedPipe`. It lives in
-/// the listener, not in an `accept` call, so an `accept` that is cancelled loses nothing: the
-/// next call polls the same futures.
-type Waiting = Pin<Box<dyn Future<Output = (NamedPipeServer, io::Result<()>)> + Send>>;
-
-fn wait_for_client(server: NamedPipeServer) -> Waiting {
-    Box::pin(async move {
-        let result = server.connect().await;
-        (server, result)
-    })
-}
-
-/// The pipe instances of one name, waiting for clients.
+/// The async listener: the blocking backend's pool of pipe instances, waited for with
+/// `poll_accept`.
 pub(crate) struct Listener {
-    pipe: String,
-    security: PipeSecurity,
-    waiting: tokio::sync::Mutex<Vec<Option<Waiting>>>,
+    inner: crate::sys::Listener,
 }
 
 impl Listener {
-    /// Creates the first instance with `FILE_FLAG_FIRST_PIPE_INSTANCE` (fails if anyone has
-    /// the name already) and the spares, all with the listener's security descriptor.
+    /// As the blocking `bind`: the first instance with `FILE_FLAG_FIRST_PIPE_INSTANCE` (fails
+    /// if anyone has the name already) and the spares, all with the listener's security
+    /// descriptor.
     pub(crate) fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
-        Listener::create(name, opts).map_err(|e| error::context(e, Op::Bind, name))
+        crate::sys::Listener::bind_async(name, opts)
+            .map(|inner| Listener { inner })
+            .map_err(|e| error::context(e, Op::Bind, name))
     }
 
-    fn create(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
-        let pipe = pipe_name(name)?.to_owned();
-        let security = PipeSecurity::new(opts)?;
-        let spares = opts.windows.spare_instances.min(MAX_SPARE_INSTANCES) as usize;
-        async_pipe::check_free(&pipe)?;
-        let first = async_pipe::create_server(&pipe, true, &security).map_err(|e| {
-            match e.raw_os_error().map(|code| code as u32) {
-                // Windows says ERROR_ACCESS_DENIED when the name exists; Wine ERROR_PIPE_BUSY.
-                Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => {
-                    io::Error::new(io::ErrorKind::AddrInUse, e)
-                }
-                _ => e,
-            }
-        })?;
-        let mut waiting = vec![Some(wait_for_client(first))];
-        for _ in 0..spares {
-            let spare = async_pipe::create_server(&pipe, false, &security)?;
-            waiting.push(Some(wait_for_client(spare)));
-        }
-        Ok(Listener {
-            pipe,
-            security,
-            waiting: tokio::sync::Mutex::new(waiting),
-        })
-    }
-
-    /// Waits for a client on any instance. A client that connected and left before the accept
-    /// completed is returned too (mio reports `ERROR_NO_DATA` as connected): its data, then EOF.
+    /// Waits for a client on any instance (the blocking accept's policy: a client that left
+    /// before the accept is handed out if it sent something, skipped if not). Cancel safe: a
+    /// client is taken from the pool only when this returns it.
     pub(crate) async fn accept(&self) -> io::Result<Stream> {
-        let mut waiting = self.waiting.lock().await;
-        loop {
-            self.refill(&mut waiting)?;
-            let (index, server, result) = poll_fn(|cx| {
-                for (index, slot) in waiting.iter_mut().enumerate() {
-                    if let Some(future) = slot {
-                        if let Poll::Ready((server, result)) = future.as_mut().poll(cx) {
-                            return Poll::Ready((index, server, result));
-                        }
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            // No await from here on: the finished future leaves its slot, and its replacement
-            // is created before the connected instance is handed out.
-            waiting[index] = None;
-            let refilled = self.refill(&mut waiting);
-            match result {
-                Ok(()) => return Ok(Stream::new(Pipe::Server(server))),
-                Err(e) if e.raw_os_error() == Some(ERROR_NO_DATA as i32) => {
-                    refilled?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Creates instances for the empty slots. An error only when no instance is left at all.
-    fn refill(&self, waiting: &mut [Option<Waiting>]) -> io::Result<()> {
-        let mut last_error = None;
-        for slot in waiting.iter_mut().filter(|slot| slot.is_none()) {
-            match async_pipe::create_server(&self.pipe, false, &self.security) {
-                Ok(server) => *slot = Some(wait_for_client(server)),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        match last_error {
-            Some(e) if waiting.iter().all(Option::is_none) => Err(e),
-            _ => Ok(()),
-        }
+        let handle = poll_fn(|cx| self.inner.poll_accept(cx)).await?;
+        let server = async_pipe::adopt_server(handle)?;
+        Ok(Stream::new(PipeIo::Server(server)))
     }
 
     pub(crate) fn peer_uid_matches(stream: &Stream) -> bool {
@@ -425,8 +421,6 @@ impl Listener {
 
 impl fmt::Debug for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalListener")
-            .field("pipe", &self.pipe)
-            .finish()
+        self.inner.fmt(f)
     }
 }

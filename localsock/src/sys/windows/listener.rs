@@ -1,28 +1,46 @@
-//! The server side: a pool of listening pipe instances, each with a `ConnectNamedPipe` in
-//! flight, so that clients find a free instance at once and the name is never free while the
-//! listener lives.
+//! The server side, one policy for the blocking `LocalListener` and the async
+//! `tokio::LocalListener`, which differ only in how they wait for a client: a pool of listening
+//! pipe instances, each with a `ConnectNamedPipe` in flight, so that clients find a free
+//! instance at once and the name is never free while the listener lives.
 //!
-//! - The first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`, so a name someone
-//!   else holds is `AddrInUse` instead of silently joining their pipe. Because Wine does not
-//!   enforce that flag, bind also checks first (`WaitNamedPipeW`) that no instance exists.
-//! - `accept` takes an instance whose client has connected, and puts a new listening instance
-//!   in its place *before* handing the connected one out. If that new instance cannot be
-//!   created, the error is returned and the connected instance stays in the pool: the pool
-//!   never shrinks.
-//! - Several threads may wait in `accept` at once: each waits on the events of the current
-//!   instances plus a "pool changed" event, and looks again when woken.
+//! - **Bind.** The first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`, so a name
+//!   someone else holds is `AddrInUse` instead of silently joining their pipe. Because Wine
+//!   does not enforce that flag, bind also checks first (`WaitNamedPipeW`) that no instance
+//!   exists. An `ERROR_ACCESS_DENIED` for a name nobody holds is `PermissionDenied`, not
+//!   `AddrInUse` (an AppContainer outside `\\.\pipe\LOCAL\`, for one). Then the pipe's
+//!   security descriptor, as Windows assigned it, is checked to grant this user the rights
+//!   every later instance needs (`security::check_instance_rights`), and the spares are made.
+//! - **Accept** ([`Listener::take_ready`]). Takes an instance whose client has connected and
+//!   puts a new listening instance in its place *before* handing the connected one out. If
+//!   that new instance cannot be created, the error is returned and the connected instance
+//!   stays in the pool, its client queued for the next accept: the pool never shrinks, so an
+//!   instance of ours is always live and later instances never need
+//!   `FILE_FLAG_FIRST_PIPE_INSTANCE`. A client that connected and left (`ERROR_NO_DATA`) is
+//!   handed out if it sent something (its data, then EOF), as Unix does, and skipped if not.
+//!   A connect aborted because the thread that issued it exited is issued again.
+//! - **Waiting.** The blocking [`Listener::accept`] waits on the events of the pending
+//!   connects with `WaitForMultipleObjects`, plus a "pool changed" event; several threads may
+//!   wait at once. The async [`Listener::poll_accept`] registers each pending connect's event
+//!   with the thread pool (`RegisterWaitForSingleObject`), whose callback wakes the waiting
+//!   tasks, as does every change of the pool.
 
 use std::cell::UnsafeCell;
+use std::ffi::c_void;
 use std::fmt;
 use std::io;
 use std::mem;
-use std::os::windows::io::{AsRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, OwnedHandle};
+use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+#[cfg(feature = "tokio")]
+use std::task::{Context, Poll};
 
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_IO_PENDING, ERROR_NO_DATA, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, HANDLE, WAIT_FAILED, WAIT_OBJECT_0,
+    ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, HANDLE, INVALID_HANDLE_VALUE, WAIT_FAILED,
+    WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::{
@@ -33,14 +51,14 @@ use windows_sys::Win32::System::Pipes::{
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{
-    SetEvent, WaitForMultipleObjects, WaitForSingleObject, INFINITE,
+    RegisterWaitForSingleObject, SetEvent, UnregisterWaitEx, WaitForMultipleObjects,
+    WaitForSingleObject, INFINITE, WT_EXECUTEINWAITTHREAD, WT_EXECUTEONLYONCE,
 };
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 use super::overlapped::new_event;
-use super::security::{default_sddl, SecurityDescriptor};
+use super::security::{self, SecurityDescriptor};
 use super::{cvt, last_error, owned_handle, pipe_name, wide, Stream};
-use crate::os::windows::MAX_SPARE_INSTANCES;
 use crate::{ListenerOptions, Name};
 
 /// Byte stream, blocking mode (the waiting is bounded by overlapped I/O), and local clients
@@ -58,6 +76,12 @@ pub(crate) struct Listener {
     listening: usize,
     pool: Mutex<Pool>,
     nonblocking: AtomicBool,
+    /// The async listener's waiting tasks (`None` for the blocking listener).
+    wakers: Option<Arc<Wakers>>,
+    /// Test seam: this many of the next instance creations fail with
+    /// `ERROR_NO_SYSTEM_RESOURCES`, as they do when the system is out of handles.
+    #[cfg(test)]
+    fail_creates: std::sync::atomic::AtomicU32,
 }
 
 struct Pool {
@@ -65,6 +89,25 @@ struct Pool {
     /// Signalled, then replaced, whenever `instances` changes, so that threads waiting on the
     /// events of the old instances look again.
     changed: Arc<OwnedHandle>,
+}
+
+/// The wakers of the tasks waiting in [`Listener::poll_accept`].
+#[derive(Default)]
+pub(crate) struct Wakers(Mutex<Vec<Waker>>);
+
+impl Wakers {
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    fn register(&self, waker: &Waker) {
+        let mut wakers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    fn wake_all(&self) {
+        let wakers = mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        wakers.into_iter().for_each(Waker::wake);
+    }
 }
 
 /// One pipe instance and its `ConnectNamedPipe`. `connect` is declared first so that it is
@@ -82,8 +125,12 @@ enum Connect {
 }
 
 /// The `OVERLAPPED` of a connect in flight, at a stable address (boxed) until it is over.
+/// Fields drop in order after `Drop::drop` has finished the operation: the registered wait
+/// goes before the event it waits on is closed.
 struct PendingConnect {
     overlapped: UnsafeCell<OVERLAPPED>,
+    /// The async listener's wake-up when `event` is signalled.
+    _wake: Option<RegisteredWait>,
     event: Arc<OwnedHandle>,
     pipe: HANDLE,
     /// The operation is over (its result was collected): nothing to cancel on drop.
@@ -97,27 +144,91 @@ unsafe impl Send for PendingConnect {}
 impl Drop for PendingConnect {
     fn drop(&mut self) {
         if !self.finished {
-            // SAFETY: the connect on `pipe` (still open: `Instance` drops `connect` before
-            // `handle`) uses this OVERLAPPED; cancel it and wait until it is over, so the
-            // kernel never writes to freed memory.
+            // SAFETY: the kernel may write to this boxed OVERLAPPED until the connect on
+            // `pipe` is over, and `pipe` is still open (`Instance` drops `connect` before
+            // `handle`); cancelling and then waiting for the result (bWait = TRUE) ends the
+            // operation before the box is freed.
             unsafe { CancelIoEx(self.pipe, self.overlapped.get()) };
             let mut moved = 0u32;
-            // SAFETY: as above; with bWait = TRUE this returns once the operation is over.
+            // SAFETY: as above.
             unsafe { GetOverlappedResult(self.pipe, self.overlapped.get(), &mut moved, 1) };
         }
     }
 }
 
+/// A thread-pool wait on an event that wakes the async listener's tasks once the event is
+/// signalled. Holds one strong count of the `Wakers` it passes to the callback, released
+/// only after the wait is unregistered and any running callback has returned.
+struct RegisteredWait {
+    wait: HANDLE,
+    wakers: *const Wakers,
+}
+
+// SAFETY: the wait handle is a plain value usable from any thread, and `wakers` is an
+// `Arc<Wakers>` (Send + Sync) held as a raw pointer.
+unsafe impl Send for RegisteredWait {}
+
+impl RegisteredWait {
+    fn new(event: &OwnedHandle, wakers: &Arc<Wakers>) -> io::Result<RegisteredWait> {
+        let context = Arc::into_raw(Arc::clone(wakers));
+        let mut wait: HANDLE = ptr::null_mut();
+        // SAFETY: `event` is a valid event handle; `context` stays valid until the wait is
+        // unregistered with a full wait for its callback (Drop below), or freed right here
+        // when the registration failed (then no callback can run).
+        let ok = unsafe {
+            RegisterWaitForSingleObject(
+                &mut wait,
+                event.as_raw_handle() as HANDLE,
+                Some(wake_waiters),
+                context.cast(),
+                INFINITE,
+                WT_EXECUTEONLYONCE | WT_EXECUTEINWAITTHREAD,
+            )
+        };
+        if ok == 0 {
+            let err = io::Error::last_os_error();
+            // SAFETY: `context` came from `Arc::into_raw` above and no callback holds it.
+            drop(unsafe { Arc::from_raw(context) });
+            return Err(err);
+        }
+        Ok(RegisteredWait {
+            wait,
+            wakers: context,
+        })
+    }
+}
+
+impl Drop for RegisteredWait {
+    fn drop(&mut self) {
+        // SAFETY: `wait` is our registration; INVALID_HANDLE_VALUE makes the call return only
+        // once no callback of it runs or will run.
+        let unregistered = unsafe { UnregisterWaitEx(self.wait, INVALID_HANDLE_VALUE) } != 0;
+        if unregistered {
+            // SAFETY: the pointer came from `Arc::into_raw`, and no callback can use it now.
+            drop(unsafe { Arc::from_raw(self.wakers) });
+        }
+        // Else a callback might still run: leak the one count rather than free under it.
+    }
+}
+
+/// The registered wait's callback: wakes every task waiting in `poll_accept`.
+unsafe extern "system" fn wake_waiters(context: *mut c_void, _timed_out: bool) {
+    // SAFETY: `context` is the `Arc<Wakers>` pointer of a live `RegisteredWait`, which keeps
+    // its count until this callback has returned (UnregisterWaitEx waits for it).
+    let wakers = unsafe { &*context.cast::<Wakers>() };
+    wakers.wake_all();
+}
+
 impl Instance {
     /// Starts listening on a new instance handle.
-    fn listen(handle: OwnedHandle) -> io::Result<Instance> {
+    fn listen(handle: OwnedHandle, wakers: Option<&Arc<Wakers>>) -> io::Result<Instance> {
         let mut instance = Instance {
             connect: Connect::Done(Err(io::Error::from_raw_os_error(
                 ERROR_OPERATION_ABORTED as i32,
             ))),
             handle,
         };
-        instance.start()?;
+        instance.start(wakers)?;
         Ok(instance)
     }
 
@@ -125,20 +236,27 @@ impl Instance {
     /// because the thread that issued it exited (Windows cancels a thread's pending I/O when
     /// it exits); the instance kept listening meanwhile, so a client that came in between is
     /// reported as `ERROR_PIPE_CONNECTED`.
-    fn start(&mut self) -> io::Result<()> {
+    fn start(&mut self, wakers: Option<&Arc<Wakers>>) -> io::Result<()> {
         let event = Arc::new(new_event()?);
+        let wake = wakers
+            .map(|wakers| RegisteredWait::new(&event, wakers))
+            .transpose()?;
         let pipe = self.handle.as_raw_handle() as HANDLE;
         let mut pending = Box::new(PendingConnect {
             overlapped: UnsafeCell::new(OVERLAPPED {
-                hEvent: event.as_raw_handle() as HANDLE,
+                // The low bit set: no completion packet is queued even once the handle is
+                // associated with a completion port (the async stream's, after accept).
+                hEvent: (event.as_raw_handle() as usize | 1) as HANDLE,
                 ..OVERLAPPED::default()
             }),
+            _wake: wake,
             event,
             pipe,
             finished: false,
         });
-        // SAFETY: `pipe` is a valid server-end instance; the OVERLAPPED is boxed and outlives
-        // the operation (PendingConnect's Drop cancels and waits for it).
+        // SAFETY: `pipe` is a valid server-end instance; the OVERLAPPED is boxed and stays
+        // at its address until the operation is over (PendingConnect's Drop cancels and
+        // waits for it).
         let ok = unsafe { ConnectNamedPipe(pipe, pending.overlapped.get()) };
         self.connect = if ok != 0 {
             pending.finished = true;
@@ -182,8 +300,8 @@ impl Instance {
     fn collect(&mut self) {
         if let Connect::Pending(p) = &mut self.connect {
             let mut moved = 0u32;
-            // SAFETY: the operation on `p.pipe` uses this OVERLAPPED; bWait = TRUE returns once
-            // it is over (at once: its event is signalled).
+            // SAFETY: the operation on `p.pipe` uses this boxed OVERLAPPED; bWait = TRUE
+            // returns only once it is over (at once here: its event is signalled).
             let ok = unsafe { GetOverlappedResult(p.pipe, p.overlapped.get(), &mut moved, 1) };
             p.finished = true;
             let result = match cvt(ok) {
@@ -217,11 +335,11 @@ fn unread_bytes(handle: &OwnedHandle) -> u32 {
     let ok = unsafe {
         PeekNamedPipe(
             handle.as_raw_handle() as HANDLE,
-            std::ptr::null_mut(),
+            ptr::null_mut(),
             0,
-            std::ptr::null_mut(),
+            ptr::null_mut(),
             &mut available,
-            std::ptr::null_mut(),
+            ptr::null_mut(),
         )
     };
     if ok == 0 {
@@ -232,14 +350,26 @@ fn unread_bytes(handle: &OwnedHandle) -> u32 {
 }
 
 impl Listener {
+    /// A listener for blocking `accept`s.
     pub(crate) fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
+        Listener::open(name, opts, None)
+    }
+
+    /// A listener for [`poll_accept`](Self::poll_accept) (the async `LocalListener`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn bind_async(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
+        Listener::open(name, opts, Some(Arc::default()))
+    }
+
+    fn open(
+        name: &Name,
+        opts: &ListenerOptions,
+        wakers: Option<Arc<Wakers>>,
+    ) -> io::Result<Listener> {
         let pipe = pipe_name(name)?;
-        let sddl = match &opts.windows.sddl {
-            Some(sddl) => sddl.clone(),
-            None => default_sddl(opts.access)?,
-        };
-        let security = SecurityDescriptor::from_sddl(&sddl)?;
-        let spares = opts.windows.spare_instances.min(MAX_SPARE_INSTANCES) as usize;
+        let security = security::listener_descriptor(opts)?;
+        // The spare count is clamped where it is set (`ListenerOptionsExt::spare_instances`).
+        let spares = opts.windows.spare_instances as usize;
         let listener = Listener {
             pipe: wide(pipe),
             security,
@@ -249,15 +379,15 @@ impl Listener {
                 changed: Arc::new(new_event()?),
             }),
             nonblocking: AtomicBool::new(false),
+            wakers,
+            #[cfg(test)]
+            fail_creates: Default::default(),
         };
         check_free(&listener.pipe)?;
-        let first = listener.create(true).map_err(|e| {
-            match e.raw_os_error().map(|c| c as u32) {
-                // Windows says ERROR_ACCESS_DENIED when the name exists; Wine ERROR_PIPE_BUSY.
-                Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => in_use(e),
-                _ => e,
-            }
-        })?;
+        let first = listener
+            .create(true)
+            .map_err(|e| first_instance_failed(&listener.pipe, pipe, e))?;
+        security::check_instance_rights(first.handle.as_handle())?;
         let mut instances = vec![first];
         for _ in 1..listener.listening {
             instances.push(listener.create(false)?);
@@ -269,6 +399,16 @@ impl Listener {
     /// Creates one instance (the very first with `FILE_FLAG_FIRST_PIPE_INSTANCE`) and starts
     /// listening on it: duplex, byte mode, overlapped, local clients only, not inheritable.
     fn create(&self, first: bool) -> io::Result<Instance> {
+        #[cfg(test)]
+        if self
+            .fail_creates
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(io::Error::from_raw_os_error(
+                windows_sys::Win32::Foundation::ERROR_NO_SYSTEM_RESOURCES as i32,
+            ));
+        }
         let attributes = SECURITY_ATTRIBUTES {
             nLength: mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
             lpSecurityDescriptor: self.security.as_ptr(),
@@ -292,7 +432,7 @@ impl Listener {
                 &attributes,
             )
         })?;
-        Instance::listen(handle)
+        Instance::listen(handle, self.wakers.as_ref())
     }
 
     fn lock(&self) -> MutexGuard<'_, Pool> {
@@ -300,36 +440,56 @@ impl Listener {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The accept policy, the same for both listeners: the connected handle of an instance
+    /// whose client is there, its replacement listening already; `None` when no client waits.
+    fn take_ready(&self, pool: &mut Pool) -> io::Result<Option<OwnedHandle>> {
+        loop {
+            let Some(i) = pool.instances.iter().position(Instance::is_ready) else {
+                return Ok(None);
+            };
+            pool.instances[i].collect();
+            if pool.instances[i].was_aborted() {
+                // Its thread exited: listen again on the same instance, look again.
+                pool.instances[i].start(self.wakers.as_ref())?;
+                self.changed(pool);
+                continue;
+            }
+            // The next instance first: the name is never without a listening instance. If it
+            // cannot be made, this one stays, connected, for the next accept.
+            let next = self.create(false).map_err(next_instance_failed)?;
+            let ready = mem::replace(&mut pool.instances[i], next);
+            self.changed(pool);
+            match ready.finish() {
+                (handle, Ok(())) => return Ok(Some(handle)),
+                // The client connected and left before ConnectNamedPipe. If it said
+                // something first, hand it out (its data, then EOF), as Unix does; if not,
+                // skip it: not our error.
+                (handle, Err(e)) if e.raw_os_error() == Some(ERROR_NO_DATA as i32) => {
+                    if unread_bytes(&handle) > 0 {
+                        return Ok(Some(handle));
+                    }
+                }
+                (_, Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Wakes whoever waits on the old set of instances: threads in `accept` and tasks in
+    /// `poll_accept`.
+    fn changed(&self, pool: &mut Pool) {
+        pool.changed();
+        if let Some(wakers) = &self.wakers {
+            wakers.wake_all();
+        }
+    }
+
+    /// Waits (blocking) for a client; `WouldBlock` in non-blocking mode when none is there.
     pub(crate) fn accept(&self) -> io::Result<Stream> {
         loop {
             let (mut waits, changed) = {
                 let mut pool = self.lock();
-                if let Some(i) = pool.instances.iter().position(Instance::is_ready) {
-                    pool.instances[i].collect();
-                    if pool.instances[i].was_aborted() {
-                        // Its thread exited: listen again on the same instance, look again.
-                        pool.instances[i].start()?;
-                        pool.changed();
-                        continue;
-                    }
-                    // The next instance first: the name is never without a listening instance.
-                    let next = self.create(false).map_err(next_instance_failed)?;
-                    let ready = mem::replace(&mut pool.instances[i], next);
-                    pool.changed();
-                    drop(pool);
-                    match ready.finish() {
-                        (handle, Ok(())) => return Ok(Stream::new(handle, true)),
-                        // The client connected and left before ConnectNamedPipe. If it said
-                        // something first, hand it out (its data, then EOF), as Unix does;
-                        // if not, skip it: not our error.
-                        (handle, Err(e)) if e.raw_os_error() == Some(ERROR_NO_DATA as i32) => {
-                            if unread_bytes(&handle) > 0 {
-                                return Ok(Stream::new(handle, true));
-                            }
-                            continue;
-                        }
-                        (_, Err(e)) => return Err(e),
-                    }
+                if let Some(handle) = self.take_ready(&mut pool)? {
+                    return Ok(Stream::new(handle, true));
                 }
                 if self.nonblocking.load(Ordering::Relaxed) {
                     return Err(io::Error::new(
@@ -343,13 +503,33 @@ impl Listener {
             };
             waits.push(changed);
             let raw: Vec<HANDLE> = waits.iter().map(|h| h.as_raw_handle() as HANDLE).collect();
-            // SAFETY: `raw` holds `raw.len()` (at most 64) event handles, kept open by `waits`
-            // for the whole call.
+            // SAFETY: `raw` holds `raw.len()` (at most 64: see MAX_SPARE_INSTANCES) event
+            // handles, kept open by `waits` for the whole call.
             let waited =
                 unsafe { WaitForMultipleObjects(raw.len() as u32, raw.as_ptr(), 0, INFINITE) };
             if waited == WAIT_FAILED {
                 return Err(io::Error::last_os_error());
             }
+        }
+    }
+
+    /// The async accept: the connected server-end handle of the next client, or `Pending`
+    /// with `cx`'s waker registered to be woken when a pending connect finishes or the pool
+    /// changes. A handle is taken only when it is returned, so dropping the caller's future
+    /// loses no client. Only on a listener made by [`bind_async`](Self::bind_async).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<OwnedHandle>> {
+        let Some(wakers) = &self.wakers else {
+            return Poll::Ready(Err(io::Error::other(
+                "poll_accept on a listener bound for blocking accepts",
+            )));
+        };
+        // Registered before looking, so a connect that finishes after the look wakes us.
+        wakers.register(cx.waker());
+        match self.take_ready(&mut self.lock()) {
+            Ok(Some(handle)) => Poll::Ready(Ok(handle)),
+            Ok(None) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 
@@ -373,11 +553,9 @@ impl Pool {
     }
 }
 
-/// `AddrInUse` if any instance of the pipe `pipe` (NUL-terminated UTF-16) exists, free or
-/// busy. `FILE_FLAG_FIRST_PIPE_INSTANCE` closes the race after this check on Windows; Wine does
-/// not enforce that flag, and this check is what keeps a second server off a live name there.
-/// Also used by the async listener (`async_pipe`).
-pub(super) fn check_free(pipe: &[u16]) -> io::Result<()> {
+/// Whether any instance of the pipe `pipe` (NUL-terminated UTF-16) exists, free or busy; the
+/// evidence if so.
+fn instance_exists(pipe: &[u16]) -> Option<io::Error> {
     assert_eq!(
         pipe.last(),
         Some(&0),
@@ -385,49 +563,109 @@ pub(super) fn check_free(pipe: &[u16]) -> io::Result<()> {
     );
     // SAFETY: `pipe` is NUL-terminated (checked above).
     if unsafe { WaitNamedPipeW(pipe.as_ptr(), 1) } != 0 {
-        return Err(in_use(io::Error::other("a free instance answers")));
+        return Some(io::Error::other("a free instance answers"));
     }
     match last_error() {
         // Every instance is busy: the name is taken all the same.
-        ERROR_SEM_TIMEOUT => Err(in_use(io::Error::from_raw_os_error(
-            ERROR_SEM_TIMEOUT as i32,
-        ))),
+        ERROR_SEM_TIMEOUT => Some(io::Error::from_raw_os_error(ERROR_SEM_TIMEOUT as i32)),
         // No such pipe (the usual case), or an error that creating the pipe will report
         // in its own words.
-        _ => Ok(()),
+        _ => None,
+    }
+}
+
+/// `AddrInUse` if any instance of the pipe exists. `FILE_FLAG_FIRST_PIPE_INSTANCE` closes the
+/// race after this check on Windows; Wine does not enforce that flag, and this check is what
+/// keeps a second server off a live name there.
+fn check_free(pipe: &[u16]) -> io::Result<()> {
+    match instance_exists(pipe) {
+        Some(evidence) => Err(in_use(evidence)),
+        None => Ok(()),
+    }
+}
+
+/// The error of a failed first instance, in words that say which case it is.
+///
+/// `ERROR_ACCESS_DENIED` is what Windows answers when the name exists (the first-instance
+/// flag; Wine says `ERROR_PIPE_BUSY`), but also when this process may not create the name at
+/// all, e.g. an AppContainer process outside `\\.\pipe\LOCAL\` (Learn, `CreateNamedPipeW`:
+/// "Windows 10, version 1709: Pipes are only supported within an app-container"). Whether an
+/// instance exists tells the two apart.
+fn first_instance_failed(pipe: &[u16], display_name: &str, e: io::Error) -> io::Error {
+    match e.raw_os_error().map(|code| code as u32) {
+        Some(ERROR_PIPE_BUSY) => in_use(e),
+        Some(ERROR_ACCESS_DENIED) if instance_exists(pipe).is_some() => in_use(e),
+        Some(ERROR_ACCESS_DENIED) => {
+            let local = display_name
+                .get(..14)
+                .is_some_and(|p| p.eq_ignore_ascii_case(r"\\.\pipe\LOCAL\"));
+            let what = if security::is_app_container() && !local {
+                "this process runs in an AppContainer, which may create pipes only under \
+                 \\\\.\\pipe\\LOCAL\\ (no instance of the name exists)"
+                    .to_owned()
+            } else {
+                "this user may not create a pipe with this name (no instance of it exists)"
+                    .to_owned()
+            };
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                WithCause { what, cause: e },
+            )
+        }
+        _ => e,
     }
 }
 
 /// The error of an accept that could not create the replacement of a connected instance. The
 /// OS error stays its source, so a resource shortage is still recognised as one.
 fn next_instance_failed(e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), NextInstanceFailed(e))
+    io::Error::new(
+        e.kind(),
+        WithCause {
+            what: "cannot create the next pipe instance; the connected client stays queued \
+                   for the next accept"
+                .to_owned(),
+            cause: e,
+        },
+    )
 }
 
-#[derive(Debug)]
-struct NextInstanceFailed(io::Error);
-
-impl fmt::Display for NextInstanceFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot create the next pipe instance ({}); the connected client stays queued",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for NextInstanceFailed {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
-
+/// `AddrInUse`, with the OS error (or other evidence) as its source.
 fn in_use(cause: io::Error) -> io::Error {
     io::Error::new(
         io::ErrorKind::AddrInUse,
-        format!("a pipe with this name already exists ({cause})"),
+        WithCause {
+            what: "a pipe with this name already exists".to_owned(),
+            cause,
+        },
     )
+}
+
+/// Words for an OS error that keep the error as the source (so `raw_os_error` stays
+/// reachable through `error::os_code`).
+#[derive(Debug)]
+pub(super) struct WithCause {
+    pub(super) what: String,
+    pub(super) cause: io::Error,
+}
+
+impl fmt::Display for WithCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.what, self.cause)
+    }
+}
+
+impl std::error::Error for WithCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+/// Whether the client of an accepted (server-end) stream runs as this process's user, decided
+/// from the client's own token only (see `security::client_is_current_user`): never from a
+/// process id, so a client that cannot be identified is refused.
+pub(crate) fn peer_uid_matches(stream: &Stream) -> io::Result<bool> {
+    security::client_is_current_user(stream.as_handle())
 }
 
 impl fmt::Debug for Listener {
@@ -450,21 +688,31 @@ mod tests {
         ConvertSecurityDescriptorToStringSecurityDescriptorW, GetSecurityInfo, SDDL_REVISION_1,
         SE_KERNEL_OBJECT,
     };
-    use windows_sys::Win32::Security::{DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR};
+    use windows_sys::Win32::Security::{
+        DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
+    };
     use windows_sys::Win32::Storage::FileSystem::FILE_APPEND_DATA;
     use windows_sys::Win32::System::Pipes::{
         PIPE_NOWAIT, PIPE_READMODE_MESSAGE, PIPE_TYPE_MESSAGE,
     };
 
+    fn name(tag: &str) -> Name {
+        Name::new(format!("localsock-unit-{tag}-{}", std::process::id())).unwrap()
+    }
+
     fn bind(tag: &str, access: Access) -> Listener {
-        let name = Name::new(format!("localsock-unit-{tag}-{}", std::process::id())).unwrap();
         let mut opts = ListenerOptions::new();
         opts.access(access);
-        Listener::bind(&name, &opts).unwrap()
+        Listener::bind(&name(tag), &opts).unwrap()
     }
 
     /// The DACL of a live pipe instance, as the system reports it, in SDDL.
     fn dacl_of(listener: &Listener) -> String {
+        descriptor_of(listener, DACL_SECURITY_INFORMATION)
+    }
+
+    /// Parts of the security descriptor of a live pipe instance, in SDDL.
+    fn descriptor_of(listener: &Listener, parts: u32) -> String {
         let pool = listener.lock();
         let handle = pool.instances[0].handle.as_raw_handle() as HANDLE;
         let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
@@ -473,7 +721,7 @@ mod tests {
             GetSecurityInfo(
                 handle,
                 SE_KERNEL_OBJECT,
-                DACL_SECURITY_INFORMATION,
+                parts,
                 ptr::null_mut(),
                 ptr::null_mut(),
                 ptr::null_mut(),
@@ -493,7 +741,7 @@ mod tests {
             ConvertSecurityDescriptorToStringSecurityDescriptorW(
                 sd,
                 SDDL_REVISION_1,
-                DACL_SECURITY_INFORMATION,
+                parts,
                 &mut text,
                 ptr::null_mut(),
             )
@@ -578,17 +826,184 @@ mod tests {
         );
     }
 
+    /// An elevated server's default owner would be Administrators: the default descriptor
+    /// names this user as the owner explicitly.
     #[test]
-    fn group_access_grants_the_primary_group_client_rights() {
-        let listener = bind("dacl-group", Access::Group);
-        let dacl = dacl_of(&listener);
+    fn default_descriptor_names_this_user_as_owner() {
+        let listener = bind("owner", Access::Owner);
+        let owner = descriptor_of(&listener, OWNER_SECURITY_INFORMATION);
         let me = current_user_sid().unwrap();
-        assert_eq!(dacl.matches("(A;").count(), 3, "{dacl}");
-        assert!(rights_of(&dacl, "WD").is_none(), "{dacl}");
-        let group_ace = dacl
-            .split('(')
-            .find(|ace| ace.starts_with("A;;0x") && !ace.contains(&format!(";;;{me})")))
-            .unwrap_or_else(|| panic!("no group ACE: {dacl}"));
-        assert!(group_ace.contains(&format!("{CLIENT_RIGHTS:#x}")), "{dacl}");
+        assert_eq!(owner, format!("O:{me}"));
+    }
+
+    /// `Access::Group` admits the group it is given (by SID or by name), with client rights
+    /// only, and is refused without one: the token's primary group would be nearly everyone.
+    #[test]
+    fn group_access_needs_an_explicit_group_and_grants_it_client_rights() {
+        let mut opts = ListenerOptions::new();
+        opts.access(Access::Group);
+        let err = Listener::bind(&name("group-none"), &opts).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("explicit group"), "{err}");
+
+        for group in ["S-1-5-32-545", "Users"] {
+            opts.windows.group = Some(group.to_owned());
+            let listener = Listener::bind(&name("group-users"), &opts).unwrap();
+            let dacl = dacl_of(&listener);
+            let rights = rights_of(&dacl, "BU")
+                .or_else(|| rights_of(&dacl, "S-1-5-32-545"))
+                .unwrap_or_else(|| panic!("no ACE for BUILTIN\\Users ({group}): {dacl}"));
+            assert_eq!(rights, format!("{CLIENT_RIGHTS:#x}"), "{dacl}");
+            assert_eq!(dacl.matches("(A;").count(), 3, "{dacl}");
+            assert!(rights_of(&dacl, "WD").is_none(), "{dacl}");
+        }
+
+        opts.windows.group = Some("no such group, surely".to_owned());
+        let err = Listener::bind(&name("group-bad"), &opts).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+
+        let mut opts = ListenerOptions::new();
+        opts.access(Access::Everyone);
+        opts.windows.group = Some("S-1-5-32-545".to_owned());
+        let err = Listener::bind(&name("group-everyone"), &opts).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    }
+
+    /// A custom SDDL that does not grant the server's own user FILE_CREATE_PIPE_INSTANCE
+    /// fails at bind, naming the right, instead of at the first accept (Learn, "Named Pipe
+    /// Security and Access Rights"). `AccessCheck` evaluates the descriptor Windows assigned
+    /// to the first instance, which Wine does too (it only skips the check when a pipe is
+    /// opened), so this runs in the Wine leg.
+    #[test]
+    fn a_descriptor_without_create_instance_for_us_fails_at_bind_naming_the_right() {
+        let me = current_user_sid().unwrap();
+        for (tag, sddl) in [
+            ("sd-system", "D:P(A;;FA;;;SY)".to_owned()),
+            // Everything but FILE_CREATE_PIPE_INSTANCE (0x4), denied first.
+            (
+                "sd-deny",
+                format!("D:P(D;;0x4;;;{me})(A;;FA;;;{me})(A;;FA;;;SY)"),
+            ),
+        ] {
+            for spares in [0, 1] {
+                let mut opts = ListenerOptions::new();
+                opts.windows.sddl = Some(sddl.clone());
+                opts.windows.spare_instances = spares;
+                let err = Listener::bind(&name(tag), &opts).unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{sddl}: {err}");
+                assert!(
+                    err.to_string().contains("FILE_CREATE_PIPE_INSTANCE"),
+                    "{sddl}: {err}"
+                );
+            }
+        }
+        let mut opts = ListenerOptions::new();
+        opts.windows.sddl = Some(format!("D:P(A;;FA;;;{me})(A;;FA;;;SY)"));
+        opts.windows.spare_instances = 0;
+        Listener::bind(&name("sd-ok"), &opts).unwrap();
+    }
+
+    /// Connects a client of this process to `name` (one attempt: the instance is listening).
+    fn client(name: &Name) -> Stream {
+        Stream::connect(name, &crate::ConnectOptions::new())
+            .unwrap_or_else(|f| panic!("connect: {f:?}"))
+    }
+
+    /// Issue 11, suspicion 4, settled for both listeners (they share this code): when the
+    /// replacement of a connected instance cannot be made, accept fails with that error, the
+    /// client is not handed out (the name would be free with no spare), the pool keeps its
+    /// size, and the next accept hands the same client out.
+    #[test]
+    fn a_failed_replacement_keeps_the_client_queued_and_the_pool_full() {
+        for async_mode in [false, true] {
+            let name = name(if async_mode { "refill-async" } else { "refill" });
+            let mut opts = ListenerOptions::new();
+            opts.windows.spare_instances = 0;
+            let listener = Listener::open(&name, &opts, async_mode.then(Arc::default)).unwrap();
+            let c = client(&name);
+            assert_eq!(c.write(b"queued").unwrap(), 6);
+            listener.fail_creates.store(1, Ordering::SeqCst);
+            let err = loop {
+                // Poll until the client's connect has completed on the instance.
+                match listener.take_ready(&mut listener.lock()) {
+                    Ok(None) => std::thread::yield_now(),
+                    Ok(Some(_)) => panic!("a client was handed out without a replacement"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(
+                crate::error::os_code(&err),
+                Some(windows_sys::Win32::Foundation::ERROR_NO_SYSTEM_RESOURCES as i32),
+                "{err}"
+            );
+            assert!(err.to_string().contains("stays queued"), "{err}");
+            assert_eq!(listener.lock().instances.len(), 1);
+            let server = listener.take_ready(&mut listener.lock()).unwrap().unwrap();
+            let server = Stream::new(server, true);
+            let mut buf = [0u8; 6];
+            assert_eq!(server.read(&mut buf).unwrap(), 6, "async: {async_mode}");
+            assert_eq!(&buf, b"queued", "async: {async_mode}");
+            assert_eq!(listener.lock().instances.len(), 1);
+        }
+    }
+
+    /// The async listener's wait: a task that found no client is woken when one connects
+    /// (the thread-pool wait on the pending connect's event), and the blocking listener's
+    /// `accept` on the same code path sees the same client.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn poll_accept_wakes_the_task_when_a_client_connects() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let name = name("poll-accept");
+        let listener = Listener::bind_async(&name, &ListenerOptions::new()).unwrap();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        assert!(listener.poll_accept(&mut cx).is_pending());
+        let _c = client(&name);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while count.0.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "never woken");
+            std::thread::yield_now();
+        }
+        match listener.poll_accept(&mut cx) {
+            Poll::Ready(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Looking up the client's SID impersonates it and must leave the thread as it came: an
+    /// impersonation the calling thread had is still there afterwards (`RevertToSelf` would
+    /// have dropped it).
+    #[test]
+    fn identifying_the_client_restores_the_threads_own_impersonation() {
+        use windows_sys::Win32::Security::TOKEN_QUERY;
+        use windows_sys::Win32::Security::{ImpersonateSelf, RevertToSelf, SecurityImpersonation};
+        use windows_sys::Win32::System::Threading::{GetCurrentThread, OpenThreadToken};
+        let name = name("restore-token");
+        let listener = Listener::bind(&name, &ListenerOptions::new()).unwrap();
+        let _c = client(&name);
+        let server = listener.accept().unwrap();
+        // SAFETY: plain call; the thread reverts below.
+        cvt(unsafe { ImpersonateSelf(SecurityImpersonation) }).unwrap();
+        let same = peer_uid_matches(&server);
+        let mut token: HANDLE = ptr::null_mut();
+        // SAFETY: the current-thread pseudo-handle is valid; `token` is valid for writes.
+        let still = unsafe { OpenThreadToken(GetCurrentThread(), TOKEN_QUERY, 1, &mut token) };
+        let after = io::Error::last_os_error();
+        if still != 0 {
+            drop(owned_handle(token).unwrap());
+        }
+        // SAFETY: ends this test thread's own impersonation.
+        unsafe { RevertToSelf() };
+        assert!(same.unwrap(), "a client of this process is this user");
+        assert_ne!(still, 0, "the thread's impersonation was lost: {after}");
     }
 }

@@ -1,22 +1,28 @@
 //! Windows backend: byte-mode named pipes through `windows-sys`, with overlapped I/O so that
 //! reads, writes and accepts can time out and be cancelled.
 //!
-//! - `overlapped.rs`: one overlapped operation at a time per call, with an event per operation and
-//!   cancellation (`CancelIoEx`, then waiting for the cancel) on timeout;
+//! - `overlapped.rs`: one overlapped read or write at a time per call, with an event per thread
+//!   and cancellation (`CancelIoEx`, then waiting for the cancel) on timeout;
 //! - `stream.rs`: the client (`CreateFileW` + `WaitNamedPipeW`) and both ends' I/O;
-//! - `listener.rs`: the pool of listening instances (`CreateNamedPipeW` + `ConnectNamedPipe`);
-//! - `security.rs`: security descriptors (SDDL), token SIDs, peer identity.
+//! - `half_close.rs`: `shutdown`, for the blocking and the async streams;
+//! - `listener.rs`: the pool of listening instances (`CreateNamedPipeW` + `ConnectNamedPipe`),
+//!   for the blocking and the async listeners, which differ only in how they wait;
+//! - `security.rs`: security descriptors (SDDL), the rights check at bind, token SIDs, the
+//!   client's identity;
+//! - `async_pipe.rs` (feature `tokio`): handing pipe handles to tokio.
 #![allow(unsafe_code)]
 
 #[cfg(feature = "tokio")]
 pub(crate) mod async_pipe;
+mod half_close;
 mod listener;
 mod overlapped;
 mod security;
 mod stream;
 
-pub(crate) use self::listener::Listener;
-pub(crate) use self::stream::{client_create_file_params, peer_uid_matches, Stream};
+pub(crate) use self::half_close::HalfClose;
+pub(crate) use self::listener::{peer_uid_matches, Listener};
+pub(crate) use self::stream::{client_create_file_params, Stream};
 
 use std::io;
 use std::os::windows::io::{
@@ -86,8 +92,14 @@ impl AsRawHandle for LocalStream {
 
 impl From<OwnedHandle> for LocalStream {
     /// Adopts a connected named-pipe handle (either end), e.g. one inherited from a parent
-    /// process. It should have been opened with `FILE_FLAG_OVERLAPPED`: on a handle opened
-    /// without it every read and write is synchronous, and timeouts have no effect.
+    /// process.
+    ///
+    /// It must have been opened with `FILE_FLAG_OVERLAPPED` (as `CreateNamedPipeW` and
+    /// `CreateFileW` do only when asked). A synchronous handle cannot be refused here (`From`
+    /// cannot fail, and no documented call tells a handle's mode): on one, every read and
+    /// write waits in the kernel, so read and write timeouts and non-blocking mode have no
+    /// effect, and Windows serialises all I/O on a synchronous file object, so a read waiting
+    /// in one thread holds up a write from another (a full-duplex protocol deadlocks).
     fn from(handle: OwnedHandle) -> LocalStream {
         LocalStream {
             inner: Stream::from(handle),

@@ -11,8 +11,9 @@ use std::time::Duration;
 use windows_sys::core::BOOL;
 use windows_sys::Win32::Foundation::{
     ERROR_IO_INCOMPLETE, ERROR_IO_PENDING, ERROR_MORE_DATA, ERROR_OPERATION_ABORTED, HANDLE,
-    WAIT_OBJECT_0, WAIT_TIMEOUT,
+    STATUS_PENDING, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
+use windows_sys::Win32::Storage::FileSystem::{ReadFile, WriteFile};
 use windows_sys::Win32::System::Threading::{
     CreateEventW, ResetEvent, WaitForSingleObject, INFINITE,
 };
@@ -60,6 +61,45 @@ pub(super) fn wait_millis(timeout: Option<Duration>) -> u32 {
     }
 }
 
+/// One overlapped `ReadFile` of at most `buf.len()` (capped at `u32::MAX`) bytes into `buf`,
+/// waited for as [`run`] says. The bytes read.
+pub(super) fn read(
+    handle: BorrowedHandle<'_>,
+    buf: &mut [u8],
+    timeout: Option<Duration>,
+) -> io::Result<u32> {
+    let len = buf.len().min(u32::MAX as usize) as u32;
+    let data = buf.as_mut_ptr();
+    let raw = handle.as_raw_handle() as HANDLE;
+    // SAFETY: `start` issues one ReadFile on `handle` into `buf`, which is exclusively
+    // borrowed for this whole call, and `run` returns only once that operation is over.
+    unsafe {
+        run(handle, timeout, |ov| {
+            ReadFile(raw, data, len, ptr::null_mut(), ov)
+        })
+    }
+}
+
+/// One overlapped `WriteFile` of at most `buf.len()` (capped at `u32::MAX`) bytes from `buf`,
+/// waited for as [`run`] says. The bytes written (also after a timeout that cancelled the
+/// write part-way).
+pub(super) fn write(
+    handle: BorrowedHandle<'_>,
+    buf: &[u8],
+    timeout: Option<Duration>,
+) -> io::Result<u32> {
+    let len = buf.len().min(u32::MAX as usize) as u32;
+    let data = buf.as_ptr();
+    let raw = handle.as_raw_handle() as HANDLE;
+    // SAFETY: `start` issues one WriteFile on `handle` from `buf`, which is borrowed for this
+    // whole call, and `run` returns only once that operation is over.
+    unsafe {
+        run(handle, timeout, |ov| {
+            WriteFile(raw, data, len, ptr::null_mut(), ov)
+        })
+    }
+}
+
 /// Runs one overlapped operation on `handle` and returns the number of bytes transferred.
 ///
 /// `start` issues the call (`ReadFile`, `WriteFile`, ...) with the `OVERLAPPED` it is given.
@@ -67,7 +107,14 @@ pub(super) fn wait_millis(timeout: Option<Duration>) -> u32 {
 /// done at once (non-blocking mode, `WouldBlock` otherwise); any other value gives `TimedOut`.
 /// A timed-out operation that moved some bytes before it was cancelled returns that count.
 /// Other failures are the raw OS error, for the caller to interpret.
-pub(super) fn run(
+///
+/// # Safety
+///
+/// `start` must issue at most one overlapped operation, on `handle`, with the `OVERLAPPED` it
+/// is given, and every buffer that operation uses must stay valid (and, for a read, not be
+/// touched by anything else) until `run` returns: `run` returns only once the operation is
+/// over (completed, or cancelled and completed), but it cannot know the buffers.
+unsafe fn run(
     handle: BorrowedHandle<'_>,
     timeout: Option<Duration>,
     start: impl FnOnce(*mut OVERLAPPED) -> BOOL,
@@ -124,17 +171,32 @@ pub(super) fn run(
     })
 }
 
+/// Whether the kernel still owns `ov` (its status is `STATUS_PENDING`).
+fn is_pending(ov: *mut OVERLAPPED) -> bool {
+    // SAFETY: `ov` points at a live OVERLAPPED; the kernel writes `Internal` when the
+    // operation completes, so it is read volatile, as `HasOverlappedIoCompleted` does.
+    let status = unsafe { ptr::read_volatile(ptr::addr_of!((*ov).Internal)) };
+    status == STATUS_PENDING as usize
+}
+
 /// The outcome of a finished (or, with `wait`, finishing) operation, and the bytes it moved.
+///
+/// The event is this thread's reused one, so a signal alone is not trusted: this loops until
+/// the OVERLAPPED itself says the operation is over, and never returns while the kernel may
+/// still write to it or to the caller's buffer.
 fn finish(handle: HANDLE, ov: *mut OVERLAPPED, wait: bool) -> (io::Result<()>, u32) {
     let mut moved = 0u32;
     // SAFETY: `ov` is the `OVERLAPPED` of an operation started on `handle`; `moved` is valid
     // for writes. With `wait` this blocks until the operation is over.
     let mut ok = unsafe { GetOverlappedResult(handle, ov, &mut moved, BOOL::from(wait)) };
-    if ok == 0 && !wait && last_error() == ERROR_IO_INCOMPLETE {
-        // Signalled but not complete should not happen; wait it out rather than return while
-        // the operation still uses the OVERLAPPED and the caller's buffer.
+    while (ok == 0 && last_error() == ERROR_IO_INCOMPLETE) || is_pending(ov) {
+        // Signalled but not complete: wait it out rather than return while the operation
+        // still uses the OVERLAPPED and the caller's buffer.
         // SAFETY: as above.
         ok = unsafe { GetOverlappedResult(handle, ov, &mut moved, 1) };
+        if is_pending(ov) {
+            std::thread::yield_now();
+        }
     }
     if ok != 0 {
         return (Ok(()), moved);

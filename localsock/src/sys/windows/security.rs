@@ -1,51 +1,316 @@
-//! Security descriptors for pipes (from SDDL) and user SIDs from tokens.
+//! Security descriptors for pipes (from SDDL), the rights check on a listener's pipe, user
+//! SIDs from tokens, and the client's identity through impersonation.
 
+use std::ffi::c_void;
 use std::io;
 use std::os::windows::io::{AsRawHandle, BorrowedHandle, OwnedHandle};
 use std::ptr;
 use std::sync::OnceLock;
 
-use windows_sys::Win32::Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER, HANDLE, HLOCAL};
+use windows_sys::Win32::Foundation::{
+    LocalFree, ERROR_INSUFFICIENT_BUFFER, ERROR_NO_TOKEN, HANDLE, HLOCAL,
+};
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW,
+    ConvertStringSidToSidW, GetSecurityInfo, SDDL_REVISION_1, SE_KERNEL_OBJECT,
 };
 use windows_sys::Win32::Security::{
-    GetTokenInformation, RevertToSelf, TokenPrimaryGroup, TokenUser, PSECURITY_DESCRIPTOR, PSID,
-    TOKEN_INFORMATION_CLASS, TOKEN_PRIMARY_GROUP, TOKEN_QUERY, TOKEN_USER,
+    AccessCheck, DuplicateToken, GetTokenInformation, LookupAccountNameW, SecurityIdentification,
+    TokenIsAppContainer, TokenUser, DACL_SECURITY_INFORMATION, GENERIC_MAPPING,
+    GROUP_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PRIVILEGE_SET, PSECURITY_DESCRIPTOR,
+    PSID, SID_NAME_USE, TOKEN_DUPLICATE, TOKEN_IMPERSONATE, TOKEN_INFORMATION_CLASS, TOKEN_QUERY,
+    TOKEN_USER,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    FILE_GENERIC_READ, FILE_WRITE_ATTRIBUTES, FILE_WRITE_DATA,
+    FILE_ALL_ACCESS, FILE_CREATE_PIPE_INSTANCE, FILE_GENERIC_EXECUTE, FILE_GENERIC_READ,
+    FILE_GENERIC_WRITE, FILE_READ_ATTRIBUTES, FILE_READ_DATA, FILE_READ_EA, FILE_WRITE_ATTRIBUTES,
+    FILE_WRITE_DATA, FILE_WRITE_EA, READ_CONTROL, SYNCHRONIZE,
 };
 use windows_sys::Win32::System::Pipes::ImpersonateNamedPipeClient;
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, GetCurrentThread, OpenProcess, OpenProcessToken, OpenThreadToken,
-    PROCESS_QUERY_LIMITED_INFORMATION,
+    SetThreadToken, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
+use super::listener::WithCause;
 use super::{cvt, last_error, owned_handle, wide};
 use crate::listener::Access;
+use crate::ListenerOptions;
 
 /// What a client of another user may do with the pipe when [`Access::Group`] or
-/// [`Access::Everyone`] lets it in: read and write data and attributes. Not `FILE_ALL_ACCESS`,
-/// and not `FILE_CREATE_PIPE_INSTANCE` (the same bit as `FILE_APPEND_DATA`), which would let it
-/// create instances of our pipe and serve our clients.
+/// [`Access::Everyone`] lets it in: read data, attributes and the DACL, write data and
+/// attributes (`0x12018b`). Not `FILE_ALL_ACCESS`, and not `FILE_CREATE_PIPE_INSTANCE` (the
+/// same bit as `FILE_APPEND_DATA`, part of `GENERIC_WRITE`), which would let it create
+/// instances of our pipe and serve our clients. Clients that ask for `GENERIC_WRITE` (std's
+/// `File`, tokio's and .NET's pipe clients by default) are therefore refused; ours asks for
+/// `GENERIC_READ | FILE_WRITE_DATA`. `FILE_WRITE_ATTRIBUTES` stays granted for clients that
+/// change the pipe's read mode (`SetNamedPipeHandleState`).
 pub(super) const CLIENT_RIGHTS: u32 = FILE_GENERIC_READ | FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES;
 
-/// The SDDL of the default security descriptor for `access`: a protected DACL (nothing
-/// inherited) with full access for the current user and SYSTEM, plus [`CLIENT_RIGHTS`] for the
-/// primary group or Everyone.
-pub(super) fn default_sddl(access: Access) -> io::Result<String> {
+/// The rights the server's user needs in the pipe's DACL for every instance after the first
+/// (Learn, "Named Pipe Security and Access Rights": the requested access of a duplex server
+/// end, `FILE_GENERIC_READ | FILE_GENERIC_WRITE | SYNCHRONIZE`, plus
+/// `FILE_CREATE_PIPE_INSTANCE`), each with its name for the error message.
+const INSTANCE_RIGHTS: [(u32, &str); 9] = [
+    (FILE_CREATE_PIPE_INSTANCE, "FILE_CREATE_PIPE_INSTANCE"),
+    (FILE_READ_DATA, "FILE_READ_DATA"),
+    (FILE_WRITE_DATA, "FILE_WRITE_DATA"),
+    (FILE_READ_ATTRIBUTES, "FILE_READ_ATTRIBUTES"),
+    (FILE_WRITE_ATTRIBUTES, "FILE_WRITE_ATTRIBUTES"),
+    (FILE_READ_EA, "FILE_READ_EA"),
+    (FILE_WRITE_EA, "FILE_WRITE_EA"),
+    (READ_CONTROL, "READ_CONTROL"),
+    (SYNCHRONIZE, "SYNCHRONIZE"),
+];
+
+/// The one home of a listener's security descriptor: the SDDL of the options, or the default
+/// one for their `access` (and group).
+pub(super) fn listener_descriptor(opts: &ListenerOptions) -> io::Result<SecurityDescriptor> {
+    let sddl = match &opts.windows.sddl {
+        Some(sddl) => sddl.clone(),
+        None => default_sddl(opts.access, opts.windows.group.as_deref())?,
+    };
+    SecurityDescriptor::from_sddl(&sddl)
+}
+
+/// The SDDL of the default security descriptor for `access`: this user as the owner (an
+/// elevated process's default owner would be Administrators), a protected DACL (nothing
+/// inherited) with full access for this user and SYSTEM, plus [`CLIENT_RIGHTS`] for the
+/// explicit `group` or Everyone. `Access::Group` without a group is refused: Windows has no
+/// "owner's group" in the Unix sense (the token's primary group is Domain Users, or "None",
+/// which holds every local account), so it would let in nearly everyone.
+pub(super) fn default_sddl(access: Access, group: Option<&str>) -> io::Result<String> {
     let owner = current_user_sid()?;
-    let mut sddl = format!("D:P(A;;FA;;;{owner})(A;;FA;;;SY)");
-    match access {
-        Access::Owner => {}
-        Access::Group => {
-            let group = token_sid(current_process_token()?.as_handle_ref(), TokenPrimaryGroup)?;
-            sddl.push_str(&format!("(A;;{CLIENT_RIGHTS:#x};;;{group})"));
+    let mut sddl = format!("O:{owner}D:P(A;;FA;;;{owner})(A;;FA;;;SY)");
+    match (access, group) {
+        (Access::Owner, None) => {}
+        (Access::Group, Some(group)) => {
+            let sid = resolve_group(group)?;
+            sddl.push_str(&format!("(A;;{CLIENT_RIGHTS:#x};;;{sid})"));
         }
-        Access::Everyone => sddl.push_str(&format!("(A;;{CLIENT_RIGHTS:#x};;;WD)")),
+        (Access::Group, None) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "Access::Group on Windows needs an explicit group \
+                 (os::windows::ListenerOptionsExt::group, a SID such as S-1-5-32-545 or a \
+                 group name): the token's primary group is Domain Users or \"None\", nearly \
+                 everyone",
+            ))
+        }
+        (Access::Everyone, None) => sddl.push_str(&format!("(A;;{CLIENT_RIGHTS:#x};;;WD)")),
+        (_, Some(group)) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a group ({group:?}) is only used with Access::Group, not {access:?}"),
+            ))
+        }
     }
     Ok(sddl)
+}
+
+/// The SID (`S-1-...`) of a group given as a SID or as an account name (`Users`,
+/// `BUILTIN\Users`, `DOMAIN\group`).
+pub(super) fn resolve_group(group: &str) -> io::Result<String> {
+    let invalid = |e: io::Error| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            WithCause {
+                what: format!("not a group SID or name: {group:?}"),
+                cause: e,
+            },
+        )
+    };
+    let text = wide(group);
+    if group.starts_with("S-") || group.starts_with("s-") {
+        let mut sid: PSID = ptr::null_mut();
+        // SAFETY: `text` is NUL-terminated; `sid` is valid for writes.
+        cvt(unsafe { ConvertStringSidToSidW(text.as_ptr(), &mut sid) }).map_err(invalid)?;
+        let canonical = sid_to_string(sid);
+        // SAFETY: ConvertStringSidToSidW allocated the SID with LocalAlloc.
+        unsafe { LocalFree(sid as HLOCAL) };
+        return canonical;
+    }
+    let mut sid_len = 0u32;
+    let mut domain_len = 0u32;
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: null buffers with zero sizes ask for the sizes; the out-pointers are valid.
+    unsafe {
+        LookupAccountNameW(
+            ptr::null(),
+            text.as_ptr(),
+            ptr::null_mut(),
+            &mut sid_len,
+            ptr::null_mut(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    if sid_len == 0 {
+        return Err(invalid(io::Error::last_os_error()));
+    }
+    let mut sid = vec![0u64; (sid_len as usize).div_ceil(8)];
+    let mut domain = vec![0u16; domain_len.max(1) as usize];
+    // SAFETY: the buffers are at least as large as the sizes passed with them.
+    cvt(unsafe {
+        LookupAccountNameW(
+            ptr::null(),
+            text.as_ptr(),
+            sid.as_mut_ptr().cast(),
+            &mut sid_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    })
+    .map_err(invalid)?;
+    sid_to_string(sid.as_mut_ptr().cast())
+}
+
+/// Checks, on the first instance of a new pipe, that its security descriptor (as Windows
+/// assigned it: generic rights mapped, owner filled in) grants this thread's user the
+/// [`INSTANCE_RIGHTS`]. Without them every later instance fails with `ERROR_ACCESS_DENIED`: the
+/// spares at bind, and the replacement at every accept, so with no spare the listener could
+/// never accept again. A custom SDDL that forgets the server's own user is the usual cause.
+pub(super) fn check_instance_rights(instance: BorrowedHandle<'_>) -> io::Result<()> {
+    let descriptor = HandleDescriptor::of(instance)?;
+    let token = access_check_token()?;
+    let mapping = GENERIC_MAPPING {
+        GenericRead: FILE_GENERIC_READ,
+        GenericWrite: FILE_GENERIC_WRITE,
+        GenericExecute: FILE_GENERIC_EXECUTE,
+        GenericAll: FILE_ALL_ACCESS,
+    };
+    let mut missing = Vec::new();
+    for (right, name) in INSTANCE_RIGHTS {
+        let mut privileges = PRIVILEGE_SET::default();
+        let mut privileges_len = std::mem::size_of::<PRIVILEGE_SET>() as u32;
+        let mut granted = 0u32;
+        let mut allowed = 0;
+        // SAFETY: the descriptor and the identification token are valid for the call; the
+        // out-pointers point at live locals of the sizes given.
+        cvt(unsafe {
+            AccessCheck(
+                descriptor.0,
+                token.as_raw_handle() as HANDLE,
+                right,
+                &mapping,
+                &mut privileges,
+                &mut privileges_len,
+                &mut granted,
+                &mut allowed,
+            )
+        })?;
+        if allowed == 0 {
+            missing.push(name);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "the pipe's security descriptor does not grant this process's user {}, which \
+             creating every pipe instance after the first needs (Named Pipe Security and \
+             Access Rights); grant the server's user full access, e.g. (A;;FA;;;OW) or \
+             (A;;FA;;;<your SID>)",
+            missing.join(" | ")
+        ),
+    ))
+}
+
+/// The owner, group and DACL of a kernel object, freed with `LocalFree`.
+struct HandleDescriptor(PSECURITY_DESCRIPTOR);
+
+impl HandleDescriptor {
+    fn of(handle: BorrowedHandle<'_>) -> io::Result<HandleDescriptor> {
+        let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
+        // SAFETY: `handle` is a live handle; only the descriptor is asked for, and
+        // `sd` is valid for writes.
+        let err = unsafe {
+            GetSecurityInfo(
+                handle.as_raw_handle() as HANDLE,
+                SE_KERNEL_OBJECT,
+                OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                &mut sd,
+            )
+        };
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(err as i32));
+        }
+        Ok(HandleDescriptor(sd))
+    }
+}
+
+impl Drop for HandleDescriptor {
+    fn drop(&mut self) {
+        // SAFETY: GetSecurityInfo allocated the descriptor with LocalAlloc; freed once.
+        unsafe { LocalFree(self.0 as HLOCAL) };
+    }
+}
+
+/// An identification-level copy of the token that creates pipe instances on this thread (the
+/// thread's impersonation token if any, else the process token), as `AccessCheck` needs.
+fn access_check_token() -> io::Result<OwnedHandle> {
+    let mut token: HANDLE = ptr::null_mut();
+    // SAFETY: the current-thread pseudo-handle is always valid; `token` is valid for writes.
+    let own = unsafe {
+        OpenThreadToken(
+            GetCurrentThread(),
+            TOKEN_DUPLICATE | TOKEN_QUERY,
+            1,
+            &mut token,
+        )
+    };
+    let primary = if own != 0 {
+        owned_handle(token)?
+    } else {
+        // SAFETY: the current-process pseudo-handle is always valid; `token` is valid for
+        // writes.
+        cvt(unsafe {
+            OpenProcessToken(
+                GetCurrentProcess(),
+                TOKEN_DUPLICATE | TOKEN_QUERY,
+                &mut token,
+            )
+        })?;
+        owned_handle(token)?
+    };
+    let mut copy: HANDLE = ptr::null_mut();
+    // SAFETY: `primary` is a token opened with TOKEN_DUPLICATE; `copy` is valid for writes.
+    cvt(unsafe {
+        DuplicateToken(
+            primary.as_raw_handle() as HANDLE,
+            SecurityIdentification,
+            &mut copy,
+        )
+    })?;
+    owned_handle(copy)
+}
+
+/// Whether this process runs in an AppContainer (then it may create pipes only under
+/// `\\.\pipe\LOCAL\`). `false` when the token cannot tell.
+pub(super) fn is_app_container() -> bool {
+    let Ok(token) = current_process_token() else {
+        return false;
+    };
+    let mut value = 0u32;
+    let mut len = 0u32;
+    // SAFETY: `value` is valid for writes of 4 bytes, the size passed.
+    let ok = unsafe {
+        GetTokenInformation(
+            token.as_raw_handle() as HANDLE,
+            TokenIsAppContainer,
+            (&mut value as *mut u32).cast::<c_void>(),
+            4,
+            &mut len,
+        )
+    };
+    ok != 0 && value != 0
 }
 
 /// A self-relative security descriptor made from SDDL, freed with `LocalFree`.
@@ -135,17 +400,31 @@ pub(super) fn process_user_sid(pid: u32) -> io::Result<String> {
 }
 
 /// The user SID of the client of a server-end pipe, through the client's own token:
-/// `ImpersonateNamedPipeClient`, `OpenThreadToken`, `RevertToSelf`. Works with the
-/// identification-level tokens that clients give by default.
+/// `ImpersonateNamedPipeClient`, `OpenThreadToken`, then the thread's previous token put back
+/// (`SetThreadToken`; not `RevertToSelf`, which would also end an impersonation the calling
+/// thread had). Works with the identification-level tokens that clients give by default.
+///
+/// Fails (`ERROR_CANNOT_IMPERSONATE`) for a client that connected with `SECURITY_ANONYMOUS`,
+/// and for one that asked for no security QoS (std's `File`, .NET's default) until the server
+/// has read from it (Learn, `ImpersonateNamedPipeClient`: "the security context of the last
+/// message read from the pipe").
 pub(super) fn pipe_client_user_sid(pipe: BorrowedHandle<'_>) -> io::Result<String> {
+    let previous = thread_token()?;
     // SAFETY: `pipe` is a valid server-end pipe handle for the whole call.
-    cvt(unsafe { ImpersonateNamedPipeClient(pipe.as_raw_handle() as HANDLE) })?;
+    let impersonated = cvt(unsafe { ImpersonateNamedPipeClient(pipe.as_raw_handle() as HANDLE) });
     let mut token: HANDLE = ptr::null_mut();
-    // SAFETY: the pseudo-handle of the current thread is always valid; `token` is valid for
-    // writes. OpenAsSelf = TRUE checks access against our own (process) identity.
-    let opened = cvt(unsafe { OpenThreadToken(GetCurrentThread(), TOKEN_QUERY, 1, &mut token) });
-    // SAFETY: no preconditions; ends the impersonation started above.
-    if unsafe { RevertToSelf() } == 0 {
+    let opened = impersonated.and_then(|()| {
+        // SAFETY: the pseudo-handle of the current thread is always valid; `token` is valid
+        // for writes. OpenAsSelf = TRUE checks access against our own (process) identity.
+        cvt(unsafe { OpenThreadToken(GetCurrentThread(), TOKEN_QUERY, 1, &mut token) })
+    });
+    let restore = previous
+        .as_ref()
+        .map_or(ptr::null_mut(), |t| t.as_raw_handle() as HANDLE);
+    // SAFETY: a null thread means the current thread; `restore` is null (no impersonation)
+    // or the thread's previous impersonation token, opened with TOKEN_IMPERSONATE. Done even
+    // when impersonating failed: the thread must leave as it came.
+    if unsafe { SetThreadToken(ptr::null(), restore) } == 0 {
         // Running on as the client would be a security hole; there is no safe way on.
         std::process::abort();
     }
@@ -154,7 +433,37 @@ pub(super) fn pipe_client_user_sid(pipe: BorrowedHandle<'_>) -> io::Result<Strin
     token_sid(token.as_handle_ref(), TokenUser)
 }
 
-/// The SID of `class` (`TokenUser` or `TokenPrimaryGroup`) in `token`, as a string.
+/// The calling thread's impersonation token, if it has one (opened to be put back).
+fn thread_token() -> io::Result<Option<OwnedHandle>> {
+    let mut token: HANDLE = ptr::null_mut();
+    // SAFETY: the current-thread pseudo-handle is always valid; `token` is valid for writes.
+    let ok = unsafe {
+        OpenThreadToken(
+            GetCurrentThread(),
+            TOKEN_IMPERSONATE | TOKEN_QUERY,
+            1,
+            &mut token,
+        )
+    };
+    if ok == 0 {
+        return match last_error() {
+            ERROR_NO_TOKEN => Ok(None),
+            code => Err(io::Error::from_raw_os_error(code as i32)),
+        };
+    }
+    owned_handle(token).map(Some)
+}
+
+/// Whether the client of a server-end pipe runs as this process's user, from its own token
+/// ([`pipe_client_user_sid`]) only, never from its process id (a client that connected and
+/// exited leaves a pid that another process can take). A client whose token cannot be had
+/// (anonymous, or no security QoS and nothing read yet) is not the same user: fail closed.
+pub(super) fn client_is_current_user(pipe: BorrowedHandle<'_>) -> io::Result<bool> {
+    let me = current_user_sid()?;
+    Ok(pipe_client_user_sid(pipe).is_ok_and(|sid| sid == me))
+}
+
+/// The SID of `class` (`TokenUser`) in `token`, as a string.
 fn token_sid(token: HANDLE, class: TOKEN_INFORMATION_CLASS) -> io::Result<String> {
     let mut needed = 0u32;
     // SAFETY: a null buffer of length 0 asks for the size; `needed` is valid for writes.
@@ -174,14 +483,9 @@ fn token_sid(token: HANDLE, class: TOKEN_INFORMATION_CLASS) -> io::Result<String
             &mut needed,
         )
     })?;
-    let sid: PSID = if class == TokenUser {
-        // SAFETY: GetTokenInformation(TokenUser) filled `buf` with an aligned TOKEN_USER.
-        unsafe { (*buf.as_ptr().cast::<TOKEN_USER>()).User.Sid }
-    } else {
-        // SAFETY: GetTokenInformation(TokenPrimaryGroup) filled `buf` with an aligned
-        // TOKEN_PRIMARY_GROUP.
-        unsafe { (*buf.as_ptr().cast::<TOKEN_PRIMARY_GROUP>()).PrimaryGroup }
-    };
+    debug_assert_eq!(class, TokenUser);
+    // SAFETY: GetTokenInformation(TokenUser) filled `buf` with an aligned TOKEN_USER.
+    let sid: PSID = unsafe { (*buf.as_ptr().cast::<TOKEN_USER>()).User.Sid };
     sid_to_string(sid)
 }
 

@@ -8,22 +8,22 @@ use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_NO_DATA,
-    ERROR_PATH_NOT_FOUND, ERROR_PIPE_BUSY, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, HANDLE,
+    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_NO_DATA, ERROR_PATH_NOT_FOUND,
+    ERROR_PIPE_BUSY, ERROR_SEM_TIMEOUT, GENERIC_READ, HANDLE, WIN32_ERROR,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, FlushFileBuffers, ReadFile, WriteFile, FILE_FLAG_OVERLAPPED,
-    FILE_WRITE_ATTRIBUTES, FILE_WRITE_DATA, OPEN_EXISTING, SECURITY_SQOS_PRESENT,
+    CreateFileW, FILE_FLAG_OVERLAPPED, FILE_WRITE_DATA, OPEN_EXISTING, SECURITY_SQOS_PRESENT,
 };
 use windows_sys::Win32::System::Pipes::{
-    DisconnectNamedPipe, GetNamedPipeClientProcessId, GetNamedPipeInfo,
-    GetNamedPipeServerProcessId, WaitNamedPipeW, PIPE_SERVER_END,
+    GetNamedPipeClientProcessId, GetNamedPipeInfo, GetNamedPipeServerProcessId, WaitNamedPipeW,
+    PIPE_SERVER_END,
 };
 
-use super::{cvt, overlapped, owned_handle, pipe_name, security, wide};
+use super::half_close::{is_closed, HalfClose};
+use super::{cvt, last_error, overlapped, owned_handle, pipe_name, security, wide};
 use crate::os::windows::ConnectOptionsWindows;
 use crate::sys::ConnectFailure;
 use crate::{ConnectOptions, Name, PeerCredentials};
@@ -31,14 +31,15 @@ use crate::{ConnectOptions, Name, PeerCredentials};
 /// The desired access and the flags-and-attributes that a connect passes to `CreateFileW`
 /// for these options.
 ///
-/// - Access: `GENERIC_READ | FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES`, not `GENERIC_WRITE`:
-///   that one includes `FILE_APPEND_DATA` (= `FILE_CREATE_PIPE_INSTANCE`), which a server
-///   that lets other users in rightly does not grant them.
+/// - Access: `GENERIC_READ | FILE_WRITE_DATA`, not `GENERIC_WRITE`: that one includes
+///   `FILE_APPEND_DATA` (= `FILE_CREATE_PIPE_INSTANCE`), which a server that lets other users
+///   in rightly does not grant them; nor `FILE_WRITE_ATTRIBUTES`, which we never use, so a
+///   server that grants only read and `FILE_WRITE_DATA` lets us in.
 /// - Flags: `FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | <impersonation level>`
 ///   (`SECURITY_IDENTIFICATION` by default), so a server that squatted the name can learn who
 ///   we are but cannot act as us.
 pub(crate) fn client_create_file_params(opts: &ConnectOptionsWindows) -> (u32, u32) {
-    let access = GENERIC_READ | FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES;
+    let access = GENERIC_READ | FILE_WRITE_DATA;
     let flags = FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | opts.impersonation_level.flags();
     (access, flags)
 }
@@ -59,14 +60,12 @@ pub(crate) struct Stream {
 
 /// Settings shared by a stream and its clones, like the options of a socket.
 struct Shared {
-    /// This handle is the server end of the pipe.
-    server: bool,
+    /// Which end this is, and what was shut down.
+    half: HalfClose,
     /// Timeouts in nanoseconds, 0 for none (a zero timeout is refused above).
     read_timeout: AtomicU64,
     write_timeout: AtomicU64,
     nonblocking: AtomicBool,
-    read_shut: AtomicBool,
-    write_shut: AtomicBool,
 }
 
 impl Stream {
@@ -74,12 +73,10 @@ impl Stream {
         Stream {
             handle,
             shared: Arc::new(Shared {
-                server,
+                half: HalfClose::new(server),
                 read_timeout: AtomicU64::new(0),
                 write_timeout: AtomicU64::new(0),
                 nonblocking: AtomicBool::new(false),
-                read_shut: AtomicBool::new(false),
-                write_shut: AtomicBool::new(false),
             }),
         }
     }
@@ -118,15 +115,7 @@ impl Stream {
         let Ok(pipe) = pipe_name(name) else {
             return;
         };
-        let wide_name = wide(pipe);
-        let millis = overlapped::wait_millis(Some(slice)).max(1);
-        // SAFETY: `wide_name` is NUL-terminated.
-        let free = unsafe { WaitNamedPipeW(wide_name.as_ptr(), millis) } != 0;
-        FREE_AFTER_WAIT.with(|w| *w.borrow_mut() = free.then(|| pipe.to_owned()));
-    }
-
-    fn raw(&self) -> HANDLE {
-        self.handle.as_raw_handle() as HANDLE
+        wait_busy_with(pipe, slice, wait_named_pipe);
     }
 
     fn wait_for(&self, timeout: &AtomicU64) -> Option<Duration> {
@@ -137,23 +126,20 @@ impl Stream {
     }
 
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() || self.shared.read_shut.load(Ordering::Relaxed) {
+        if buf.is_empty() || self.shared.half.read_is_shut() {
             return Ok(0);
         }
-        let len = buf.len().min(u32::MAX as usize) as u32;
-        let data = buf.as_mut_ptr();
-        let handle = self.raw();
-        let result = overlapped::run(
-            self.handle.as_handle(),
-            self.wait_for(&self.shared.read_timeout),
-            // SAFETY: `data` is valid for writes of `len` bytes until the operation is over,
-            // which `run` waits for; `ov` is the operation's live OVERLAPPED.
-            |ov| unsafe { ReadFile(handle, data, len, ptr::null_mut(), ov) },
-        );
-        match result {
-            Ok(n) => Ok(n as usize),
-            Err(e) if is_closed(&e) => Ok(0),
-            Err(e) => Err(e),
+        loop {
+            let timeout = self.wait_for(&self.shared.read_timeout);
+            match overlapped::read(self.handle.as_handle(), buf, timeout) {
+                // A successful 0-byte read is a peer's 0-byte write (Learn, `ReadFile`, on
+                // pipes), not EOF, which is always ERROR_BROKEN_PIPE or
+                // ERROR_PIPE_NOT_CONNECTED: read again.
+                Ok(0) => continue,
+                Ok(n) => return Ok(n as usize),
+                Err(e) if is_closed(&e) => return Ok(0),
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -165,27 +151,13 @@ impl Stream {
     }
 
     pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        if self.shared.write_shut.load(Ordering::Relaxed) {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the stream was shut down for writing",
-            ));
-        }
+        self.shared.half.check_write()?;
         if buf.is_empty() {
             // A zero-length write would make some readers see a 0-byte read, i.e. EOF.
             return Ok(0);
         }
-        let len = buf.len().min(u32::MAX as usize) as u32;
-        let data = buf.as_ptr();
-        let handle = self.raw();
-        let result = overlapped::run(
-            self.handle.as_handle(),
-            self.wait_for(&self.shared.write_timeout),
-            // SAFETY: `data` is valid for reads of `len` bytes until the operation is over,
-            // which `run` waits for; `ov` is the operation's live OVERLAPPED.
-            |ov| unsafe { WriteFile(handle, data, len, ptr::null_mut(), ov) },
-        );
-        match result {
+        let timeout = self.wait_for(&self.shared.write_timeout);
+        match overlapped::write(self.handle.as_handle(), buf, timeout) {
             Ok(n) => Ok(n as usize),
             Err(e) if is_closed(&e) || e.raw_os_error() == Some(ERROR_NO_DATA as i32) => {
                 Err(broken_pipe(e))
@@ -207,32 +179,10 @@ impl Stream {
         Ok(())
     }
 
-    /// Named pipes have no half-close. `Read`: later reads return EOF. `Write` and `Both`: on
-    /// the server end, wait until the client has read everything (`FlushFileBuffers`), then
-    /// `DisconnectNamedPipe`, so the client reads EOF (and this end's reads too); on the
-    /// client end, later writes fail with `BrokenPipe` (the server sees EOF when the client's
-    /// handles are closed).
+    /// Named pipes have no half-close: the policy of `half_close` (shared with the async
+    /// stream), waiting for the flush on this thread.
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        if matches!(how, Shutdown::Read | Shutdown::Both) {
-            self.shared.read_shut.store(true, Ordering::Relaxed);
-        }
-        if matches!(how, Shutdown::Write | Shutdown::Both) {
-            self.shared.write_shut.store(true, Ordering::Relaxed);
-            if self.shared.server {
-                // SAFETY: the handle is valid for the whole call.
-                match cvt(unsafe { FlushFileBuffers(self.raw()) }) {
-                    Err(e) if !is_closed(&e) => return Err(e),
-                    _ => {}
-                }
-                // SAFETY: the handle is a valid server end for the whole call.
-                match cvt(unsafe { DisconnectNamedPipe(self.raw()) }) {
-                    Err(e) if !is_closed(&e) => return Err(e),
-                    _ => {}
-                }
-                self.shared.read_shut.store(true, Ordering::Relaxed);
-            }
-        }
-        Ok(())
+        self.shared.half.shutdown(self.handle.as_handle(), how)
     }
 
     pub(crate) fn try_clone(&self) -> io::Result<Stream> {
@@ -270,7 +220,7 @@ impl Stream {
 
     /// See [`pipe_peer_credentials`].
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        pipe_peer_credentials(self.handle.as_handle(), self.shared.server)
+        pipe_peer_credentials(self.handle.as_handle(), self.shared.half.is_server())
     }
 
     pub(crate) fn as_handle(&self) -> BorrowedHandle<'_> {
@@ -324,12 +274,45 @@ fn classify(err: io::Error, waited_free: bool) -> ConnectFailure {
     }
 }
 
-/// The peer is gone: EOF for a read, `BrokenPipe` for a write.
-fn is_closed(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error().map(|c| c as u32),
-        Some(ERROR_BROKEN_PIPE) | Some(ERROR_PIPE_NOT_CONNECTED)
-    )
+/// `WaitNamedPipeW`: `Ok` when an instance is free, else the error code.
+fn wait_named_pipe(pipe: &[u16], millis: u32) -> Result<(), WIN32_ERROR> {
+    debug_assert_eq!(pipe.last(), Some(&0));
+    // SAFETY: `pipe` is NUL-terminated.
+    if unsafe { WaitNamedPipeW(pipe.as_ptr(), millis) } != 0 {
+        Ok(())
+    } else {
+        Err(last_error())
+    }
+}
+
+/// [`Stream::wait_busy`] with the wait as a parameter (the seam its test uses).
+///
+/// `WaitNamedPipeW` returns at once when no instance exists (Learn, `WaitNamedPipeW`: "If no
+/// instances of the specified named pipe exist, the WaitNamedPipe function returns
+/// immediately, regardless of the time-out value"), and in some setups always (inside Windows
+/// containers: dotnet/corefx#24594). Any failure other than the timeout
+/// (`ERROR_SEM_TIMEOUT`) therefore sleeps the rest of the slice, so a busy pipe is never
+/// retried in a tight loop.
+fn wait_busy_with(
+    pipe: &str,
+    slice: Duration,
+    wait: impl FnOnce(&[u16], u32) -> Result<(), WIN32_ERROR>,
+) {
+    let start = Instant::now();
+    let wide_name = wide(pipe);
+    let millis = overlapped::wait_millis(Some(slice)).max(1);
+    let result = wait(&wide_name, millis);
+    // Read the outcome into the thread-local only after the wait (its error is in `result`).
+    FREE_AFTER_WAIT.with(|w| *w.borrow_mut() = result.is_ok().then(|| pipe.to_owned()));
+    match result {
+        Ok(()) | Err(ERROR_SEM_TIMEOUT) => {}
+        Err(_) => {
+            let slice = slice.max(Duration::from_millis(1));
+            if let Some(rest) = slice.checked_sub(start.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+    }
 }
 
 fn broken_pipe(e: io::Error) -> io::Error {
@@ -353,13 +336,6 @@ fn get_timeout(slot: &AtomicU64) -> Option<Duration> {
         0 => None,
         nanos => Some(Duration::from_nanos(nanos)),
     }
-}
-
-/// Whether the peer runs as the same user as this process (user SID).
-pub(crate) fn peer_uid_matches(stream: &Stream) -> io::Result<bool> {
-    let creds = stream.peer_credentials()?;
-    let me = security::current_user_sid()?;
-    Ok(creds.sid.as_deref() == Some(me.as_str()))
 }
 
 impl From<OwnedHandle> for Stream {
@@ -392,7 +368,7 @@ impl fmt::Debug for Stream {
             .field("handle", &self.handle.as_raw_handle())
             .field(
                 "end",
-                &if self.shared.server {
+                &if self.shared.half.is_server() {
                     "server"
                 } else {
                     "client"
@@ -464,6 +440,38 @@ mod tests {
         );
     }
 
+    /// Issue 17.5: `WaitNamedPipeW` that fails at once (no instance, or the container bug of
+    /// dotnet/corefx#24594) sleeps the rest of the slice, so the connect loop never spins on
+    /// a busy pipe; a real timeout (`ERROR_SEM_TIMEOUT`) adds nothing. The stubbed wait is
+    /// the seam: Wine's `WaitNamedPipeW` never returns early on a live pipe.
+    #[test]
+    fn a_wait_that_fails_at_once_still_takes_its_slice() {
+        let slice = Duration::from_millis(60);
+        for early in [ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY, 1u32] {
+            let mut calls = 0;
+            let start = Instant::now();
+            wait_busy_with(r"\\.\pipe\localsock-unit-early", slice, |name, millis| {
+                calls += 1;
+                assert_eq!(name.last(), Some(&0));
+                assert_eq!(millis, 60);
+                Err(early)
+            });
+            assert_eq!(calls, 1);
+            assert!(
+                start.elapsed() >= slice,
+                "error {early}: returned after {:?}, before the {slice:?} slice",
+                start.elapsed()
+            );
+            assert_eq!(FREE_AFTER_WAIT.with(|w| w.borrow().clone()), None);
+        }
+        // A free instance is remembered for the next connect, without sleeping.
+        wait_busy_with(r"\\.\pipe\localsock-unit-early", slice, |_, _| Ok(()));
+        assert_eq!(
+            FREE_AFTER_WAIT.with(|w| w.borrow_mut().take()).as_deref(),
+            Some(r"\\.\pipe\localsock-unit-early")
+        );
+    }
+
     #[test]
     fn default_client_flags_ask_for_identification_only() {
         let (access, flags) = client_create_file_params(&ConnectOptionsWindows::default());
@@ -477,6 +485,12 @@ mod tests {
         );
         assert_eq!(access & FILE_APPEND_DATA, 0);
         assert_eq!(access & FILE_WRITE_DATA, FILE_WRITE_DATA);
+        // Never used: asking for it would shut us out of servers that grant read and
+        // FILE_WRITE_DATA only.
+        assert_eq!(
+            access & windows_sys::Win32::Storage::FileSystem::FILE_WRITE_ATTRIBUTES,
+            0
+        );
     }
 
     #[test]
