@@ -998,3 +998,113 @@ fn an_empty_message_from_a_foreign_server_is_not_eof() {
     let n = client.read(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"data", "the empty message was read as EOF");
 }
+
+/// Issue 17.1's premise, on real Windows: a pipe whose DACL does not grant its creator
+/// `FILE_CREATE_PIPE_INSTANCE` refuses a second instance with `ERROR_ACCESS_DENIED` (Learn,
+/// "Named Pipe Security and Access Rights"). That is why bind checks the descriptor.
+#[test]
+#[ignore = "Wine ignores pipe DACLs — runs on real Windows: \
+            cargo test -p localsock --test windows -- --ignored"]
+fn a_dacl_without_create_instance_refuses_the_second_instance() {
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    };
+    use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+    use windows_sys::Win32::Storage::FileSystem::{FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX};
+    use windows_sys::Win32::System::Pipes::{
+        CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
+    };
+    let name = unique("dacl-premise");
+    let wide: Vec<u16> = name
+        .pipe_name()
+        .unwrap()
+        .encode_utf16()
+        .chain(Some(0))
+        .collect();
+    let sddl: Vec<u16> = "D:P(A;;FA;;;SY)".encode_utf16().chain(Some(0)).collect();
+    let mut sd = std::ptr::null_mut();
+    // SAFETY: `sddl` is NUL-terminated; `sd` is valid for writes (freed at process exit).
+    let ok = unsafe {
+        ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            sddl.as_ptr(),
+            SDDL_REVISION_1,
+            &mut sd,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_ne!(ok, 0, "{}", std::io::Error::last_os_error());
+    let attributes = SECURITY_ATTRIBUTES {
+        nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: sd,
+        bInheritHandle: 0,
+    };
+    let create = || {
+        // SAFETY: `wide` is NUL-terminated; `attributes` points at a valid descriptor.
+        unsafe {
+            CreateNamedPipeW(
+                wide.as_ptr(),
+                PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT,
+                PIPE_UNLIMITED_INSTANCES,
+                4096,
+                4096,
+                0,
+                &attributes,
+            )
+        }
+    };
+    let first = create();
+    assert_ne!(
+        first,
+        INVALID_HANDLE_VALUE,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    let _first = RawPipe(first);
+    let second = create();
+    let err = std::io::Error::last_os_error();
+    if second != INVALID_HANDLE_VALUE {
+        drop(RawPipe(second));
+        panic!("a second instance was created without FILE_CREATE_PIPE_INSTANCE");
+    }
+    assert_eq!(err.raw_os_error(), Some(5), "ERROR_ACCESS_DENIED: {err}");
+}
+
+/// `require_same_user` never decides from a pid: a client that asked for no security QoS
+/// (std's `File`) cannot be identified before the server has read from it (Learn,
+/// `ImpersonateNamedPipeClient`: "the security context of the last message read from the
+/// pipe"), so it is dropped, and the next, identifiable client (ours, with SQOS) is served.
+#[test]
+#[ignore = "Wine impersonates the server itself for ImpersonateNamedPipeClient, so every \
+            client looks like this user — runs on real Windows: \
+            cargo test -p localsock --test windows -- --ignored"]
+fn require_same_user_refuses_a_client_it_cannot_identify() {
+    let _w = watchdog("require_same_user_fail_closed", 30);
+    let name = unique("same-user-closed");
+    let listener = ListenerOptions::new()
+        .require_same_user(true)
+        .spare_instances(2)
+        .bind(&name)
+        .unwrap();
+    let anonymous = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.pipe_name().unwrap())
+        .unwrap();
+    let mut ours = LocalStream::connect(&name).unwrap();
+    ours.write_all(b"ours").unwrap();
+    let mut server = listener.accept().unwrap();
+    // The unidentifiable client, if accepted, sends nothing: fail fast, not by the watchdog.
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4];
+    server
+        .read_exact(&mut buf)
+        .expect("the unidentifiable client was accepted");
+    assert_eq!(
+        &buf, b"ours",
+        "the unidentifiable client was accepted first"
+    );
+    drop(anonymous);
+}

@@ -788,6 +788,36 @@ mod tests {
         }
     }
 
+    /// `ERROR_ACCESS_DENIED` from the first instance is `AddrInUse` only when an instance of
+    /// the name exists; for a free name it is `PermissionDenied` (an AppContainer outside
+    /// `\\.\pipe\LOCAL\`, for one), with the OS error kept as the source. Fed the OS
+    /// answer directly: Wine never refuses to create a pipe.
+    #[test]
+    fn access_denied_for_the_first_instance_says_which_case_it_is() {
+        use crate::error::os_code;
+        let denied = || io::Error::from_raw_os_error(ERROR_ACCESS_DENIED as i32);
+        let free = name("denied-free");
+        let free_pipe = free.pipe_name().unwrap();
+        let err = first_instance_failed(&wide(free_pipe), free_pipe, denied());
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert!(err.to_string().contains("may not create"), "{err}");
+        assert_eq!(os_code(&err), Some(ERROR_ACCESS_DENIED as i32), "{err}");
+
+        let taken = name("denied-taken");
+        let _listener = Listener::bind(&taken, &ListenerOptions::new()).unwrap();
+        let taken_pipe = taken.pipe_name().unwrap();
+        for cause in [
+            denied(),
+            io::Error::from_raw_os_error(ERROR_PIPE_BUSY as i32),
+        ] {
+            let code = cause.raw_os_error();
+            let err = first_instance_failed(&wide(taken_pipe), taken_pipe, cause);
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+            assert!(err.to_string().contains("already exists"), "{err}");
+            assert_eq!(os_code(&err), code, "{err}");
+        }
+    }
+
     #[test]
     fn instances_are_byte_mode_and_refuse_remote_clients() {
         assert_eq!(
