@@ -160,9 +160,12 @@ impl ListenerOptions {
     ///   socket, or a stale socket file is there and reclaiming is off. The live server keeps
     ///   working.
     /// - `PermissionDenied`: the directory (or pipe namespace) does not let this user create
-    ///   the socket.
+    ///   the socket; on Windows also a security descriptor (SDDL) that does not leave this
+    ///   user the rights every pipe instance needs (the message names them).
     /// - `NotFound`: the socket file's directory does not exist.
-    /// - `InvalidInput`: the name's kind does not exist on this platform.
+    /// - `InvalidInput`: the name's kind does not exist on this platform; on Windows also
+    ///   `Access::Group` without a group (`os::windows::ListenerOptionsExt::group`), or a group
+    ///   that does not resolve.
     ///
     /// Every message names the endpoint and the operation.
     pub fn bind(&self, name: &Name) -> io::Result<LocalListener> {
