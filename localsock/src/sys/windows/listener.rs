@@ -477,9 +477,10 @@ impl Listener {
     /// Wakes whoever waits on the old set of instances: threads in `accept` and tasks in
     /// `poll_accept`.
     fn changed(&self, pool: &mut Pool) {
-        pool.changed();
-        if let Some(wakers) = &self.wakers {
-            wakers.wake_all();
+        match &self.wakers {
+            Some(wakers) => wakers.wake_all(),
+            // Only blocking accepts wait on the "changed" event.
+            None => pool.changed(),
         }
     }
 
