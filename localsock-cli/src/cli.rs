@@ -103,6 +103,34 @@ pub(crate) struct ConnectArgs {
     /// Wait for the server to appear (within --timeout) instead of failing at once.
     #[arg(short, long)]
     pub(crate) wait: bool,
+    /// Who the server must be, checked before anything is sent: `any`, `me` (the current
+    /// user), `me-or-admin` (also root / LocalSystem / Administrators), a uid (Unix) or a SID
+    /// (Windows). Default: `me-or-admin` for short names, `any` for explicit paths and pipes.
+    #[arg(long, value_name = "WHO", value_parser = parse_server_identity)]
+    pub(crate) server_user: Option<localsock::ServerIdentity>,
+}
+
+/// `--server-user`: see [`ConnectArgs::server_user`].
+fn parse_server_identity(s: &str) -> Result<localsock::ServerIdentity, String> {
+    use localsock::ServerIdentity;
+    match s {
+        "any" => Ok(ServerIdentity::Any),
+        "me" => Ok(ServerIdentity::CurrentUser),
+        "me-or-admin" => Ok(ServerIdentity::CurrentUserOrAdmin),
+        #[cfg(unix)]
+        uid => uid
+            .parse()
+            .map(ServerIdentity::Uid)
+            .map_err(|_| format!("{uid:?} is not any, me, me-or-admin or a uid")),
+        #[cfg(windows)]
+        sid if sid.len() > 4 && sid[..4].eq_ignore_ascii_case("S-1-") => {
+            Ok(ServerIdentity::Sid(sid.to_owned()))
+        }
+        #[cfg(windows)]
+        other => Err(format!(
+            "{other:?} is not any, me, me-or-admin or a SID (S-1-...)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

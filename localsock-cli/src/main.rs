@@ -176,10 +176,12 @@ fn listen(args: ListenArgs) -> io::Result<()> {
 
 fn connect(args: ConnectArgs) -> io::Result<()> {
     let name = parse_name(&args.name)?;
-    let stream = ConnectOptions::new()
-        .timeout(args.timeout)
-        .wait_for_server(args.wait)
-        .connect(&name)?;
+    let mut opts = ConnectOptions::new();
+    opts.timeout(args.timeout).wait_for_server(args.wait);
+    if let Some(required) = args.server_user {
+        opts.server_identity(required);
+    }
+    let stream = opts.connect(&name)?;
     let mut stdin = copy::Stdin::start();
     copy::copy_both_ways(&stream, &mut stdin)
 }

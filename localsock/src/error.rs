@@ -2,7 +2,10 @@
 //!
 //! The `kind()` of the error is kept (or made more specific); the OS error stays reachable as the
 //! error's [`source`](std::error::Error::source), so `raw_os_error()` of the inner error still
-//! tells the code.
+//! tells the code. That holds however the error was wrapped before it got here: [`context`] looks
+//! through every layer (an `io::Error`'s payload, then `source()`s) for the OS code and makes
+//! the OS error itself the source, so a caller walking `source()` from the error it got always
+//! reaches an `io::Error` whose `raw_os_error()` is the code, whenever the OS gave one.
 
 use std::error::Error;
 use std::fmt;
@@ -67,9 +70,56 @@ pub(crate) fn context(err: io::Error, op: Op, name: &Name) -> io::Error {
         kind,
         Contextual {
             message,
-            source: err,
+            source: keep_os_error(err),
         },
     )
+}
+
+/// An error of `kind` that reads `message` and whose source is `cause`. For a condition that
+/// localsock finds itself (a live server on the name, a timeout) the cause is the OS error
+/// that explains it, so its code stays reachable.
+pub(crate) fn with_cause(
+    kind: io::ErrorKind,
+    message: impl Into<String>,
+    cause: io::Error,
+) -> io::Error {
+    io::Error::new(
+        kind,
+        Contextual {
+            message: message.into(),
+            source: cause,
+        },
+    )
+}
+
+/// The source for an error that gets context: `err` itself when it is an OS error, or has no OS
+/// code anywhere; otherwise the OS error found inside it (its words are in the message
+/// already). An `io::Error` that merely wraps another one as its payload reports no `source()`,
+/// so without this a caller walking the chain would never see the code.
+fn keep_os_error(err: io::Error) -> io::Error {
+    if err.raw_os_error().is_some() || source_chain_has_code(&err) {
+        return err;
+    }
+    match os_code(&err) {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => err,
+    }
+}
+
+/// Whether walking `source()` from `err` (what a caller can do) reaches an OS error.
+fn source_chain_has_code(err: &io::Error) -> bool {
+    let mut next = err.source();
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+            .is_some()
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// The OS error code behind `err`, looking through the context localsock adds (and any other
@@ -135,7 +185,7 @@ pub(crate) fn context_with(err: io::Error, op: Op, name: &Name, detail: &str) ->
         kind,
         Contextual {
             message,
-            source: err,
+            source: keep_os_error(err),
         },
     )
 }
@@ -169,6 +219,56 @@ mod tests {
         let inner = err.get_ref().and_then(|e| e.source()).unwrap();
         let inner = inner.downcast_ref::<io::Error>().unwrap();
         assert_eq!(inner.raw_os_error(), Some(2));
+    }
+
+    /// What a caller can do with only the public API: walk `source()` down from the error.
+    fn code_by_walking(err: &io::Error) -> Option<i32> {
+        let mut next: Option<&(dyn Error + 'static)> = Some(err);
+        while let Some(error) = next {
+            if let Some(code) = error
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::raw_os_error)
+            {
+                return Some(code);
+            }
+            next = error.source();
+        }
+        None
+    }
+
+    #[test]
+    fn the_os_code_is_reachable_through_source_however_it_was_wrapped() {
+        let name = Name::from_repr(crate::name::Repr::Path("/x/y.sock".into()));
+        let raw = || io::Error::from_raw_os_error(98);
+        // An io::Error that carries the OS error as its payload: io::Error::source() skips
+        // payloads, so the code is lost to a caller unless context digs it out.
+        let payload = io::Error::new(io::ErrorKind::AddrInUse, raw());
+        assert_eq!(code_by_walking(&payload), None);
+        let err = context(payload, Op::Bind, &name);
+        assert_eq!(code_by_walking(&err), Some(98), "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains("os error 98"), "{err}");
+        // with_cause keeps its own words and the OS error as source, through context too.
+        let found = with_cause(
+            io::ErrorKind::AddrInUse,
+            "a server is listening there",
+            raw(),
+        );
+        assert_eq!(code_by_walking(&found), Some(98));
+        let err = context(found, Op::Bind, &name);
+        assert_eq!(code_by_walking(&err), Some(98), "{err}");
+        assert!(
+            err.to_string().contains("a server is listening there"),
+            "{err}"
+        );
+        // Two payload layers deep, and through context_with.
+        let deep = io::Error::new(io::ErrorKind::TimedOut, io::Error::other(raw()));
+        let err = context_with(deep, Op::Connect, &name, "timed out");
+        assert_eq!(code_by_walking(&err), Some(98), "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        // No OS code anywhere: nothing is invented.
+        let plain = io::Error::new(io::ErrorKind::InvalidInput, "bad name");
+        assert_eq!(code_by_walking(&context(plain, Op::Bind, &name)), None);
     }
 
     #[test]

@@ -59,6 +59,13 @@
 //! | `Name::abstract_name(b)` | Linux: abstract `@b`, **no access control** | `Unsupported` |
 //! | `Name::qt("svc")` | Qt's rule: `QDir::tempPath()/svc` | `\\.\pipe\svc` |
 //!
+//! Before a connect returns, the client checks who the server is
+//! ([`ConnectOptions::server_identity`], [`ServerIdentity`]). Short names (`Name::new("svc")`)
+//! require [`ServerIdentity::CurrentUserOrAdmin`] by default: the server runs as you or root on
+//! Unix (`SO_PEERCRED`/`getpeereid`), the pipe is owned by you, LocalSystem or
+//! BUILTIN\Administrators on Windows (`GetSecurityInfo`). Other names are checked only when
+//! asked. A server of the wrong user is `PermissionDenied`, and nothing was sent to it.
+//!
 //! Socket paths must fit `sun_path` (107 bytes on Linux, 103 on macOS, with the NUL); pipe names
 //! are at most 256 UTF-16 units. Longer names are `InvalidInput` errors that give the limit.
 //!
@@ -80,6 +87,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
+mod identity;
 mod listener;
 mod name;
 pub mod os;
@@ -94,6 +102,7 @@ pub mod tokio;
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+pub use crate::identity::ServerIdentity;
 pub use crate::listener::{Access, Incoming, ListenerOptions, LocalListener};
 pub use crate::name::Name;
 pub use crate::stream::{ConnectOptions, LocalStream, PeerCredentials, DEFAULT_CONNECT_TIMEOUT};

@@ -56,6 +56,11 @@ pub struct Name {
     /// connect. Not part of the name's identity (equality, hash).
     #[cfg(unix)]
     private_dir: Option<sys::PrivateDir>,
+    /// Made by [`Name::new`] from a short name (no separator), on Windows: it decides the
+    /// default server-identity check (on Unix a short name is one with a private directory).
+    /// Not part of the name's identity either.
+    #[cfg(windows)]
+    short: bool,
 }
 
 impl PartialEq for Name {
@@ -141,7 +146,13 @@ impl Name {
         #[cfg(windows)]
         {
             let repr = map_windows(name)?;
-            Ok(Name { repr })
+            // The mapping succeeded; without a separator of either platform it was a short
+            // name.
+            let short = !name
+                .to_string_lossy()
+                .chars()
+                .any(|c| c == '/' || c == '\\');
+            Ok(Name { repr, short })
         }
     }
 
@@ -276,6 +287,21 @@ impl Name {
             repr,
             #[cfg(unix)]
             private_dir: None,
+            #[cfg(windows)]
+            short: false,
+        }
+    }
+
+    /// Whether [`Name::new`] made this name from a short name (mapped to the platform's
+    /// default location) rather than from a full path or pipe name.
+    pub(crate) fn is_short(&self) -> bool {
+        #[cfg(unix)]
+        {
+            self.private_dir.is_some()
+        }
+        #[cfg(windows)]
+        {
+            self.short
         }
     }
 

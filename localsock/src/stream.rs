@@ -7,6 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{self, Op};
+use crate::identity::{self, ServerIdentity};
 use crate::sys::{self, ConnectFailure};
 use crate::Name;
 
@@ -260,6 +261,8 @@ pub struct ConnectOptions {
     pub(crate) wait_for_server: bool,
     pub(crate) backoff_initial: Duration,
     pub(crate) backoff_max: Duration,
+    /// `None`: the default for the name ([`ServerIdentity::default_for`]).
+    pub(crate) server_identity: Option<ServerIdentity>,
     #[cfg(windows)]
     pub(crate) windows: crate::os::windows::ConnectOptionsWindows,
 }
@@ -279,6 +282,7 @@ impl ConnectOptions {
             wait_for_server: false,
             backoff_initial: DEFAULT_BACKOFF_INITIAL,
             backoff_max: DEFAULT_BACKOFF_MAX,
+            server_identity: None,
             #[cfg(windows)]
             windows: Default::default(),
         }
@@ -305,6 +309,23 @@ impl ConnectOptions {
         self
     }
 
+    /// Who the server must be: checked on the connected socket or pipe before the stream is
+    /// returned, so nothing is sent to a server run by someone else. When not set, short names
+    /// ([`Name::new("svc")`](Name::new)) require
+    /// [`ServerIdentity::CurrentUserOrAdmin`] and explicit paths and pipe names
+    /// [`ServerIdentity::Any`]; see [`ServerIdentity`] for what is compared on each platform.
+    pub fn server_identity(&mut self, identity: ServerIdentity) -> &mut Self {
+        self.server_identity = Some(identity);
+        self
+    }
+
+    /// The server identity this connect to `name` requires (set, or the default for `name`).
+    pub(crate) fn required_identity(&self, name: &Name) -> ServerIdentity {
+        self.server_identity
+            .clone()
+            .unwrap_or_else(|| ServerIdentity::default_for(name))
+    }
+
     /// Connects to `name`.
     ///
     /// Corresponds to `socket(2)`+`connect(2)` on Unix, `CreateFileW` (+ `WaitNamedPipeW`
@@ -315,7 +336,9 @@ impl ConnectOptions {
     /// - `NotFound`: no socket file or pipe at the name (after the deadline, with
     ///   `wait_for_server`).
     /// - `ConnectionRefused`: a socket file with no server behind it (stale).
-    /// - `PermissionDenied`: the socket or pipe does not let this user in.
+    /// - `PermissionDenied`: the socket or pipe does not let this user in, or the server is not
+    ///   the one [`server_identity`](Self::server_identity) requires (the message then names
+    ///   the user found and the one required).
     /// - `TimedOut`: the server stayed busy (or absent, with `wait_for_server`) until the
     ///   deadline; the message gives the attempts, the time and the last OS error.
     /// - `InvalidInput`: the name's kind does not exist on this platform.
@@ -323,9 +346,13 @@ impl ConnectOptions {
     /// Every message names the endpoint and the operation.
     pub fn connect(&self, name: &Name) -> io::Result<LocalStream> {
         let mut retry = Retry::new(self, name);
+        let required = self.required_identity(name);
         loop {
             match sys::Stream::connect(name, self) {
-                Ok(inner) => return Ok(LocalStream { inner }),
+                Ok(inner) => {
+                    identity::check(&required, name, || inner.server_user())?;
+                    return Ok(LocalStream { inner });
+                }
                 Err(failure) => {
                     let wait = retry.failed(failure)?;
                     if wait.busy {

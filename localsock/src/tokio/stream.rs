@@ -391,6 +391,14 @@ impl ConnectOptions {
         self
     }
 
+    /// Who the server must be, checked before the stream is returned: as
+    /// [`crate::ConnectOptions::server_identity`] (short names default to
+    /// [`ServerIdentity::CurrentUserOrAdmin`](crate::ServerIdentity::CurrentUserOrAdmin)).
+    pub fn server_identity(&mut self, identity: crate::ServerIdentity) -> &mut Self {
+        self.options.server_identity(identity);
+        self
+    }
+
     /// Connects to `name`.
     ///
     /// Corresponds to `socket(2)`+`connect(2)` on a non-blocking socket on Unix, `CreateFileW`
@@ -401,7 +409,8 @@ impl ConnectOptions {
     /// As [`crate::ConnectOptions::connect`]:
     /// - `NotFound`: no socket file or pipe at the name.
     /// - `ConnectionRefused`: a socket file with no server behind it (stale).
-    /// - `PermissionDenied`: the socket or pipe does not let this user in.
+    /// - `PermissionDenied`: the socket or pipe does not let this user in, or the server is not
+    ///   the one [`server_identity`](Self::server_identity) requires.
     /// - `TimedOut`: the server stayed busy (or absent, with `wait_for_server`) until the
     ///   deadline; the message gives the attempts, the time and the last OS error.
     /// - `InvalidInput`: the name's kind does not exist on this platform.
@@ -416,9 +425,13 @@ impl ConnectOptions {
     /// call, and a stream is created only when the attempt that makes it succeeds.
     pub async fn connect(&self, name: &Name) -> io::Result<LocalStream> {
         let mut retry = Retry::new(&self.options, name);
+        let required = self.options.required_identity(name);
         loop {
             match imp::Stream::connect_once(name, &self.options) {
-                Ok(inner) => return Ok(LocalStream { inner }),
+                Ok(inner) => {
+                    crate::identity::check(&required, name, || inner.server_user())?;
+                    return Ok(LocalStream { inner });
+                }
                 Err(failure) => {
                     let wait = retry.failed(failure)?;
                     tokio::time::sleep(wait.nap).await;

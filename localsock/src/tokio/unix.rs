@@ -56,6 +56,11 @@ impl Stream {
         sys::peer_credentials(self.io.as_fd())
     }
 
+    /// Who runs the server (a client stream's peer), for the server-identity check.
+    pub(crate) fn server_user(&self) -> io::Result<crate::identity::ServerUser> {
+        sys::server_user(self.io.as_fd())
+    }
+
     pub(crate) fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         let (read, write) = self.io.split();
         (ReadHalf(read), WriteHalf(write))

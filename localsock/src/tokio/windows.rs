@@ -208,7 +208,7 @@ fn is_disconnect(e: &io::Error) -> bool {
 }
 
 fn broken_pipe(e: io::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, e)
+    error::with_cause(io::ErrorKind::BrokenPipe, e.to_string(), e)
 }
 
 /// A connected pipe end registered with tokio's reactor.
@@ -239,6 +239,11 @@ impl Stream {
 
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
         self.pipe.peer_credentials()
+    }
+
+    /// Who serves the pipe (a client stream's peer), for the server-identity check.
+    pub(crate) fn server_user(&self) -> io::Result<crate::identity::ServerUser> {
+        async_pipe::server_user(self.pipe.as_handle())
     }
 
     pub(crate) fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {

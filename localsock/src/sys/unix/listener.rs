@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{cstr, cvt, cvt_retry, lstat, new_socket, SockAddr, Stream};
+use crate::error;
 use crate::listener::Access;
 use crate::name::Repr;
 use crate::{ListenerOptions, Name};
@@ -313,7 +314,14 @@ fn clear_stale(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let in_use = |why: &str| io::Error::new(io::ErrorKind::AddrInUse, why.to_owned());
+    // No bind(2) was tried, but EADDRINUSE is what it would say: callers keep an OS code.
+    let in_use = |why: &str| {
+        error::with_cause(
+            io::ErrorKind::AddrInUse,
+            why,
+            io::Error::from_raw_os_error(libc::EADDRINUSE),
+        )
+    };
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(in_use(&format!(
             "{} exists and is not a socket ({}); it is left alone",
@@ -327,9 +335,10 @@ fn clear_stale(
     match probe(held.as_ref().unwrap_or(name)) {
         Probe::Live => Err(in_use("a server is listening there")),
         Probe::Gone => Ok(()),
-        Probe::Denied(e) => Err(io::Error::new(
+        Probe::Denied(e) => Err(error::with_cause(
             io::ErrorKind::AddrInUse,
             format!("a socket file exists and cannot be probed ({e}); it is left alone"),
+            e,
         )),
         Probe::Stale if !reclaim => Err(in_use(
             "a stale socket file (no server) is there and reclaiming it is turned off \
@@ -485,9 +494,10 @@ fn bind_via_private_dir(
         })
         .map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
-                io::Error::new(
+                error::with_cause(
                     io::ErrorKind::AddrInUse,
                     "another file appeared at the path while binding",
+                    e,
                 )
             } else {
                 e

@@ -8,8 +8,10 @@ pub(crate) use self::listener::Listener;
 #[cfg(feature = "tokio")]
 pub(crate) use self::listener::SocketFile;
 #[cfg(feature = "tokio")]
+pub(crate) use self::stream::server_user;
+pub(crate) use self::stream::{admin_users, current_user, peer_uid_matches, Stream};
+#[cfg(feature = "tokio")]
 pub(crate) use self::stream::{peer_credentials, peer_uid_matches_fd, send, send_vectored};
-pub(crate) use self::stream::{peer_uid_matches, Stream};
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;

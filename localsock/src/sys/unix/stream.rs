@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use super::{cvt, cvt_retry, getsockopt, new_socket, setsockopt, SockAddr};
+use crate::identity::{ServerUser, UserId};
 use crate::sys::ConnectFailure;
 use crate::{ConnectOptions, Name, PeerCredentials};
 
@@ -315,6 +316,38 @@ impl Stream {
     pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// See [`server_user`].
+    pub(crate) fn server_user(&self) -> io::Result<ServerUser> {
+        server_user(self.fd.as_fd())
+    }
+}
+
+/// Who runs the server of a connected client socket: its effective uid when it called
+/// `listen` (`SO_PEERCRED` / `getpeereid`), recorded by the kernel and not forgeable.
+pub(crate) fn server_user(fd: BorrowedFd<'_>) -> io::Result<ServerUser> {
+    let creds = peer_credentials(fd)?;
+    let uid = creds.uid.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the peer's uid is not known on this platform",
+        )
+    })?;
+    Ok(ServerUser {
+        user: UserId::Uid(uid),
+        pid: creds.pid,
+    })
+}
+
+/// This process's user: its effective uid.
+pub(crate) fn current_user() -> io::Result<UserId> {
+    Ok(UserId::Uid(super::geteuid()))
+}
+
+/// The users trusted like the current one by [`crate::ServerIdentity::CurrentUserOrAdmin`]:
+/// root.
+pub(crate) fn admin_users() -> Vec<UserId> {
+    vec![UserId::Uid(0)]
 }
 
 impl From<OwnedFd> for Stream {

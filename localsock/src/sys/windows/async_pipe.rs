@@ -57,6 +57,11 @@ pub(crate) fn peer_credentials(
     stream::pipe_peer_credentials(pipe, server)
 }
 
+/// Who serves the pipe of a client handle (see the blocking stream's `server_user`).
+pub(crate) fn server_user(pipe: BorrowedHandle<'_>) -> io::Result<crate::identity::ServerUser> {
+    stream::server_user(pipe)
+}
+
 /// Whether the client of a server end runs as this process's user: the blocking listener's
 /// `require_same_user` check (from the client's token only, never a pid).
 pub(crate) fn peer_is_same_user(pipe: BorrowedHandle<'_>) -> bool {

@@ -38,9 +38,9 @@ use std::task::Waker;
 use std::task::{Context, Poll};
 
 use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_IO_PENDING, ERROR_NO_DATA, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, HANDLE, INVALID_HANDLE_VALUE, WAIT_FAILED,
-    WAIT_OBJECT_0,
+    ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_IO_PENDING, ERROR_NO_DATA,
+    ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, HANDLE,
+    INVALID_HANDLE_VALUE, WAIT_FAILED, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::{
@@ -564,7 +564,9 @@ fn instance_exists(pipe: &[u16]) -> Option<io::Error> {
     );
     // SAFETY: `pipe` is NUL-terminated (checked above).
     if unsafe { WaitNamedPipeW(pipe.as_ptr(), 1) } != 0 {
-        return Some(io::Error::other("a free instance answers"));
+        // A free instance answers. No call failed, so the evidence is the code that says
+        // what was found: the name exists.
+        return Some(io::Error::from_raw_os_error(ERROR_ALREADY_EXISTS as i32));
     }
     match last_error() {
         // Every instance is busy: the name is taken all the same.
@@ -633,7 +635,7 @@ fn next_instance_failed(e: io::Error) -> io::Error {
 
 /// `AddrInUse`, with the OS error (or other evidence) as its source.
 fn in_use(cause: io::Error) -> io::Error {
-    io::Error::new(
+    crate::error::with_cause(
         io::ErrorKind::AddrInUse,
         WithCause {
             what: "a pipe with this name already exists".to_owned(),

@@ -22,7 +22,7 @@ mod stream;
 
 pub(crate) use self::half_close::HalfClose;
 pub(crate) use self::listener::{peer_uid_matches, Listener};
-pub(crate) use self::stream::{client_create_file_params, Stream};
+pub(crate) use self::stream::{admin_users, client_create_file_params, current_user, Stream};
 
 use std::io;
 use std::os::windows::io::{

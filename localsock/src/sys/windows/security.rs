@@ -433,6 +433,42 @@ pub(super) fn pipe_client_user_sid(pipe: BorrowedHandle<'_>) -> io::Result<Strin
     token_sid(token.as_handle_ref(), TokenUser)
 }
 
+/// The owner SID of a kernel object (a pipe) from its security descriptor, as a string. Needs
+/// `READ_CONTROL` on the handle.
+pub(super) fn object_owner_sid(object: BorrowedHandle<'_>) -> io::Result<String> {
+    let mut owner: PSID = ptr::null_mut();
+    let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
+    // SAFETY: the handle is valid for the call; `owner` and `sd` are valid for writes; the
+    // other outputs are not asked for.
+    let err = unsafe {
+        GetSecurityInfo(
+            object.as_raw_handle() as HANDLE,
+            SE_KERNEL_OBJECT,
+            OWNER_SECURITY_INFORMATION,
+            &mut owner,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            &mut sd,
+        )
+    };
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err as i32));
+    }
+    let text = if owner.is_null() {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the pipe's security descriptor has no owner",
+        ))
+    } else {
+        sid_to_string(owner)
+    };
+    // SAFETY: `sd` was allocated by GetSecurityInfo with LocalAlloc; `owner` points into it
+    // and is not used after this.
+    unsafe { LocalFree(sd as HLOCAL) };
+    text
+}
+
 /// The calling thread's impersonation token, if it has one (opened to be put back).
 fn thread_token() -> io::Result<Option<OwnedHandle>> {
     let mut token: HANDLE = ptr::null_mut();

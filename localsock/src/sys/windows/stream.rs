@@ -24,6 +24,7 @@ use windows_sys::Win32::System::Pipes::{
 
 use super::half_close::{is_closed, HalfClose};
 use super::{cvt, last_error, overlapped, owned_handle, pipe_name, security, wide};
+use crate::identity::{ServerUser, UserId};
 use crate::os::windows::ConnectOptionsWindows;
 use crate::sys::ConnectFailure;
 use crate::{ConnectOptions, Name, PeerCredentials};
@@ -226,6 +227,46 @@ impl Stream {
     pub(crate) fn as_handle(&self) -> BorrowedHandle<'_> {
         self.handle.as_handle()
     }
+
+    /// See [`server_user`].
+    pub(crate) fn server_user(&self) -> io::Result<ServerUser> {
+        server_user(self.handle.as_handle())
+    }
+}
+
+/// Who serves the pipe of a client handle: the pipe's owner (`GetSecurityInfo`). Windows keeps
+/// one security descriptor per pipe name, set by whoever created its first instance, so the
+/// owner is the user who holds the name, whichever instance we reached; a client opened with
+/// `GENERIC_READ` has the `READ_CONTROL` this needs. The server's pid
+/// (`GetNamedPipeServerProcessId`) is only reported: pids are reused, and the token of a
+/// process we may not even open would say less than the owner. Also used by the async
+/// streams.
+pub(crate) fn server_user(pipe: BorrowedHandle<'_>) -> io::Result<ServerUser> {
+    let owner = security::object_owner_sid(pipe)?;
+    let mut pid = 0u32;
+    // SAFETY: the handle is valid for the call; `pid` is valid for writes.
+    let pid = cvt(unsafe { GetNamedPipeServerProcessId(pipe.as_raw_handle() as HANDLE, &mut pid) })
+        .ok()
+        .map(|()| pid);
+    Ok(ServerUser {
+        user: UserId::Sid(owner),
+        pid,
+    })
+}
+
+/// This process's user: the user SID of its token.
+pub(crate) fn current_user() -> io::Result<UserId> {
+    security::current_user_sid().map(UserId::Sid)
+}
+
+/// The owners trusted like the current user by
+/// [`crate::ServerIdentity::CurrentUserOrAdmin`]: LocalSystem, and BUILTIN\Administrators
+/// (the default owner of objects an elevated administrator creates).
+pub(crate) fn admin_users() -> Vec<UserId> {
+    vec![
+        UserId::Sid("S-1-5-18".to_owned()),
+        UserId::Sid("S-1-5-32-544".to_owned()),
+    ]
 }
 
 /// The peer's pid (`GetNamedPipeClientProcessId` on the server end,
@@ -315,11 +356,12 @@ fn wait_busy_with(
     }
 }
 
+/// `BrokenPipe`, keeping the OS error as the source (so its code stays reachable).
 fn broken_pipe(e: io::Error) -> io::Error {
     if e.kind() == io::ErrorKind::BrokenPipe {
         e
     } else {
-        io::Error::new(io::ErrorKind::BrokenPipe, e)
+        crate::error::with_cause(io::ErrorKind::BrokenPipe, e.to_string(), e)
     }
 }
 
