@@ -90,9 +90,16 @@ impl LocalStream {
     ///
     /// # Platform-specific behavior
     ///
-    /// On Windows, named pipes have no half-close: `Shutdown::Write` flushes and then
-    /// disconnects the write side as far as the pipe allows; see the Windows backend notes in
-    /// the crate documentation.
+    /// On Windows, named pipes have no half-close. On the server end, `Shutdown::Write` waits
+    /// until the client has read everything written (bounded by the
+    /// [write timeout](Self::set_write_timeout): `TimedOut`, nothing discarded), then
+    /// disconnects the pipe: from then on this end reads EOF too, and unread data from the
+    /// client is dropped. A localsock (or interprocess) client then reads EOF; a client that
+    /// maps only `ERROR_BROKEN_PIPE` to EOF (std's `File`, tokio, mio) reads all the data and
+    /// then gets error 233 (`ERROR_PIPE_NOT_CONNECTED`). To give *every* client a plain EOF,
+    /// drop the stream instead: the data written stays readable, then the client reads EOF.
+    /// On the client end, `Shutdown::Write` only makes later writes fail; the server reads EOF
+    /// when every handle of the client stream is closed. See [`crate::os::windows`].
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.inner.shutdown(how)
     }
@@ -109,6 +116,11 @@ impl LocalStream {
     }
 
     /// Sets a timeout for writes; `None` blocks forever.
+    ///
+    /// A write that times out sent nothing (`TimedOut` on Windows, `WouldBlock` on Unix); one
+    /// that sent part of the buffer returns that count. On Windows a write with a timeout (or
+    /// in non-blocking mode) moves at most the pipe's buffer size per call, which is what
+    /// keeps the count exact there; `write_all` loops as usual.
     ///
     /// # Errors
     ///

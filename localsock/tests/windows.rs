@@ -290,6 +290,83 @@ fn child_cross_process_client() {
     println!("CHILD saw server pid {:?}", creds.pid());
 }
 
+/// Suspicion 2 of the first review: `require_same_user` identifies a client through its token
+/// (impersonation, else its process). A client of our own user that connected, wrote and
+/// exited before `accept` must still be accepted with its data, by the blocking and the async
+/// listener.
+#[test]
+fn require_same_user_keeps_a_client_that_wrote_and_exited_before_accept() {
+    let _w = watchdog(
+        "require_same_user_keeps_a_client_that_wrote_and_exited_before_accept",
+        60,
+    );
+    let gone_client = |name: &Name| {
+        let mut proc = child(
+            "child_write_and_exit",
+            &[("LOCALSOCK_TEST_PIPE", name.pipe_name().unwrap())],
+        )
+        .spawn()
+        .expect("spawn the test binary as a client");
+        let (status, out) = wait_and_read_stdout(&mut proc, 30);
+        assert!(status.success(), "child failed: {status:?}\n{out}");
+        assert!(out.contains("CHILD wrote"), "{out}");
+    };
+    let name = unique("gone-client");
+    let listener = ListenerOptions::new()
+        .require_same_user(true)
+        .bind(&name)
+        .unwrap();
+    gone_client(&name);
+    listener.set_nonblocking(true).unwrap();
+    let mut server = listener
+        .accept()
+        .expect("the gone client of our own user is accepted, not dropped");
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"hello from a client that is gone");
+
+    #[cfg(feature = "tokio")]
+    {
+        let name = unique("gone-client-async");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(async {
+            localsock::tokio::LocalListener::bind_with(
+                &name,
+                ListenerOptions::new().require_same_user(true),
+            )
+            .unwrap()
+        });
+        gone_client(&name);
+        let got = rt.block_on(async {
+            use tokio::io::AsyncReadExt;
+            let mut server = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+                .await
+                .expect("the gone client of our own user is accepted, not dropped")
+                .unwrap();
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        assert_eq!(got, b"hello from a client that is gone");
+    }
+}
+
+/// Client half of `require_same_user_keeps_a_client_that_wrote_and_exited_before_accept`.
+#[test]
+#[ignore]
+fn child_write_and_exit() {
+    if !is_child("child_write_and_exit") {
+        return;
+    }
+    let name = Name::new(std::env::var("LOCALSOCK_TEST_PIPE").unwrap()).unwrap();
+    let mut s = LocalStream::connect(&name).unwrap();
+    s.write_all(b"hello from a client that is gone").unwrap();
+    println!("CHILD wrote");
+}
+
 #[test]
 fn peer_credentials_on_both_ends_name_this_process_and_user() {
     let _w = watchdog("peer_credentials_on_both_ends", 30);

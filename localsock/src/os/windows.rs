@@ -44,12 +44,26 @@
 //!   the async streams alike, so two localsock ends never see a 0-byte read. Writing to a closed peer is `BrokenPipe`. Data written before a stream is
 //!   dropped stays readable by the peer. A handle adopted with `From<OwnedHandle>` must be
 //!   overlapped: see that impl on `LocalStream`.
+//! - **Write counts**: a write with a timeout, or in non-blocking mode, moves at most the pipe's
+//!   buffer size (its quota, from `GetNamedPipeInfo`). Windows reports 0 bytes for a pipe write
+//!   that was cancelled after the reader took part of it (Wine 8 too, see
+//!   `tests/windows_interop.rs`), so a longer write could report sent bytes as unsent and a
+//!   retry would send them twice; a write that fits the quota is completed by the pipe as soon
+//!   as the reader starts on it, so it can only be cancelled whole.
 //! - **Shutdown**: pipes have no half-close. On the server end, `Shutdown::Write` (or `Both`)
-//!   waits until the client has read everything (`FlushFileBuffers`), then disconnects: the
-//!   client reads EOF, and this end can no longer read. On the client end it only makes later
-//!   writes fail; the server sees EOF when every handle of the client stream is closed. A
-//!   protocol that needs "request, then EOF, then reply" must frame its request instead. The
-//!   async stream's `shutdown` does the same (the flush runs on a thread of its own).
+//!   waits until the client has read everything (`FlushFileBuffers`, bounded by the write
+//!   timeout: a watcher thread cancels it with `CancelSynchronousIo`, and the call fails with
+//!   `TimedOut`, nothing discarded), then disconnects (`DisconnectNamedPipe`): this end can no
+//!   longer read (unread client data is dropped). The client's next read fails with
+//!   `ERROR_PIPE_NOT_CONNECTED` (233): localsock's client reads it as EOF, but std's `File`,
+//!   tokio and mio read EOF only for `ERROR_BROKEN_PIPE` (109), which only closing every handle
+//!   of the server end produces; `shutdown` takes `&self` and cannot close a handle that may be
+//!   borrowed or cloned. Dropping the stream is what gives every client a plain EOF (the data
+//!   stays readable first). On the client end `Shutdown::Write` only makes later writes fail;
+//!   the server sees EOF when every handle of the client stream is closed. A protocol that
+//!   needs "request, then EOF, then reply" must frame its request instead. The async
+//!   stream's `shutdown` does the same, its flush on a thread of its own and not bounded by a
+//!   timeout.
 //! - **Peer credentials**: the pid (`GetNamedPipeClientProcessId` /
 //!   `GetNamedPipeServerProcessId`) and the user SID (the client's token on the server end,
 //!   else the token of the process with the client's pid; the server process's token on the

@@ -169,7 +169,7 @@ impl Pipe {
                 let spawned = std::thread::Builder::new()
                     .name("localsock-pipe-flush".into())
                     .spawn(move || {
-                        let result = pipe.half.finish_write(pipe.as_handle());
+                        let result = pipe.half.finish_write(pipe.as_handle(), None);
                         let mut flush = pipe.flush.lock().unwrap_or_else(|e| e.into_inner());
                         let waiting = std::mem::replace(&mut *flush, Flush::Finished(result.err()));
                         drop(flush);

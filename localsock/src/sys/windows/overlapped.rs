@@ -105,7 +105,8 @@ pub(super) fn write(
 /// `start` issues the call (`ReadFile`, `WriteFile`, ...) with the `OVERLAPPED` it is given.
 /// `timeout`: `None` waits as long as it takes; `Some(Duration::ZERO)` only takes what can be
 /// done at once (non-blocking mode, `WouldBlock` otherwise); any other value gives `TimedOut`.
-/// A timed-out operation that moved some bytes before it was cancelled returns that count.
+/// A timed-out operation that completed before the cancel took effect returns its count; one
+/// that was cancelled returns `TimedOut` (or `WouldBlock`).
 /// Other failures are the raw OS error, for the caller to interpret.
 ///
 /// # Safety
@@ -149,7 +150,11 @@ unsafe fn run(
                 let (result, moved) = finish(handle, ov, true);
                 return match result {
                     Ok(()) => Ok(moved),
-                    Err(_) if moved > 0 => Ok(moved),
+                    // Cancelled: the count Windows leaves is not what moved (NT's npfs leaves
+                    // the full write length, later ones 0, whatever the reader took). Callers
+                    // make sure a cancelled operation moved nothing: a read completes as soon
+                    // as it has data, and a timed write is never longer than the pipe's quota
+                    // (see `Stream::write`).
                     Err(e) if e.raw_os_error() == Some(ERROR_OPERATION_ABORTED as i32) => {
                         if waited != WAIT_TIMEOUT {
                             Err(wait_error)
@@ -162,6 +167,7 @@ unsafe fn run(
                             ))
                         }
                     }
+                    Err(_) if moved > 0 => Ok(moved),
                     Err(e) => Err(e),
                 };
             }

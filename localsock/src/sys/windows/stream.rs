@@ -6,7 +6,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Shutdown;
 use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,8 @@ struct Shared {
     read_timeout: AtomicU64,
     write_timeout: AtomicU64,
     nonblocking: AtomicBool,
+    /// The pipe's quota for data this end writes (its buffer size), 0 until first asked.
+    write_quota: AtomicU32,
 }
 
 impl Stream {
@@ -78,6 +80,7 @@ impl Stream {
                 read_timeout: AtomicU64::new(0),
                 write_timeout: AtomicU64::new(0),
                 nonblocking: AtomicBool::new(false),
+                write_quota: AtomicU32::new(0),
             }),
         }
     }
@@ -158,6 +161,16 @@ impl Stream {
             return Ok(0);
         }
         let timeout = self.wait_for(&self.shared.write_timeout);
+        let buf = if timeout.is_some() {
+            // A write that may be cancelled (timeout, non-blocking) is never longer than the
+            // pipe's quota, so that the count is exact: npfs (and Wine) complete a pending write
+            // as soon as its unread rest fits the quota, so one that fits it whole can only be
+            // cancelled before the reader took any of it. A longer write could be cancelled
+            // half read, and Windows would then report 0 bytes (or, on NT 4, all of them).
+            &buf[..buf.len().min(self.write_quota() as usize)]
+        } else {
+            buf
+        };
         match overlapped::write(self.handle.as_handle(), buf, timeout) {
             Ok(n) => Ok(n as usize),
             Err(e) if is_closed(&e) || e.raw_os_error() == Some(ERROR_NO_DATA as i32) => {
@@ -165,6 +178,36 @@ impl Stream {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The quota of the pipe's queue this end writes into: the server's out-buffer size on the
+    /// server end, its in-buffer size on the client end (`GetNamedPipeInfo`); at least 1 (a
+    /// pipe with no buffer completes a write only when it is read whole). 1 when unknown.
+    fn write_quota(&self) -> u32 {
+        let known = self.shared.write_quota.load(Ordering::Relaxed);
+        if known != 0 {
+            return known;
+        }
+        let (mut out_size, mut in_size) = (0u32, 0u32);
+        // SAFETY: the handle is valid; the two sizes are valid for writes, the rest is null.
+        let ok = unsafe {
+            GetNamedPipeInfo(
+                self.raw(),
+                ptr::null_mut(),
+                &mut out_size,
+                &mut in_size,
+                ptr::null_mut(),
+            )
+        };
+        let quota = if ok == 0 {
+            1
+        } else if self.shared.half.is_server() {
+            out_size.max(1)
+        } else {
+            in_size.max(1)
+        };
+        self.shared.write_quota.store(quota, Ordering::Relaxed);
+        quota
     }
 
     pub(crate) fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -181,9 +224,12 @@ impl Stream {
     }
 
     /// Named pipes have no half-close: the policy of `half_close` (shared with the async
-    /// stream), waiting for the flush on this thread.
+    /// stream), waiting for the flush on this thread, at most the write timeout.
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.shared.half.shutdown(self.handle.as_handle(), how)
+        let bound = self.wait_for(&self.shared.write_timeout);
+        self.shared
+            .half
+            .shutdown(self.handle.as_handle(), how, bound)
     }
 
     pub(crate) fn try_clone(&self) -> io::Result<Stream> {
