@@ -567,3 +567,87 @@ fn observe_what_a_cancelled_partly_read_pipe_write_reports() {
         CloseHandle(event);
     }
 }
+
+/// interprocess's blocking named-pipe client against our server: data both ways, pids both
+/// ways, our `shutdown(Write)` read as EOF after every byte (interprocess maps
+/// `ERROR_PIPE_NOT_CONNECTED` to EOF), and its drop read as EOF by us.
+#[test]
+fn interprocess_client_against_our_server() {
+    use interprocess::os::windows::named_pipe::{pipe_mode, DuplexPipeStream};
+    let _w = watchdog("interprocess_client", 60);
+    let name = unique("interprocess-client");
+    let listener = LocalListener::bind(&name).unwrap();
+    let data = pattern(MIB);
+    let sent = data.clone();
+    let server = thread::spawn(move || {
+        let s = listener.accept().unwrap();
+        let pid = s.peer_credentials().unwrap().pid();
+        let mut request = vec![0u8; MIB];
+        (&s).read_exact(&mut request).unwrap();
+        (&s).write_all(&sent).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        (pid, request)
+    });
+    let mut client =
+        DuplexPipeStream::<pipe_mode::Bytes>::connect_by_path(name.pipe_name().unwrap()).unwrap();
+    assert_eq!(client.server_process_id().unwrap(), std::process::id());
+    client.write_all(&data).unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert!(got == data, "the reply differs");
+    let (pid, request) = server.join().unwrap();
+    assert_eq!(pid, Some(std::process::id()));
+    assert!(request == data, "the request differs");
+
+    // The other way round: the interprocess client leaves, our server reads EOF.
+    let name = unique("interprocess-client-leaves");
+    let listener = LocalListener::bind(&name).unwrap();
+    let mut client =
+        DuplexPipeStream::<pipe_mode::Bytes>::connect_by_path(name.pipe_name().unwrap()).unwrap();
+    let mut server = listener.accept().unwrap();
+    client.write_all(b"last words").unwrap();
+    drop(client);
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"last words");
+    let err = server.write(b"x").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
+}
+
+/// Our client against interprocess's blocking named-pipe server: data both ways, pids both
+/// ways, its drop read as data then EOF, and our writes then `BrokenPipe`.
+#[test]
+fn our_client_against_an_interprocess_server() {
+    use interprocess::os::windows::named_pipe::{pipe_mode, PipeListenerOptions};
+    let _w = watchdog("interprocess_server", 60);
+    let name = unique("interprocess-server");
+    let listener = PipeListenerOptions::new()
+        .path(std::path::Path::new(name.pipe_name().unwrap()))
+        .create_duplex::<pipe_mode::Bytes>()
+        .unwrap();
+    let data = pattern(MIB);
+    let sent = data.clone();
+    let server = thread::spawn(move || {
+        let mut s = listener.accept().unwrap();
+        let pid = s.client_process_id().unwrap();
+        let mut request = vec![0u8; MIB];
+        s.read_exact(&mut request).unwrap();
+        s.write_all(&sent).unwrap();
+        drop(s);
+        (pid, request)
+    });
+    let mut client = LocalStream::connect(&name).unwrap();
+    assert_eq!(
+        client.peer_credentials().unwrap().pid(),
+        Some(std::process::id())
+    );
+    client.write_all(&data).unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert!(got == data, "the reply differs");
+    let err = client.write_all(b"anyone?").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
+    let (pid, request) = server.join().unwrap();
+    assert_eq!(pid, std::process::id());
+    assert!(request == data, "the request differs");
+}
