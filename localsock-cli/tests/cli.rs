@@ -658,3 +658,36 @@ fn listen_ends_when_the_peer_closes_even_if_stdin_stays_open() {
     assert!(status.success(), "{err}");
     assert_eq!(out, "last words\n");
 }
+
+/// `connect --server-user`: a server of another uid than required is refused before anything
+/// is sent (the echo server receives nothing, so nothing comes back), with one line naming the
+/// endpoint; `me` and the server's real uid pass.
+#[test]
+fn connect_server_user_refuses_a_server_of_another_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "who.sock");
+    let server = Proc::spawn(localsock().args(["echo", s(&path)]));
+    assert!(server.next_line().starts_with("listening on "));
+    let me = rustix::process::geteuid().as_raw();
+    let other = me.wrapping_add(4242).to_string();
+    let (status, out, err) = run(&["connect", "--server-user", &other, s(&path)]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(out, "");
+    assert_one_line_error(&err, s(&path));
+    assert!(err.contains("refused"), "{err}");
+    assert!(err.contains(&format!("uid {me}")), "the uid found: {err}");
+    for who in ["me".to_string(), me.to_string(), "me-or-admin".to_string()] {
+        let mut client =
+            Proc::spawn(localsock().args(["connect", "--server-user", &who, s(&path)]));
+        client.feed(b"hi".to_vec()).join().unwrap();
+        let (status, out, err) = client.finish();
+        assert!(status.success(), "{who}: {err}");
+        assert_eq!(out, "hi", "{who}");
+    }
+    let (status, _, err) = run(&["connect", "--server-user", "nobody?", s(&path)]);
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a bad value is a usage error: {err}"
+    );
+}

@@ -50,14 +50,14 @@
 //!
 //! # Names
 //!
-//! | you write | Linux / macOS / BSD | Windows |
-//! |---|---|---|
-//! | `Name::new("svc")` | `$XDG_RUNTIME_DIR/svc`, else `<tmp>/localsock-<uid>/svc` (private, `0700`, verified at every bind and connect) | `\\.\pipe\svc` |
-//! | `Name::new("/run/app/x.sock")` | that path | `InvalidInput` |
-//! | `Name::new(r"\\.\pipe\svc")` | `InvalidInput` | that pipe |
-//! | `Name::path(p)` | `p`, relative or absolute | `Unsupported` |
-//! | `Name::abstract_name(b)` | Linux: abstract `@b`, **no access control** | `Unsupported` |
-//! | `Name::qt("svc")` | Qt's rule: `QDir::tempPath()/svc` | `\\.\pipe\svc` |
+//! | you write | Linux / macOS / BSD | Windows | the client checks the server (default) |
+//! |---|---|---|---|
+//! | `Name::new("svc")` | `$XDG_RUNTIME_DIR/svc`, else `<tmp>/localsock-<uid>/svc` (private, `0700`, verified at every bind and connect) | `\\.\pipe\svc` | `CurrentUserOrAdmin`: Unix you or root, Windows you, LocalSystem or Administrators |
+//! | `Name::new("/run/app/x.sock")` | that path | `InvalidInput` | only when asked |
+//! | `Name::new(r"\\.\pipe\svc")` | `InvalidInput` | that pipe | only when asked |
+//! | `Name::path(p)` | `p`, relative or absolute | `Unsupported` | only when asked |
+//! | `Name::abstract_name(b)` | Linux: abstract `@b`, **no access control** | `Unsupported` | only when asked |
+//! | `Name::qt("svc")` | Qt's rule: `QDir::tempPath()/svc` | `\\.\pipe\svc` | only when asked |
 //!
 //! Before a connect returns, the client checks who the server is
 //! ([`ConnectOptions::server_identity`], [`ServerIdentity`]). Short names (`Name::new("svc")`)

@@ -65,6 +65,20 @@ fn addr_in_use_keeps_an_os_code() {
     assert_eq!(code, libc::EADDRINUSE, "{err}");
     #[cfg(windows)]
     assert!([5, 121, 183, 231].contains(&code), "{code}: {err}");
+
+    // The async listener's bind says the same.
+    #[cfg(feature = "tokio")]
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt
+            .block_on(async { localsock::tokio::LocalListener::bind(&name) })
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+        assert!(os_code(&err).is_some(), "no OS code in {err:?}");
+    }
 }
 
 /// go-winio `TestDialTimesOutByDefault`/`TestDialListenerTimesOut`, .NET
@@ -96,6 +110,12 @@ fn a_busy_endpoint_times_out_within_the_bound() {
         assert!(held.len() < 10_000, "the endpoint never got busy");
     };
     assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    // The last OS error stays reachable: EAGAIN, or ERROR_PIPE_BUSY / ERROR_SEM_TIMEOUT.
+    let code = os_code(&err).unwrap_or_else(|| panic!("no OS code in {err:?}"));
+    #[cfg(unix)]
+    assert_eq!(code, libc::EAGAIN, "{err}");
+    #[cfg(windows)]
+    assert!([121, 231].contains(&code), "{code}: {err}");
     assert!(took >= bound, "gave up early: {took:?}");
     assert!(took < bound + Duration::from_secs(3), "overran: {took:?}");
 }
