@@ -99,7 +99,8 @@ impl LocalStream {
     /// then gets error 233 (`ERROR_PIPE_NOT_CONNECTED`). To give *every* client a plain EOF,
     /// drop the stream instead: the data written stays readable, then the client reads EOF.
     /// On the client end, `Shutdown::Write` only makes later writes fail; the server reads EOF
-    /// when every handle of the client stream is closed. See [`crate::os::windows`].
+    /// when every handle of the client stream is closed. See the `os::windows` module (Windows
+    /// builds of these docs).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.inner.shutdown(how)
     }
