@@ -223,6 +223,31 @@ fn tokio_client_against_our_server_both_ways_pids_and_eof() {
     let (pid, request) = server.join().unwrap();
     assert_eq!(pid, Some(std::process::id()));
     assert!(request == data, "the request differs");
+
+    // The tokio client leaves: our server reads its last words, then EOF, then BrokenPipe.
+    let name = unique("tokio-client-leaves");
+    let listener = LocalListener::bind(&name).unwrap();
+    let server = thread::spawn(move || {
+        let mut s = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        let err = s.write(b"x").unwrap_err();
+        (got, err.kind())
+    });
+    let pipe = name.pipe_name().unwrap().to_owned();
+    let (got, write_err) = runtime().block_on(async move {
+        let mut client = tokio::net::windows::named_pipe::ClientOptions::new()
+            .open(&pipe)
+            .unwrap();
+        client.write_all(b"last words").await.unwrap();
+        drop(client);
+        // Keep the runtime running while the server waits: it completes the closing.
+        tokio::task::spawn_blocking(move || server.join().unwrap())
+            .await
+            .unwrap()
+    });
+    assert_eq!(got, b"last words");
+    assert_eq!(write_err, ErrorKind::BrokenPipe);
 }
 
 #[test]

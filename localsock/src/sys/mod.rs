@@ -29,6 +29,11 @@
 //!   - `fn accept(&self) -> io::Result<Stream>`, `fn set_nonblocking(&self, bool)`.
 //! - `fn peer_uid_matches(stream: &Stream) -> io::Result<bool>` — whether the peer runs as the
 //!   same user as this process (uid on Unix, user SID on Windows).
+//! - `Stream::server_user(&self) -> io::Result<identity::ServerUser>` — which user runs the
+//!   server of a client stream (its uid from `SO_PEERCRED`/`getpeereid`; the pipe's owner SID),
+//!   plus its pid for messages; `fn current_user() -> io::Result<identity::UserId>` and
+//!   `fn admin_users() -> Vec<identity::UserId>` (root; LocalSystem and Administrators). The
+//!   policy that compares them is portable (`identity.rs`), shared with the async connect.
 
 use std::io;
 
