@@ -874,9 +874,12 @@ fn sddl_escape_hatch_is_used_and_checked() {
         let creds = server.peer_credentials().unwrap();
         creds.user_sid().expect("this process's SID").to_owned()
     };
+    // It names its owner: a client's default check of a short name's server reads the pipe's
+    // owner, and Wine gives a descriptor without one a group (S-1-5-21-0-0-0-513) as owner
+    // (Windows gives the creator's token owner).
     let name = unique("sddl-owner");
     let listener = ListenerOptions::new()
-        .security_descriptor_sddl(&format!("D:P(A;;FA;;;{me})(A;;FA;;;SY)"))
+        .security_descriptor_sddl(&format!("O:{me}D:P(A;;FA;;;{me})(A;;FA;;;SY)"))
         .spare_instances(0)
         .bind(&name)
         .unwrap();

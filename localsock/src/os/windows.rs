@@ -206,7 +206,10 @@ pub trait ListenerOptionsExt: sealed::Sealed {
     /// [`bind`](ListenerOptions::bind) fail with `InvalidInput`; one that does not grant the
     /// server's own user `FILE_CREATE_PIPE_INSTANCE` and read/write (which every instance
     /// after the first needs: Learn, "Named Pipe Security and Access Rights") makes it fail
-    /// with `PermissionDenied` naming the missing rights.
+    /// with `PermissionDenied` naming the missing rights. Name the owner (`O:<SID>`): clients
+    /// check a short name's server by the pipe's owner (see
+    /// [`ServerIdentity`](crate::ServerIdentity)); without one, Windows makes the creator's
+    /// token owner the owner, and Wine a group, which that check refuses.
     ///
     /// The default for [`Access::Owner`](crate::Access::Owner) is
     /// `O:<your SID>D:P(A;;FA;;;<your SID>)(A;;FA;;;SY)`; `Group` and `Everyone` add

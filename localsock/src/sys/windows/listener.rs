@@ -635,7 +635,7 @@ fn next_instance_failed(e: io::Error) -> io::Error {
 
 /// `AddrInUse`, with the OS error (or other evidence) as its source.
 fn in_use(cause: io::Error) -> io::Error {
-    crate::error::with_cause(
+    io::Error::new(
         io::ErrorKind::AddrInUse,
         WithCause {
             what: "a pipe with this name already exists".to_owned(),

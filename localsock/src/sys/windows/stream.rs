@@ -192,7 +192,7 @@ impl Stream {
         // SAFETY: the handle is valid; the two sizes are valid for writes, the rest is null.
         let ok = unsafe {
             GetNamedPipeInfo(
-                self.raw(),
+                self.handle.as_raw_handle() as HANDLE,
                 ptr::null_mut(),
                 &mut out_size,
                 &mut in_size,
