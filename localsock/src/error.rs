@@ -57,9 +57,15 @@ pub(crate) fn context(err: io::Error, op: Op, name: &Name) -> io::Error {
     let hint = match (op, kind, name.abstract_bytes()) {
         // An abstract name has no file that could be stale: nobody listens, that is all.
         (Op::Connect, io::ErrorKind::ConnectionRefused, Some(_)) => {
-            "no server is listening on this abstract name"
+            "no server is listening on this abstract name".into()
         }
-        _ => hint(kind, op),
+        // What is at the path decides the hint: a socket file nobody accepts on is not the
+        // same as a file that is not a socket at all (which must not be called stale).
+        (Op::Connect, io::ErrorKind::ConnectionRefused, None) => match name.fs_path() {
+            Some(path) => refused_hint(path),
+            None => hint(kind, op).into(),
+        },
+        _ => std::borrow::Cow::Borrowed(hint(kind, op)),
     };
     let message = if hint.is_empty() {
         format!("{} {name}: {err}", op.verb())
@@ -190,13 +196,50 @@ pub(crate) fn context_with(err: io::Error, op: Op, name: &Name, detail: &str) ->
     )
 }
 
+/// The hint for a refused connect to a path, from what is there now (following a symlink, as
+/// `connect(2)` does).
+fn refused_hint(path: &std::path::Path) -> std::borrow::Cow<'static, str> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return "no server is listening".into();
+    };
+    let kind = file_kind(&meta.file_type());
+    match kind {
+        None => "no server is listening: the socket file is there but nothing accepts on it \
+                 (its server is gone, or the process that bound it does not listen)"
+            .into(),
+        Some(kind) => {
+            format!("not a socket ({kind} is at the path, so no server can be there)").into()
+        }
+    }
+}
+
+/// `None` for a socket, else what the file is, in words.
+#[cfg(unix)]
+fn file_kind(ty: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    Some(if ty.is_socket() {
+        return None;
+    } else if ty.is_file() {
+        "a regular file"
+    } else if ty.is_dir() {
+        "a directory"
+    } else if ty.is_fifo() {
+        "a FIFO"
+    } else {
+        "a special file"
+    })
+}
+
+#[cfg(not(unix))]
+fn file_kind(_ty: &std::fs::FileType) -> Option<&'static str> {
+    None
+}
+
 fn hint(kind: io::ErrorKind, op: Op) -> &'static str {
     use io::ErrorKind::*;
     match (op, kind) {
         (Op::Connect, NotFound) => "no server: the socket or pipe does not exist",
-        (Op::Connect, ConnectionRefused) => {
-            "no server is listening (the socket file is stale, left by a server that is gone)"
-        }
+        (Op::Connect, ConnectionRefused) => "no server is listening",
         (Op::Connect, PermissionDenied) => "not allowed to connect",
         (Op::Bind, AddrInUse) => "the name is in use",
         (Op::Bind, PermissionDenied) => "not allowed to create the socket",
@@ -269,6 +312,48 @@ mod tests {
         // No OS code anywhere: nothing is invented.
         let plain = io::Error::new(io::ErrorKind::InvalidInput, "bad name");
         assert_eq!(code_by_walking(&context(plain, Op::Bind, &name)), None);
+    }
+
+    /// A refused connect says what is at the path: a socket nobody accepts on, or something
+    /// that is not a socket (never called stale, so nobody deletes it as a leftover).
+    #[cfg(unix)]
+    #[test]
+    fn refused_hint_matches_what_is_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = || io::Error::from(io::ErrorKind::ConnectionRefused);
+        let at = |file: &str| {
+            let path = dir.path().join(file);
+            context(
+                refused(),
+                Op::Connect,
+                &Name::from_repr(crate::name::Repr::Path(path)),
+            )
+            .to_string()
+        };
+
+        let socket = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let msg = at("stale.sock");
+        assert!(
+            msg.contains("the socket file is there but nothing accepts"),
+            "{msg}"
+        );
+
+        std::fs::write(dir.path().join("plain"), b"x").unwrap();
+        let msg = at("plain");
+        assert!(msg.contains("not a socket (a regular file"), "{msg}");
+        assert!(!msg.contains("socket file"), "{msg}");
+
+        std::fs::create_dir(dir.path().join("dir")).unwrap();
+        let msg = at("dir");
+        assert!(msg.contains("not a socket (a directory"), "{msg}");
+
+        // Gone by the time the hint is made: no guess about what was there.
+        let msg = at("nothing");
+        assert!(
+            msg.contains("no server is listening (connection refused"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -86,6 +86,9 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(all(unix, feature = "systemd"))]
+#[cfg_attr(docsrs, doc(cfg(all(unix, feature = "systemd"))))]
+pub mod activation;
 mod error;
 mod identity;
 mod listener;

@@ -274,6 +274,44 @@ impl LocalListener {
         &self.name
     }
 
+    /// Adopts a listening socket this process inherited (systemd socket activation, see
+    /// [`activation`](crate::activation) with feature `systemd`; or a parent that passed one),
+    /// after checking that it is one: a listening `AF_UNIX` stream socket.
+    ///
+    /// The name is read back from the socket (`getsockname`). The socket file is not removed
+    /// when the listener is dropped: whoever bound it owns it. Unlike the unchecked
+    /// `From<OwnedFd>`, a descriptor of the wrong kind is refused and closed.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` saying what the descriptor is instead (a regular file, a TCP socket, a
+    /// datagram socket, a connected or non-listening `AF_UNIX` socket, ...); the OS error if it
+    /// cannot be examined.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::os::fd::OwnedFd;
+    /// use localsock::LocalListener;
+    ///
+    /// # fn adopt(fd: OwnedFd) -> std::io::Result<()> {
+    /// let listener = LocalListener::from_inherited_fd(fd)?;
+    /// println!("serving on {}", listener.name());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// Unix only.
+    #[cfg(unix)]
+    pub fn from_inherited_fd(fd: std::os::fd::OwnedFd) -> io::Result<LocalListener> {
+        sys::check_listening_unix_stream(&fd)?;
+        let listener = LocalListener::from(fd);
+        // An inherited socket may come non-blocking; `accept` here blocks.
+        listener.set_nonblocking(false)?;
+        Ok(listener)
+    }
+
     #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn from_parts(inner: sys::Listener, name: Name, require_same_user: bool) -> Self {
         LocalListener {

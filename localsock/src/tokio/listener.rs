@@ -170,6 +170,38 @@ impl LocalListener {
         })
     }
 
+    /// Adopts a listening socket this process inherited (systemd socket activation), after
+    /// checking that it is a listening `AF_UNIX` stream socket, and registers it with the
+    /// current runtime. As [`crate::LocalListener::from_inherited_fd`], which it calls.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` saying what the descriptor is instead; the OS error if it cannot be
+    /// examined or registered.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, or in one without the I/O driver.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::os::fd::OwnedFd;
+    /// use localsock::tokio::LocalListener;
+    ///
+    /// # async fn adopt(fd: OwnedFd) -> std::io::Result<()> {
+    /// let listener = LocalListener::from_inherited_fd(fd)?;
+    /// let _client = listener.accept().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// Unix only.
+    pub fn from_inherited_fd(fd: std::os::fd::OwnedFd) -> io::Result<LocalListener> {
+        LocalListener::from_std(crate::LocalListener::from_inherited_fd(fd)?)
+    }
+
     /// Deregisters the listener and turns it into a blocking [`crate::LocalListener`], which
     /// keeps the duty to remove the socket file.
     ///

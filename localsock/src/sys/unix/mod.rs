@@ -1,8 +1,15 @@
 //! Unix backend: `AF_UNIX` `SOCK_STREAM` sockets through `libc`.
 #![allow(unsafe_code)]
 
+#[cfg(feature = "systemd")]
+mod activation;
+mod inherit;
 mod listener;
 mod stream;
+
+#[cfg(feature = "systemd")]
+pub(crate) use self::activation::take_listen_fds;
+pub(crate) use self::inherit::check_listening_unix_stream;
 
 pub(crate) use self::listener::Listener;
 #[cfg(feature = "tokio")]
