@@ -743,7 +743,7 @@ pub(crate) fn serve(args: BenchServerArgs) -> io::Result<()> {
             }
         }
         Imp::Raw => {
-            let _ = std::fs::remove_file(&args.name);
+            remove_stale_socket(std::path::Path::new(&args.name))?;
             let listener = UnixListener::bind(&args.name)
                 .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", args.name)))?;
             ready()?;
@@ -752,6 +752,24 @@ pub(crate) fn serve(args: BenchServerArgs) -> io::Result<()> {
                 serve_one(stream, &mut buf)?;
             }
         }
+    }
+}
+
+/// Removes a socket file left at `path` by an earlier run; anything that is not a socket is
+/// refused, never deleted (`bench-server --name` must not become `rm`).
+fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; refusing to remove it",
+                path.display()
+            ),
+        )),
     }
 }
 

@@ -16,13 +16,22 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     printf 'hi' | localsock connect svc   # send, print the reply, exit\n  \
     localsock echo svc                    # echo server for many clients\n  \
     localsock probe svc; echo $?          # 0 listening, 1 absent, 2 stale, 3 error\n  \
-    localsock bench                       # library vs raw sockets, same run")]
+    localsock forward tcp:127.0.0.1:8080 svc   # TCP clients -> local socket svc\n  \
+    localsock forward svc tcp:localhost:5432   # local clients -> TCP server\n  \
+    systemd-socket-activate -l /tmp/s.sock localsock echo /tmp/s.sock   # socket activation\n  \
+    localsock bench                       # library vs raw sockets, same run\n\n\
+Socket activation: listen, echo and forward serve the listening socket a service manager \
+passes (systemd's LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES) instead of binding NAME themselves, \
+and say so in their first line.")]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
     /// Resolve NAME with Qt's rule instead, to talk to QLocalServer/QLocalSocket programs given
     /// the same string: QDir::tempPath()/NAME on Unix ($TMPDIR or /tmp, symlinks resolved),
-    /// `\\.\pipe\NAME` on Windows.
+    /// `\\.\pipe\NAME` on Windows. With --qt, connect and listen also keep their sending
+    /// side open after stdin ends (Qt treats a half-close as a close; see --quit-after), and
+    /// refuse a peer that runs as another user (the temp directory is shared; see
+    /// --allow-other-user).
     #[arg(long, global = true)]
     pub(crate) qt: bool,
 }
@@ -45,8 +54,23 @@ pub(crate) enum Command {
     Connect(ConnectArgs),
     /// Run an echo server on NAME for many concurrent clients (one thread per client).
     ///
-    /// Prints one line per connection with the peer's pid and uid.
+    /// Prints one line per connection with the peer's pid and uid. Clients that stay idle or
+    /// do not read their echo are dropped after --idle-timeout / --write-timeout, and one user
+    /// may hold at most --max-per-user connections, so that a flood of idle connections from
+    /// one user cannot lock the others out.
     Echo(EchoArgs),
+    /// Forward connections from FROM to TO: a local socket or pipe and TCP, either way.
+    ///
+    /// FROM and TO are each a local NAME or tcp:HOST:PORT. FROM is listened on; for every
+    /// client accepted there, TO is connected to, and bytes are copied both ways at once.
+    /// When one side shuts down its sending side, the other side's sending side is shut down
+    /// too (half-close, where both ends support it: Windows pipes do not). One line per
+    /// connection on stderr: the peer (pid/uid, SID or address), bytes each way, duration
+    /// and how it ended.
+    ///
+    /// Listening on a TCP address that is not loopback exposes the local service to the
+    /// network: refused unless --allow-remote is given.
+    Forward(ForwardArgs),
     /// Tell whether a server is listening on NAME.
     ///
     /// Exit status: 0 listening, 1 absent, 2 stale (a socket file left by a dead server),
@@ -79,6 +103,24 @@ pub(crate) struct ListenArgs {
     /// Who may connect (Unix: the socket file's mode; Windows: the pipe's DACL).
     #[arg(long, value_enum, default_value_t = AccessArg::Owner)]
     pub(crate) access: AccessArg,
+    #[command(flatten)]
+    pub(crate) eof: EofArgs,
+}
+
+/// How `listen` and `connect` end a connection once stdin has ended.
+#[derive(Debug, Args)]
+pub(crate) struct EofArgs {
+    /// After stdin ends, keep the sending side open and exit when the peer closes or has sent
+    /// nothing for DUR (like `nc -q` / `socat -t`). Without it, the sending side is shut down
+    /// at the end of stdin (the peer reads EOF), which Qt peers treat as a close. --qt sets
+    /// 1s unless given.
+    #[arg(short = 'q', long, value_name = "DUR", value_parser = parse_duration)]
+    pub(crate) quit_after: Option<Duration>,
+    /// With --qt: talk to a peer that runs as another user (on Unix, a uid other than ours
+    /// and root's). Qt names live in the shared temp directory, where anyone can put a
+    /// server (or be the client), so such a peer is refused by default.
+    #[arg(long)]
+    pub(crate) allow_other_user: bool,
 }
 
 /// Who may connect to a listener.
@@ -108,6 +150,12 @@ pub(crate) struct ConnectArgs {
     /// (Windows). Default: `me-or-admin` for short names, `any` for explicit paths and pipes.
     #[arg(long, value_name = "WHO", value_parser = parse_server_identity)]
     pub(crate) server_user: Option<localsock::ServerIdentity>,
+    /// Fail if the server sends nothing for DUR (a server that accepts and then never
+    /// answers would otherwise keep connect waiting forever).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub(crate) read_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub(crate) eof: EofArgs,
 }
 
 /// `--server-user`: see [`ConnectArgs::server_user`].
@@ -142,10 +190,63 @@ pub(crate) struct EchoArgs {
     #[arg(short, long, value_name = "N", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_clients: u32,
+    /// At most N connections per user (uid, or SID on Windows); more are closed at once.
+    /// Default: --max-clients with --access owner, a quarter of it otherwise.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_per_user: Option<u32>,
+    /// Drop a client that sends nothing for DUR ("off" to never).
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_limit)]
+    pub(crate) idle_timeout: Limit,
+    /// Drop a client that does not read its echo for DUR ("off" to never).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_limit)]
+    pub(crate) write_timeout: Limit,
     /// Who may connect.
     #[arg(long, value_enum, default_value_t = AccessArg::Owner)]
     pub(crate) access: AccessArg,
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct ForwardArgs {
+    /// Where to listen: a local NAME, or tcp:HOST:PORT (e.g. tcp:127.0.0.1:8080).
+    #[arg(value_name = "FROM")]
+    pub(crate) from: String,
+    /// Where to connect for each client: a local NAME, or tcp:HOST:PORT.
+    #[arg(value_name = "TO")]
+    pub(crate) to: String,
+    /// Serve at most N clients at once; further clients wait in the backlog.
+    #[arg(short, long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_clients: u32,
+    /// At most N connections per user (uid or SID; the IP address for TCP clients); more are
+    /// closed at once. Default: --max-clients when FROM is a local name with --access owner,
+    /// a quarter of it otherwise.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_per_user: Option<u32>,
+    /// Give up connecting to TO after DUR; that client is then closed.
+    #[arg(short, long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    /// Wait for TO to appear (within --timeout) instead of failing the client at once.
+    #[arg(short, long)]
+    pub(crate) wait: bool,
+    /// Close a connection when neither side has sent anything for DUR ("off" to never).
+    #[arg(long, value_name = "DUR", default_value = "off", value_parser = parse_limit)]
+    pub(crate) idle_timeout: Limit,
+    /// Close a connection when one side does not read what the other sent for DUR ("off" to
+    /// never).
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_limit)]
+    pub(crate) write_timeout: Limit,
+    /// Allow listening on a TCP address that is not loopback. Anyone who can reach that
+    /// address then reaches TO as this user.
+    #[arg(long)]
+    pub(crate) allow_remote: bool,
+    /// Who may connect when FROM is a local name.
+    #[arg(long, value_enum, default_value_t = AccessArg::Owner)]
+    pub(crate) access: AccessArg,
+}
+
+/// A time limit that can be turned off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limit(pub(crate) Option<Duration>);
 
 #[derive(Debug, Args)]
 pub(crate) struct ProbeArgs {
@@ -227,6 +328,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+fn parse_limit(text: &str) -> Result<Limit, String> {
+    if text == "off" {
+        return Ok(Limit(None));
+    }
+    parse_duration(text).map(|d| Limit(Some(d)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +351,7 @@ mod tests {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_limit("off"), Ok(Limit(None)));
+        assert_eq!(parse_limit("2s"), Ok(Limit(Some(Duration::from_secs(2)))));
     }
 }

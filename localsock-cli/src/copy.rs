@@ -53,17 +53,35 @@ impl Stdin {
     }
 }
 
+/// How a copy ends once stdin has ended, and how long the peer may stay silent.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CopyOptions {
+    /// Keep the sending side open after stdin ends, and end the copy when the peer closes or
+    /// has been quiet this long (`nc -q`); `None`: shut the sending side down at once.
+    pub(crate) quit_after: Option<Duration>,
+    /// Fail when the peer sends nothing for this long.
+    pub(crate) read_timeout: Option<Duration>,
+}
+
 /// Copies both ways until both directions are done: stdin has ended (then the socket's sending
 /// side is shut down, so the peer reads EOF) or the peer has gone, and the peer has sent EOF.
 ///
-/// Windows named pipes cannot half-close: the peer sees EOF only when our handles close. There,
-/// once stdin has ended, the copy also ends when the peer has been quiet for [`LINGER`].
+/// With [`CopyOptions::quit_after`], the sending side stays open after stdin ends, and the
+/// copy also ends when the peer has been quiet that long. Windows named pipes cannot
+/// half-close: the peer sees EOF only when our handles close. There, once stdin has ended, the
+/// copy also ends when the peer has been quiet for [`LINGER`] (or `quit_after`).
 ///
 /// # Errors
 ///
-/// I/O errors other than the peer going away or stdout being closed.
-pub(crate) fn copy_both_ways(stream: &LocalStream, stdin: &mut Stdin) -> io::Result<()> {
+/// I/O errors other than the peer going away or stdout being closed; `TimedOut` when the peer
+/// was silent for the read timeout.
+pub(crate) fn copy_both_ways(
+    stream: &LocalStream,
+    stdin: &mut Stdin,
+    options: CopyOptions,
+) -> io::Result<()> {
     let reader = stream.try_clone()?;
+    reader.set_read_timeout(options.read_timeout)?;
     let activity = Arc::new(Activity {
         peer_done: AtomicBool::new(false),
         last: Mutex::new(Instant::now()),
@@ -75,18 +93,33 @@ pub(crate) fn copy_both_ways(stream: &LocalStream, stdin: &mut Stdin) -> io::Res
     thread::Builder::new()
         .name("socket-to-stdout".into())
         .spawn(move || {
-            let outcome = socket_to_stdout(&reader, &shared);
+            let outcome = socket_to_stdout(&reader, &shared, options.read_timeout);
             shared.peer_done.store(true, Ordering::Release);
             let _ = done.send(outcome);
         })?;
-    let sent = stdin_to_socket(stream, stdin, &activity.peer_done);
+    let sent = stdin_to_socket(stream, stdin, &activity.peer_done, options.quit_after);
     activity.touch();
-    let received = wait_for_peer(&result, &activity, stdin.ended);
-    sent.and(received)
+    let linger = options
+        .quit_after
+        .or(if cfg!(windows) { Some(LINGER) } else { None });
+    let received = wait_for_peer(&result, &activity, stdin.ended, linger);
+    if matches!(received, Ok(Quit::Quiet)) {
+        // Wake the reader still blocked on the quiet peer: it must not print what a later
+        // connection's peer sends (`listen --keep-open`).
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+    sent.and(received.map(|_| ()))
+}
+
+/// How the wait for the peer ended.
+enum Quit {
+    /// The peer closed (or went away).
+    Closed,
+    /// The peer was quiet for the linger time after stdin ended.
+    Quiet,
 }
 
 /// Windows: how long a peer may stay quiet after our stdin ended before the copy ends.
-#[cfg_attr(not(windows), allow(dead_code))]
 pub(crate) const LINGER: Duration = Duration::from_millis(500);
 
 struct Activity {
@@ -99,7 +132,6 @@ impl Activity {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
-    #[cfg_attr(not(windows), allow(dead_code))]
     fn quiet_for(&self) -> Duration {
         self.last
             .lock()
@@ -112,22 +144,32 @@ fn wait_for_peer(
     result: &Receiver<io::Result<()>>,
     activity: &Activity,
     stdin_ended: bool,
-) -> io::Result<()> {
+    linger: Option<Duration>,
+) -> io::Result<Quit> {
     let lost = || io::Error::other("the socket-to-stdout thread ended without a result");
-    if cfg!(windows) && stdin_ended {
+    if let (true, Some(linger)) = (stdin_ended, linger) {
         loop {
             match result.recv_timeout(Duration::from_millis(50)) {
-                Ok(outcome) => return outcome,
-                Err(RecvTimeoutError::Timeout) if activity.quiet_for() >= LINGER => return Ok(()),
+                Ok(outcome) => return outcome.map(|()| Quit::Closed),
+                Err(RecvTimeoutError::Timeout) if activity.quiet_for() >= linger => {
+                    return Ok(Quit::Quiet)
+                }
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return Err(lost()),
             }
         }
     }
-    result.recv().unwrap_or_else(|_| Err(lost()))
+    result
+        .recv()
+        .unwrap_or_else(|_| Err(lost()))
+        .map(|()| Quit::Closed)
 }
 
-fn socket_to_stdout(stream: &LocalStream, activity: &Activity) -> io::Result<()> {
+fn socket_to_stdout(
+    stream: &LocalStream,
+    activity: &Activity,
+    read_timeout: Option<Duration>,
+) -> io::Result<()> {
     let mut buf = vec![0; CHUNK];
     let stdout = io::stdout();
     loop {
@@ -135,6 +177,15 @@ fn socket_to_stdout(stream: &LocalStream, activity: &Activity) -> io::Result<()>
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if crate::echo::timed_out(&e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the peer sent nothing for {} (--read-timeout)",
+                        humantime::format_duration(read_timeout.unwrap_or_default())
+                    ),
+                ))
+            }
             Err(e) if gone(&e) => return Ok(()),
             Err(e) => return Err(e),
         };
@@ -155,6 +206,7 @@ fn stdin_to_socket(
     stream: &LocalStream,
     stdin: &mut Stdin,
     peer_done: &AtomicBool,
+    quit_after: Option<Duration>,
 ) -> io::Result<()> {
     while !stdin.ended {
         match stdin.chunks.recv_timeout(HANGUP_CHECK) {
@@ -170,6 +222,10 @@ fn stdin_to_socket(
             }
             Err(RecvTimeoutError::Disconnected) => stdin.ended = true,
         }
+    }
+    if quit_after.is_some() {
+        // Keep the sending side open: some peers (Qt) take a half-close for a close.
+        return Ok(());
     }
     match stream.shutdown(Shutdown::Write) {
         Err(e) if !gone(&e) && e.kind() != io::ErrorKind::NotConnected => Err(e),

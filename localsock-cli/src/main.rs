@@ -23,9 +23,11 @@ mod bench;
 mod cli;
 mod copy;
 mod echo;
+mod forward;
 #[cfg(unix)]
 mod pin;
 mod probe;
+mod serve;
 
 /// The benchmark compares with raw Unix sockets; elsewhere it says so.
 #[cfg(not(unix))]
@@ -54,9 +56,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anstyle::{AnsiColor, Style};
 use clap::Parser;
-use localsock::{Access, ConnectOptions, ListenerOptions, LocalStream, Name};
+use localsock::{Access, ConnectOptions, LocalStream, Name};
 
-use crate::cli::{AccessArg, Cli, Command, ConnectArgs, ListenArgs};
+use crate::cli::{AccessArg, Cli, Command, ConnectArgs, EofArgs, ListenArgs};
+use crate::copy::CopyOptions;
 
 pub(crate) const ERROR: Style = AnsiColor::Red.on_default().bold();
 pub(crate) const WARN: Style = AnsiColor::Yellow.on_default().bold();
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Listen(args) => listen(args),
         Command::Connect(args) => connect(args),
         Command::Echo(args) => echo::run(args),
+        Command::Forward(args) => forward::run(args),
         Command::Probe(args) => return probe::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchServer(args) => bench::serve(args),
@@ -149,21 +153,26 @@ pub(crate) fn access(arg: AccessArg) -> Access {
 }
 
 fn listen(args: ListenArgs) -> io::Result<()> {
-    let name = parse_name(&args.name)?;
-    let listener = ListenerOptions::new()
-        .access(access(args.access))
-        .bind(&name)?;
+    let (listener, inherited) = serve::local_listener(&args.name, args.access)?;
+    let name = listener.name().clone();
     let interactive = io::stderr().is_terminal();
-    if interactive {
+    if let Some(origin) = &inherited {
+        errln!("listening on {name} (socket activation: {origin})");
+    } else if interactive {
         errln!("{DIM}listening on {name}{DIM:#}");
     }
+    let options = copy_options(&args.eof, None);
     let mut stdin = copy::Stdin::start();
     loop {
         let stream = listener.accept()?;
+        if let Err(e) = check_peer_user(&stream, &args.eof, "client") {
+            warn(&format!("{e}; waiting for another client"));
+            continue;
+        }
         if interactive {
             errln!("{DIM}connected{}{DIM:#}", describe_peer(&stream));
         }
-        copy::copy_both_ways(&stream, &mut stdin)?;
+        copy::copy_both_ways(&stream, &mut stdin, options)?;
         drop(stream);
         if !args.keep_open {
             return Ok(());
@@ -182,8 +191,62 @@ fn connect(args: ConnectArgs) -> io::Result<()> {
         opts.server_identity(required);
     }
     let stream = opts.connect(&name)?;
+    check_peer_user(&stream, &args.eof, "server")?;
     let mut stdin = copy::Stdin::start();
-    copy::copy_both_ways(&stream, &mut stdin)
+    copy::copy_both_ways(
+        &stream,
+        &mut stdin,
+        copy_options(&args.eof, args.read_timeout),
+    )
+}
+
+/// With `--qt`, the sending side stays open after stdin ends (1 s of quiet unless
+/// `--quit-after` says otherwise): Qt takes a half-close for a close.
+fn copy_options(eof: &EofArgs, read_timeout: Option<std::time::Duration>) -> CopyOptions {
+    let qt = QT_NAMES.load(Ordering::Relaxed);
+    CopyOptions {
+        quit_after: eof
+            .quit_after
+            .or(qt.then_some(std::time::Duration::from_secs(1))),
+        read_timeout,
+    }
+}
+
+/// With `--qt`, refuses a peer that runs as another user (not us, not root) unless
+/// `--allow-other-user`: Qt's names live in the shared temp directory, where anyone can bind
+/// a server first or connect to ours.
+#[cfg(unix)]
+fn check_peer_user(stream: &LocalStream, eof: &EofArgs, role: &str) -> io::Result<()> {
+    if !QT_NAMES.load(Ordering::Relaxed) || eof.allow_other_user {
+        return Ok(());
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let uid = stream.peer_credentials().ok().and_then(|c| c.uid());
+    match uid {
+        Some(uid) if uid == me || uid == 0 => Ok(()),
+        Some(uid) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the {role} runs as uid {uid}, not as you (uid {me}): --qt names live in the \
+                 shared temp directory, where any user can put a server or connect; pass \
+                 --allow-other-user to talk to it anyway"
+            ),
+        )),
+        None => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "cannot tell which user the {role} runs as; --qt names live in the shared \
+                 temp directory: pass --allow-other-user to talk to it anyway"
+            ),
+        )),
+    }
+}
+
+/// Windows: Qt's names are `\\.\pipe\NAME` there, the same namespace as ours; the check of
+/// the server's identity belongs to the library's connect options.
+#[cfg(not(unix))]
+fn check_peer_user(_stream: &LocalStream, _eof: &EofArgs, _role: &str) -> io::Result<()> {
+    Ok(())
 }
 
 /// `" (pid 1234, uid 1000)"`, with what the OS tells about the peer.
