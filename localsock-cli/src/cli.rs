@@ -218,8 +218,9 @@ pub(crate) struct ForwardArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_clients: u32,
     /// At most N connections per user (uid or SID; the IP address for TCP clients); more are
-    /// closed at once. Default: --max-clients when FROM is a local name with --access owner,
-    /// a quarter of it otherwise.
+    /// closed at once. Default: a quarter of --max-clients when FROM is a local name that
+    /// other users may connect to (--access group/everyone, or socket activation), else
+    /// --max-clients (TCP clients cannot be told apart by user).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_per_user: Option<u32>,
     /// Give up connecting to TO after DUR; that client is then closed.

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -84,13 +84,6 @@ enum Conn {
 }
 
 impl Conn {
-    fn try_clone(&self) -> io::Result<Conn> {
-        Ok(match self {
-            Conn::Local(s) => Conn::Local(s.try_clone()?),
-            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
-        })
-    }
-
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Conn::Local(s) => s.shutdown(how),
@@ -202,7 +195,24 @@ struct Target {
 }
 
 impl Target {
+    /// Connects to TO; out of descriptors, retries after a pause until the timeout, as the
+    /// accept loop does.
     fn connect(&self) -> io::Result<Conn> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.connect_once() {
+                Err(e)
+                    if serve::is_resource_shortage(&e)
+                        && Instant::now() + RESOURCE_PAUSE < deadline =>
+                {
+                    thread::sleep(RESOURCE_PAUSE)
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn connect_once(&self) -> io::Result<Conn> {
         match &self.to {
             Endpoint::Local(name) => ConnectOptions::new()
                 .timeout(self.timeout)
@@ -336,9 +346,12 @@ pub(crate) fn run(args: ForwardArgs) -> io::Result<()> {
     let from = parse_endpoint(&args.from, "FROM")?;
     let to = parse_endpoint(&args.to, "TO")?;
     let (listener, inherited) = bind(&from, &args)?;
-    let owner_only = matches!(from, Endpoint::Local(_))
-        && args.access == AccessArg::Owner
-        && inherited.is_none();
+    // Over TCP every local user shares one address: a per-address cap would only lower
+    // --max-clients, so TCP clients get every slot.
+    let owner_only = match from {
+        Endpoint::Local(_) => args.access == AccessArg::Owner && inherited.is_none(),
+        Endpoint::Tcp { .. } => true,
+    };
     let per_user = args
         .max_per_user
         .unwrap_or_else(|| serve::default_per_user(args.max_clients, owner_only));
@@ -445,20 +458,24 @@ fn serve_client(client: Conn, target: &Target, limits: Limits) -> String {
         let tick = limits.idle.map(|d| (d / 4).max(Duration::from_millis(10)));
         client.set_timeouts(tick, limits.write)?;
         server.set_timeouts(tick, limits.write)?;
-        let activity = Arc::new(AtomicU64::new(0));
-        let up_from = client.try_clone()?;
-        let up_to = server.try_clone()?;
-        let up_activity = Arc::clone(&activity);
-        let up = thread::Builder::new()
-            .name("forward-up".into())
-            .stack_size(CLIENT_STACK)
-            .spawn(move || pump(&up_from, &up_to, &up_activity, start, limits))?;
-        let (down_bytes, down_end) = pump(&server, &client, &activity, start, limits);
-        let (up_bytes, up_end) = up.join().unwrap_or((
-            0,
-            End::Error(io::Error::other("the copying thread panicked")),
-        ));
-        Ok((up_bytes, down_bytes, up_end, down_end))
+        let shared = Shared {
+            activity: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        };
+        // Both directions borrow the two connections (no duplicated descriptors: a
+        // connection costs two, which matters when descriptors run short).
+        thread::scope(|scope| -> io::Result<_> {
+            let up = thread::Builder::new()
+                .name("forward-up".into())
+                .stack_size(CLIENT_STACK)
+                .spawn_scoped(scope, || pump(&client, &server, &shared, start, limits))?;
+            let (down_bytes, down_end) = pump(&server, &client, &shared, start, limits);
+            let (up_bytes, up_end) = up.join().unwrap_or((
+                0,
+                End::Error(io::Error::other("the copying thread panicked")),
+            ));
+            Ok((up_bytes, down_bytes, up_end, down_end))
+        })
     })();
     let took = humantime::format_duration(round(start.elapsed()));
     match result {
@@ -476,15 +493,19 @@ fn serve_client(client: Conn, target: &Target, limits: Limits) -> String {
     }
 }
 
+/// What the two directions of a connection share.
+struct Shared {
+    /// Milliseconds since the start at which data last moved either way.
+    activity: AtomicU64,
+    /// Set by the first direction that fails; it closes both connections, and the other
+    /// direction's failure that follows is reported as [`End::Stopped`].
+    stopped: AtomicBool,
+}
+
 /// Copies `from` -> `to` until EOF (passed on as a half-close) or a failure (which closes
 /// both connections, so the other direction ends too).
-fn pump(
-    from: &Conn,
-    to: &Conn,
-    activity: &AtomicU64,
-    start: Instant,
-    limits: Limits,
-) -> (u64, End) {
+fn pump(from: &Conn, to: &Conn, shared: &Shared, start: Instant, limits: Limits) -> (u64, End) {
+    let activity = &shared.activity;
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     let touch = || activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -517,13 +538,15 @@ fn pump(
         End::Eof => {
             // Pass the half-close on; the other direction keeps going.
             let _ = to.shutdown(Shutdown::Write);
+            (total, end)
         }
+        _ if shared.stopped.swap(true, Ordering::AcqRel) => (total, End::Stopped),
         _ => {
             let _ = from.shutdown(Shutdown::Both);
             let _ = to.shutdown(Shutdown::Both);
+            (total, end)
         }
     }
-    (total, end)
 }
 
 fn gone(e: &io::Error) -> bool {
@@ -559,8 +582,8 @@ fn ended(up: &End, down: &End, limits: Limits) -> String {
 
 fn bytes(n: u64) -> String {
     match n {
-        0..=9_999 => format!("{n} B"),
-        10_000..=9_999_999 => format!("{:.1} KiB", n as f64 / 1024.0),
+        0..=1023 => format!("{n} B"),
+        1024..=1_048_575 => format!("{:.1} KiB", n as f64 / 1024.0),
         _ => format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0)),
     }
 }
