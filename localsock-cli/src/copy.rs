@@ -84,6 +84,7 @@ pub(crate) fn copy_both_ways(
     reader.set_read_timeout(options.read_timeout)?;
     let activity = Arc::new(Activity {
         peer_done: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
         last: Mutex::new(Instant::now()),
     });
     let (done, result) = mpsc::channel();
@@ -94,10 +95,11 @@ pub(crate) fn copy_both_ways(
         .name("socket-to-stdout".into())
         .spawn(move || {
             let outcome = socket_to_stdout(&reader, &shared, options.read_timeout);
+            shared.failed.store(outcome.is_err(), Ordering::Release);
             shared.peer_done.store(true, Ordering::Release);
             let _ = done.send(outcome);
         })?;
-    let sent = stdin_to_socket(stream, stdin, &activity.peer_done, options.quit_after);
+    let sent = stdin_to_socket(stream, stdin, &activity, options.quit_after);
     activity.touch();
     let linger = options
         .quit_after
@@ -124,6 +126,8 @@ pub(crate) const LINGER: Duration = Duration::from_millis(500);
 
 struct Activity {
     peer_done: AtomicBool,
+    /// The receiving side failed (e.g. the read timeout): stop sending too.
+    failed: AtomicBool,
     last: Mutex<Instant>,
 }
 
@@ -205,7 +209,7 @@ fn socket_to_stdout(
 fn stdin_to_socket(
     stream: &LocalStream,
     stdin: &mut Stdin,
-    peer_done: &AtomicBool,
+    activity: &Activity,
     quit_after: Option<Duration>,
 ) -> io::Result<()> {
     while !stdin.ended {
@@ -216,7 +220,9 @@ fn stdin_to_socket(
                 Err(e) => return Err(e),
             },
             Err(RecvTimeoutError::Timeout) => {
-                if peer_done.load(Ordering::Acquire) && peer_hung_up(stream) {
+                if activity.peer_done.load(Ordering::Acquire)
+                    && (activity.failed.load(Ordering::Acquire) || peer_hung_up(stream))
+                {
                     return Ok(());
                 }
             }

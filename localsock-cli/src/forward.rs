@@ -402,7 +402,9 @@ pub(crate) fn run(args: ForwardArgs) -> io::Result<()> {
             .name(format!("client-{number}"))
             .stack_size(CLIENT_STACK)
             .spawn(move || {
-                let _guards = (guard, user_guard);
+                // The user's count drops before the slot frees: the accept loop, woken by the slot,
+                // must see this user's connection gone.
+                let _guards = (user_guard, guard);
                 let line = serve_client(client, &target, limits);
                 errln!("#{number} {peer} -> {}: {line}", target.to);
             });

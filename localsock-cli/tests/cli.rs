@@ -691,3 +691,148 @@ fn connect_server_user_refuses_a_server_of_another_uid() {
         "a bad value is a usage error: {err}"
     );
 }
+
+/// A refused connect says what is at the path: a socket file nobody accepts on (a server that
+/// is gone, or one that bound but does not listen) is not a regular file or a directory, and
+/// only the former is called a socket.
+#[test]
+fn refused_connect_hints_match_what_is_at_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let stale = sock(&dir, "stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let (status, _, err) = run(&["connect", s(&stale)]);
+    assert_eq!(status.code(), Some(1));
+    assert_one_line_error(&err, s(&stale));
+    assert!(
+        err.contains("the socket file is there but nothing accepts on it"),
+        "{err}"
+    );
+
+    // Bound by a live process that never calls listen(2): also a socket nobody accepts on.
+    let bound = sock(&dir, "bound.sock");
+    let holder = {
+        use rustix::net::{bind, socket, AddressFamily, SocketAddrUnix, SocketType};
+        let fd = socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+        bind(&fd, &SocketAddrUnix::new(&bound).unwrap()).unwrap();
+        fd
+    };
+    let (_, _, err) = run(&["connect", s(&bound)]);
+    assert!(
+        err.contains("or the process that bound it does not listen"),
+        "{err}"
+    );
+    drop(holder);
+
+    let regular = sock(&dir, "regular-file");
+    std::fs::write(&regular, b"data").unwrap();
+    let (status, _, err) = run(&["connect", s(&regular)]);
+    assert_eq!(status.code(), Some(1));
+    assert_one_line_error(&err, s(&regular));
+    assert!(err.contains("not a socket (a regular file"), "{err}");
+    assert!(
+        !err.contains("stale") && !err.contains("socket file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&regular).unwrap(), b"data");
+}
+
+/// `--quit-after`: the sending side stays open after stdin ends (the peer reads no EOF), and
+/// connect exits once the peer has been quiet that long.
+#[test]
+fn quit_after_keeps_the_sending_side_open_and_exits_when_the_peer_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "quiet.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut client = Proc::spawn(localsock().args(["connect", "--quit-after", "300ms", s(&path)]));
+    let (mut server, _) = listener.accept().unwrap();
+    client.feed(b"request".to_vec()).join().unwrap();
+    let mut got = [0u8; 7];
+    server.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"request");
+    // No EOF while connect waits out the quiet period: the reply still arrives.
+    server
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let e = server.read(&mut byte).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
+    server.write_all(b"reply").unwrap();
+    let start = Instant::now();
+    let (status, out, err) = client.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "reply");
+    assert!(start.elapsed() < BOUND);
+    // It closed after the quiet period: now the server reads EOF.
+    server.set_read_timeout(Some(BOUND)).unwrap();
+    assert_eq!(server.read(&mut byte).unwrap(), 0);
+}
+
+/// `--read-timeout`: a server that accepts and never answers does not keep connect forever.
+#[test]
+fn read_timeout_gives_up_on_a_silent_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "silent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut client =
+        Proc::spawn(localsock().args(["connect", "--read-timeout", "300ms", s(&path)]));
+    let (_server, _) = listener.accept().unwrap();
+    // stdin stays open, as on a terminal.
+    let (status, _, err) = client_finish_keep_stdin(&mut client);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_one_line_error(&err, "sent nothing for 300ms (--read-timeout)");
+}
+
+fn client_finish_keep_stdin(proc: &mut Proc) -> (ExitStatus, String, String) {
+    let stdin = proc.stdin.take();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = proc.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < BOUND, "localsock did not exit");
+        thread::sleep(Duration::from_millis(10));
+    };
+    drop(stdin);
+    let out = proc.stdout.take().unwrap().join().unwrap();
+    let err = proc.stderr.take().unwrap().join().unwrap();
+    (status, out, err)
+}
+
+/// The hidden bench server removes a leftover socket at --name, and nothing else.
+#[test]
+fn bench_server_refuses_to_delete_what_is_not_a_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = sock(&dir, "precious.txt");
+    std::fs::write(&precious, b"keep me").unwrap();
+    // Its stdin stays open: the bench server exits quietly when its parent closes it.
+    let mut proc =
+        Proc::spawn(localsock().args(["bench-server", "--imp", "raw", "--name", s(&precious)]));
+    let (status, _, err) = client_finish_keep_stdin(&mut proc);
+    assert_eq!(status.code(), Some(1));
+    assert_one_line_error(&err, "is not a socket; refusing to remove it");
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+}
+
+#[test]
+fn help_shows_forward_and_socket_activation_with_examples() {
+    let (status, out, _) = run(&["--help"]);
+    assert!(status.success());
+    assert!(
+        out.contains("localsock forward tcp:127.0.0.1:8080 svc"),
+        "{out}"
+    );
+    assert!(out.contains("systemd-socket-activate -l"), "{out}");
+    assert!(out.contains("LISTEN_FDS"), "{out}");
+    let (status, out, _) = run(&["forward", "--help"]);
+    assert!(status.success());
+    for word in [
+        "tcp:HOST:PORT",
+        "--allow-remote",
+        "--max-clients",
+        "--wait",
+        "--timeout",
+    ] {
+        assert!(out.contains(word), "{word}: {out}");
+    }
+}
