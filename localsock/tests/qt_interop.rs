@@ -1473,6 +1473,36 @@ mod linux {
         cli.finish();
     }
 
+    /// Issue 12: `printf 'hello\n' | localsock --qt connect` to a QLocalServer echo server.
+    /// Without --qt the CLI half-closes when stdin ends, Qt takes that for a close and drops
+    /// its queued reply (nothing printed in most runs). With --qt the sending side stays open,
+    /// the reply arrives, and the CLI exits after a quiet second.
+    #[test]
+    fn cli_qt_connect_gets_the_reply_to_a_short_request() {
+        let (peer, _w) = qt_test!("cli_qt_connect_gets_the_reply_to_a_short_request", 60);
+        let dir = tempdir();
+        let path = dir.path().join("qt-eof.sock");
+        for round in 0..5 {
+            let mut qt = Peer::spawn_listening(&peer, &["server-echo", "--name", path_str(&path)]);
+            let mut cmd = Command::new(localsock_cli());
+            cmd.args(["--qt", "connect", path_str(&path)]);
+            let mut cli = Peer::start(cmd, "localsock --qt connect".into(), true);
+            qt.expect("CONNECTED");
+            let mut stdin = cli.stdin.take().unwrap();
+            stdin.write_all(b"hello\n").unwrap();
+            drop(stdin);
+            assert_eq!(
+                cli.next_line().as_deref(),
+                Some("hello"),
+                "round {round}: the reply to a request sent just before stdin ended: {}",
+                cli.describe()
+            );
+            cli.finish();
+            qt.expect_closed_by_us_after(6);
+            qt.finish();
+        }
+    }
+
     #[test]
     fn qt_clients_talk_to_cli_echo() {
         let (peer, _w) = qt_test!("qt_clients_talk_to_cli_echo", 60);
