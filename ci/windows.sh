@@ -11,7 +11,8 @@
 #      -- -D warnings` (std rebuilt with -Zbuild-std, hence RUSTC_BOOTSTRAP=1);
 #      then `cargo doc` for that target with RUSTDOCFLAGS=-Dwarnings;
 #   4. `cargo test -p localsock --all-features --target x86_64-pc-windows-gnu`, test exes run
-#      by wine64 (--all-features: the `tokio` module's Windows code is tested too).
+#      by wine64 (--all-features: the `tokio` module's Windows code is tested too); then the
+#      CLI's `forward` between a named pipe and TCP (localsock-cli/tests/windows_forward.rs).
 # A timing summary goes to stderr at the end. Exits non-zero on any failure.
 #
 # Usage:  bash ci/windows.sh [extra `cargo test` args, e.g. -- --nocapture]
@@ -192,6 +193,10 @@ step "cargo test --no-run" \
 step "cargo test under wine" timeout --kill-after=30 "${WINCI_TEST_TIMEOUT:-900}" \
     cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-features --no-fail-fast "$@" \
     || FAILED+=(tests)
+# The CLI's `forward` between a named pipe and TCP, both ways (localsock-cli/tests/windows_forward.rs).
+step "cargo test localsock forward under wine" timeout --kill-after=30 300 \
+    cargo test "${BUILD_STD[@]}" --target "$TARGET" -p localsock-cli --test windows_forward \
+    || FAILED+=(cli-forward)
 if [[ ${#FAILED[@]} -gt 0 ]]; then
     echo "==> [windows] failed: ${FAILED[*]}" >&2
     exit 1

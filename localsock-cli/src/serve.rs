@@ -177,6 +177,8 @@ pub(crate) struct Inherited {
     pub(crate) fd: std::os::fd::OwnedFd,
     /// `"descriptor 3 from the service manager"`, for the first line.
     pub(crate) origin: String,
+    /// Chosen by its `LISTEN_FDNAMES` name (the argument named it, not a path).
+    pub(crate) by_name: bool,
 }
 
 /// Takes the inherited listener for `arg` (the NAME or FROM argument): the only one passed,
@@ -190,6 +192,7 @@ pub(crate) fn inherited(arg: &str) -> io::Result<Option<Inherited>> {
     use std::os::fd::{AsFd, AsRawFd};
     let mut fds = localsock::activation::take_listen_fds()
         .map_err(|e| io::Error::new(e.kind(), format!("socket activation: {e}")))?;
+    let by_name = fds.iter().any(|fd| fd.name() == arg);
     let chosen = match fds.len() {
         0 => return Ok(None),
         1 => fds.remove(0),
@@ -219,6 +222,7 @@ pub(crate) fn inherited(arg: &str) -> io::Result<Option<Inherited>> {
     Ok(Some(Inherited {
         fd: chosen.into_fd(),
         origin,
+        by_name,
     }))
 }
 
@@ -232,7 +236,8 @@ pub(crate) fn local_listener(
     if let Some(inherited) = inherited(arg)? {
         let listener = localsock::LocalListener::from_inherited_fd(inherited.fd)
             .map_err(|e| io::Error::new(e.kind(), format!("socket activation: {e}")))?;
-        if let Ok(name) = crate::parse_name(arg) {
+        let path_given = !inherited.by_name;
+        if let Some(name) = crate::parse_name(arg).ok().filter(|_| path_given) {
             if &name != listener.name() {
                 crate::warn(&format!(
                     "the inherited socket is {}, not {name}; serving the inherited one",

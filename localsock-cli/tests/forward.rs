@@ -640,3 +640,48 @@ fn an_inherited_socket_of_the_wrong_kind_is_refused_with_what_it_is() {
         "{line}"
     );
 }
+
+/// Several sockets: the argument picks one by its `LISTEN_FDNAMES` name; an argument that
+/// names none of them is an error that lists the names.
+#[test]
+fn the_argument_picks_one_of_several_sockets_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.sock");
+    let b = dir.path().join("b.sock");
+    let bin = env!("CARGO_BIN_EXE_localsock");
+    let activate = |arg: &str| {
+        Proc::spawn(
+            Command::new("systemd-socket-activate")
+                .arg("-l")
+                .arg(&a)
+                .arg("-l")
+                .arg(&b)
+                .arg("--fdname=first:second")
+                .args([bin, "echo", arg]),
+        )
+    };
+    let activator = activate("second");
+    activator.line_with("Listening on");
+    let mut c = connect_wait(&b);
+    let first = activator.line_with("listening on");
+    assert!(
+        first.contains(&format!("listening on {}", s(&b))),
+        "{first}"
+    );
+    assert!(first.contains("descriptor 4 \"second\""), "{first}");
+    c.write_all(b"b").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"b");
+    drop(activator);
+
+    let activator = activate("third");
+    activator.line_with("Listening on");
+    let _c = connect_wait(&a);
+    let line = activator.line_with("localsock: error:");
+    assert!(
+        line.contains("passed 2 sockets (named first, second)"),
+        "{line}"
+    );
+}

@@ -1,0 +1,152 @@
+//! `localsock forward` on Windows (run under Wine by ci/windows.sh): a named pipe to TCP and
+//! TCP to a named pipe, with `localsock echo` on a pipe and a std TCP echo server.
+#![cfg(windows)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use localsock::{ConnectOptions, Name};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_localsock"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start localsock");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Proc { child, lines }
+    }
+
+    fn line_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("no line with {needle:?}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unique(tag: &str) -> String {
+    format!(r"\\.\pipe\localsock-fwd-{}-{tag}", std::process::id())
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32 * 31 + u32::from(seed) * 7) as u8)
+        .collect()
+}
+
+/// TCP client -> forward -> `localsock echo` on a pipe. Pipes have no half-close, so the
+/// client reads its echo by length, then closes.
+#[test]
+fn tcp_to_a_named_pipe_echo_server() {
+    let pipe = unique("echo");
+    let echo = Proc::spawn(&["echo", &pipe]);
+    echo.line_with("listening on");
+    let fw = Proc::spawn(&["forward", "tcp:127.0.0.1:0", &pipe]);
+    let first = fw.line_with("forwarding ");
+    let port: u16 = first
+        .split(" -> ")
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for round in 0..3u8 {
+        let data = pattern(round, 300_000);
+        let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        client.set_read_timeout(Some(BOUND)).unwrap();
+        let mut writer = client.try_clone().unwrap();
+        let sent = data.clone();
+        let sender = thread::spawn(move || writer.write_all(&sent).unwrap());
+        let mut back = vec![0u8; data.len()];
+        client.read_exact(&mut back).unwrap();
+        sender.join().unwrap();
+        assert!(back == data, "round {round}: other bytes came back");
+        drop(client);
+        let line = fw.line_with(&format!("#{} ", round + 1));
+        assert!(line.contains("client sent 293.0 KiB"), "{line}");
+    }
+}
+
+/// Pipe client -> forward -> a TCP echo server (std, in this process).
+#[test]
+fn a_named_pipe_to_a_tcp_echo_server() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for stream in server.incoming() {
+            let Ok(mut stream) = stream else { break };
+            thread::spawn(move || {
+                let mut reader = stream.try_clone().unwrap();
+                let _ = std::io::copy(&mut reader, &mut stream);
+                let _ = stream.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    let pipe = unique("front");
+    let fw = Proc::spawn(&["forward", &pipe, &format!("tcp:127.0.0.1:{port}")]);
+    fw.line_with("forwarding ");
+    let name = Name::new(&pipe).unwrap();
+    let data = pattern(9, 200_000);
+    let mut client = ConnectOptions::new()
+        .timeout(BOUND)
+        .wait_for_server(true)
+        .connect(&name)
+        .unwrap();
+    client.set_read_timeout(Some(BOUND)).unwrap();
+    let mut writer = client.try_clone().unwrap();
+    let sent = data.clone();
+    let sender = thread::spawn(move || writer.write_all(&sent).unwrap());
+    let mut back = vec![0u8; data.len()];
+    client.read_exact(&mut back).unwrap();
+    sender.join().unwrap();
+    assert!(back == data, "other bytes came back");
+    drop(client);
+    let line = fw.line_with("#1 ");
+    assert!(
+        line.contains("pid "),
+        "the pipe client is named by pid: {line}"
+    );
+    assert!(line.contains(&format!("-> tcp:127.0.0.1:{port}")), "{line}");
+}
