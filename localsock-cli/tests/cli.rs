@@ -47,17 +47,23 @@ impl Proc {
         // for one.
         let stdout = thread::spawn(move || {
             let mut all = Vec::new();
-            let mut buf = [0u8; 4096];
+            let mut buf = [0u8; 64 * 1024];
             let mut start = 0;
             while let Ok(n) = out.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
+                // Look for newlines only in what just arrived: rescanning a long line from its
+                // start on every read is quadratic, slow enough to stall the child on a
+                // full pipe.
+                let mut scan = all.len();
                 all.extend_from_slice(&buf[..n]);
-                while let Some(pos) = all[start..].iter().position(|b| *b == b'\n') {
-                    let line = String::from_utf8_lossy(&all[start..start + pos]).into_owned();
+                while let Some(pos) = all[scan..].iter().position(|b| *b == b'\n') {
+                    let end = scan + pos;
+                    let line = String::from_utf8_lossy(&all[start..end]).into_owned();
                     let _ = tx.send(line);
-                    start += pos + 1;
+                    start = end + 1;
+                    scan = start;
                 }
             }
             String::from_utf8_lossy(&all).into_owned()
