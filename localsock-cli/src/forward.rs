@@ -438,9 +438,16 @@ enum End {
     ReceiverGone,
     /// The other direction failed and closed the connection.
     Stopped,
+    /// The other direction's EOF could not be passed on (a Windows pipe has no half-close),
+    /// and this one was then quiet for [`LINGER`].
+    Lingered,
     /// Anything else.
     Error(io::Error),
 }
+
+/// How long a pipe server may stay quiet after the client's EOF, which a Windows pipe cannot
+/// pass on, before the connection is closed (as `localsock connect` does there).
+const LINGER: Duration = Duration::from_millis(500);
 
 /// Connects to TO and copies both ways; returns the connection's log line (after the peer).
 fn serve_client(client: Conn, target: &Target, limits: Limits) -> String {
@@ -458,11 +465,22 @@ fn serve_client(client: Conn, target: &Target, limits: Limits) -> String {
     let result = (|| -> io::Result<(u64, u64, End, End)> {
         // Read timeouts wake the readers to look at the shared idle clock.
         let tick = limits.idle.map(|d| (d / 4).max(Duration::from_millis(10)));
+        // A Windows pipe client end cannot pass on the client's EOF: the server's reads then
+        // wake up to see whether it has gone quiet.
+        let pipe_to = cfg!(windows) && matches!(server, Conn::Local(_));
+        let server_tick = if pipe_to {
+            Some(tick.map_or(Duration::from_millis(100), |t| {
+                t.min(Duration::from_millis(100))
+            }))
+        } else {
+            tick
+        };
         client.set_timeouts(tick, limits.write)?;
-        server.set_timeouts(tick, limits.write)?;
+        server.set_timeouts(server_tick, limits.write)?;
         let shared = Shared {
             activity: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
+            eof_unpassed: AtomicBool::new(false),
         };
         // Both directions borrow the two connections (no duplicated descriptors: a
         // connection costs two, which matters when descriptors run short).
@@ -470,8 +488,10 @@ fn serve_client(client: Conn, target: &Target, limits: Limits) -> String {
             let up = thread::Builder::new()
                 .name("forward-up".into())
                 .stack_size(CLIENT_STACK)
-                .spawn_scoped(scope, || pump(&client, &server, &shared, start, limits))?;
-            let (down_bytes, down_end) = pump(&server, &client, &shared, start, limits);
+                .spawn_scoped(scope, || {
+                    pump(&client, &server, pipe_to, &shared, start, limits)
+                })?;
+            let (down_bytes, down_end) = pump(&server, &client, false, &shared, start, limits);
             let (up_bytes, up_end) = up.join().unwrap_or((
                 0,
                 End::Error(io::Error::other("the copying thread panicked")),
@@ -502,11 +522,21 @@ struct Shared {
     /// Set by the first direction that fails; it closes both connections, and the other
     /// direction's failure that follows is reported as [`End::Stopped`].
     stopped: AtomicBool,
+    /// Set when one direction's EOF could not be passed on (see [`End::Lingered`]).
+    eof_unpassed: AtomicBool,
 }
 
 /// Copies `from` -> `to` until EOF (passed on as a half-close) or a failure (which closes
 /// both connections, so the other direction ends too).
-fn pump(from: &Conn, to: &Conn, shared: &Shared, start: Instant, limits: Limits) -> (u64, End) {
+/// `no_half_close`: `to` cannot pass an EOF on (a Windows pipe client end).
+fn pump(
+    from: &Conn,
+    to: &Conn,
+    no_half_close: bool,
+    shared: &Shared,
+    start: Instant,
+    limits: Limits,
+) -> (u64, End) {
     let activity = &shared.activity;
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
@@ -518,6 +548,10 @@ fn pump(from: &Conn, to: &Conn, shared: &Shared, start: Instant, limits: Limits)
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if timed_out(&e) => {
                 let quiet = start.elapsed().as_millis() as u64 - activity.load(Ordering::Relaxed);
+                if shared.eof_unpassed.load(Ordering::Acquire) && quiet >= LINGER.as_millis() as u64
+                {
+                    break End::Lingered;
+                }
                 match limits.idle {
                     Some(idle) if quiet >= idle.as_millis() as u64 => break End::Idle,
                     _ => continue,
@@ -540,6 +574,11 @@ fn pump(from: &Conn, to: &Conn, shared: &Shared, start: Instant, limits: Limits)
         End::Eof => {
             // Pass the half-close on; the other direction keeps going.
             let _ = to.shutdown(Shutdown::Write);
+            if no_half_close {
+                // Restart the quiet clock: the other side gets LINGER from now.
+                touch();
+                shared.eof_unpassed.store(true, Ordering::Release);
+            }
             (total, end)
         }
         _ if shared.stopped.swap(true, Ordering::AcqRel) => (total, End::Stopped),
@@ -567,6 +606,11 @@ fn ended(up: &End, down: &End, limits: Limits) -> String {
         Some(match end {
             End::Eof | End::Stopped => return None,
             End::Reset => format!("the {sender} reset the connection"),
+            End::Lingered => format!(
+                "the {receiver} closed; the {sender} (a pipe, which cannot pass on a \
+                 half-close) was then quiet for {}",
+                fmt(Some(LINGER))
+            ),
             End::Idle => format!("idle for {} (--idle-timeout)", fmt(limits.idle)),
             End::WriteStalled => format!(
                 "the {receiver} did not read for {} (--write-timeout)",
