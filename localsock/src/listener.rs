@@ -290,13 +290,22 @@ impl LocalListener {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// use std::os::fd::OwnedFd;
+    /// ```
+    /// use std::os::unix::net::UnixListener;
     /// use localsock::LocalListener;
     ///
-    /// # fn adopt(fd: OwnedFd) -> std::io::Result<()> {
-    /// let listener = LocalListener::from_inherited_fd(fd)?;
-    /// println!("serving on {}", listener.name());
+    /// # fn main() -> std::io::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("inherited.sock");
+    /// // A listening socket made elsewhere, as a parent process would pass it.
+    /// let listener = LocalListener::from_inherited_fd(UnixListener::bind(&path)?.into())?;
+    /// assert_eq!(listener.name().fs_path(), Some(path.as_path()));
+    ///
+    /// // Anything else is refused, saying what it is.
+    /// let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let err = LocalListener::from_inherited_fd(tcp.into()).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// assert!(err.to_string().contains("IPv4"));
     /// # Ok(()) }
     /// ```
     ///

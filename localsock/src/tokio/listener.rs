@@ -189,6 +189,7 @@ impl LocalListener {
     /// use std::os::fd::OwnedFd;
     /// use localsock::tokio::LocalListener;
     ///
+    /// # #[allow(dead_code)]
     /// # async fn adopt(fd: OwnedFd) -> std::io::Result<()> {
     /// let listener = LocalListener::from_inherited_fd(fd)?;
     /// let _client = listener.accept().await?;
