@@ -685,3 +685,39 @@ fn the_argument_picks_one_of_several_sockets_by_name() {
         "{line}"
     );
 }
+
+/// `forward tcp:...` takes an inherited TCP listener too (checked to be a listening TCP
+/// socket).
+#[test]
+fn forward_serves_an_inherited_tcp_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = dir.path().join("echo.sock");
+    let _echo = echo_server(&echo);
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap().to_string();
+    drop(probe);
+    let bin = env!("CARGO_BIN_EXE_localsock");
+    let from = format!("tcp:{addr}");
+    let activator = Proc::spawn(Command::new("systemd-socket-activate").args([
+        "-l",
+        &addr,
+        bin,
+        "forward",
+        &from,
+        s(&echo),
+    ]));
+    activator.line_with("Listening on");
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(BOUND)).unwrap();
+    c.write_all(b"over inherited tcp").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let first = activator.line_with("forwarding ");
+    assert!(
+        first.contains(&format!("forwarding tcp:{addr} -> ")),
+        "{first}"
+    );
+    assert!(first.contains("socket activation: descriptor 3"), "{first}");
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"over inherited tcp");
+}
