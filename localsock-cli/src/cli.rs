@@ -116,9 +116,11 @@ pub(crate) struct EofArgs {
     /// 1s unless given.
     #[arg(short = 'q', long, value_name = "DUR", value_parser = parse_duration)]
     pub(crate) quit_after: Option<Duration>,
-    /// With --qt: talk to a peer that runs as another user (on Unix, a uid other than ours
-    /// and root's). Qt names live in the shared temp directory, where anyone can put a
-    /// server (or be the client), so such a peer is refused by default.
+    /// With --qt: talk to a peer that runs as another user (not you, not root; on Windows not
+    /// LocalSystem or Administrators). Qt names live in the shared temp directory (on Windows
+    /// the shared pipe namespace), where anyone can put a server (or be the client), so such a
+    /// peer is refused by default: connect checks the server before sending anything (as
+    /// --server-user me-or-admin), listen drops such a client (Unix).
     #[arg(long)]
     pub(crate) allow_other_user: bool,
 }

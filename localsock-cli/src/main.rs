@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anstyle::{AnsiColor, Style};
 use clap::Parser;
-use localsock::{Access, ConnectOptions, LocalStream, Name};
+use localsock::{Access, ConnectOptions, LocalStream, Name, ServerIdentity};
 
 use crate::cli::{AccessArg, Cli, Command, ConnectArgs, EofArgs, ListenArgs};
 use crate::copy::CopyOptions;
@@ -187,11 +187,30 @@ fn connect(args: ConnectArgs) -> io::Result<()> {
     let name = parse_name(&args.name)?;
     let mut opts = ConnectOptions::new();
     opts.timeout(args.timeout).wait_for_server(args.wait);
+    // --qt names live in the shared temp directory, where any user can put a server first:
+    // unless told otherwise, the server must be us or an administrator (checked by the library
+    // before anything is sent, on every platform).
+    let qt_guard = QT_NAMES.load(Ordering::Relaxed)
+        && !args.eof.allow_other_user
+        && args.server_user.is_none();
     if let Some(required) = args.server_user {
         opts.server_identity(required);
+    } else if qt_guard {
+        opts.server_identity(ServerIdentity::CurrentUserOrAdmin);
     }
-    let stream = opts.connect(&name)?;
-    check_peer_user(&stream, &args.eof, "server")?;
+    let stream = opts.connect(&name).map_err(|e| {
+        if qt_guard && e.to_string().contains("not who it must be") {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}; --qt names live in the shared temp directory, where any user can put \
+                     a server: pass --allow-other-user to talk to it anyway"
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
     let mut stdin = copy::Stdin::start();
     copy::copy_both_ways(
         &stream,
@@ -212,9 +231,9 @@ fn copy_options(eof: &EofArgs, read_timeout: Option<std::time::Duration>) -> Cop
     }
 }
 
-/// With `--qt`, refuses a peer that runs as another user (not us, not root) unless
-/// `--allow-other-user`: Qt's names live in the shared temp directory, where anyone can bind
-/// a server first or connect to ours.
+/// `listen --qt`: refuses a client that runs as another user (not us, not root) unless
+/// `--allow-other-user`: Qt's names live in the shared temp directory, where anyone may find
+/// our server. (`connect --qt` checks its server with the library's `ServerIdentity`.)
 #[cfg(unix)]
 fn check_peer_user(stream: &LocalStream, eof: &EofArgs, role: &str) -> io::Result<()> {
     if !QT_NAMES.load(Ordering::Relaxed) || eof.allow_other_user {
