@@ -381,6 +381,37 @@ fn empty_writes_are_not_eof_for_the_peer() {
     });
 }
 
+/// A foreign client's 0-byte write is not EOF for the async server either (the blocking stream
+/// reads on after it): mio hands a 0-byte read out as `Ok(0)`, the same as EOF. `std::fs::File`
+/// passes a 0-byte write through to `WriteFile`. EOF itself (the client gone) is still EOF.
+#[cfg(windows)]
+#[test]
+#[ignore = "Wine drops 0-byte pipe writes, so no 0-byte read happens — runs on real Windows: \
+            cargo test -p localsock --all-features --test tokio_api -- --ignored"]
+fn a_zero_byte_write_from_a_foreign_client_is_not_eof() {
+    use std::io::Write;
+    run(30, async {
+        let name = unique("zero-write");
+        let listener = LocalListener::bind(&name).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.pipe_name().unwrap())
+            .unwrap();
+        let mut server = listener.accept().await.unwrap();
+        assert_eq!(file.write(b"").unwrap(), 0);
+        file.write_all(b"data").unwrap();
+        let mut buf = [0u8; 16];
+        let n = server.read(&mut buf).await.unwrap();
+        assert!(n > 0, "a 0-byte write was read as EOF");
+        assert!(b"data".starts_with(&buf[..n]), "{:?}", &buf[..n]);
+        drop(file);
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert_eq!([&buf[..n], &rest[..]].concat(), b"data");
+    });
+}
+
 #[test]
 fn shutdown_of_the_write_half_gives_the_peer_eof() {
     run(30, async {

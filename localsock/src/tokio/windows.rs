@@ -106,6 +106,20 @@ impl Pipe {
         loop {
             ready!(self.poll_read_ready(cx))?;
             match self.try_read(buf.initialize_unfilled()) {
+                // A 0-byte read into a non-empty buffer is a peer's 0-byte write or EOF: mio
+                // hands out both as `Ok(0)` (it maps ERROR_BROKEN_PIPE to `Ok(0)`). The
+                // blocking stream reads on after a 0-byte write, so must we. Only EOF answers
+                // `Ok(0)` again at once (mio's next read fails at once and keeps failing); after
+                // a 0-byte write the next read is in flight (`WouldBlock`) or has data.
+                Ok(0) if buf.remaining() > 0 => match self.try_read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) if is_disconnect(&e) => return Poll::Ready(Ok(())),
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
                 Ok(n) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
