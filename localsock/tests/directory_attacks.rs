@@ -503,6 +503,82 @@ fn group_and_everyone_binds_work_at_the_longest_path() {
     assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
 }
 
+/// A `Group` bind that runs out of descriptors right after making its temporary directory
+/// (the `openat` of that directory is the bind's third descriptor) fails with the OS error,
+/// not with "the directory was replaced" (`PermissionDenied`, which blames another user), and
+/// leaves no temporary directory behind.
+#[test]
+fn a_group_bind_out_of_descriptors_says_so_and_leaves_nothing() {
+    let _w = watchdog(
+        "a_group_bind_out_of_descriptors_says_so_and_leaves_nothing",
+        60,
+    );
+    let base = open_tempdir();
+    let mut child = Reaper(
+        common::child(
+            "child_group_bind_out_of_descriptors",
+            &[("LOCALSOCK_TEST_DIR", base.path().to_str().unwrap())],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let (status, out) = wait_and_read_stdout(&mut child.0, 30);
+    assert!(status.success(), "{status:?} {out}");
+    let line = out
+        .lines()
+        .find_map(|l| l.split_once("CHILD ").map(|(_, said)| said.trim()))
+        .unwrap_or_else(|| panic!("the child said nothing: {out}"));
+    let (kind, message) = line
+        .strip_prefix("error ")
+        .and_then(|l| l.split_once(' '))
+        .unwrap_or_else(|| panic!("the bind did not fail: {line}"));
+    assert_ne!(kind, "PermissionDenied", "{message}");
+    assert!(message.contains("os error 24"), "not EMFILE: {message}");
+    assert!(!message.contains("replaced"), "{message}");
+    let left: Vec<_> = std::fs::read_dir(base.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The child of the test above: lowers `RLIMIT_NOFILE` so that exactly two descriptor numbers
+/// are free (the parent directory and the socket), binds `LOCALSOCK_TEST_DIR/sock` with
+/// `Access::Group`, and prints `CHILD error <kind> <message>` (or `CHILD bound`).
+#[test]
+#[ignore = "child process entry point"]
+#[allow(unsafe_code)]
+fn child_group_bind_out_of_descriptors() {
+    if !is_child("child_group_bind_out_of_descriptors") {
+        return;
+    }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let dir = PathBuf::from(std::env::var_os("LOCALSOCK_TEST_DIR").unwrap());
+    let name = Name::path(dir.join("sock")).unwrap();
+    let mut opts = ListenerOptions::new();
+    opts.access(Access::Group);
+    // SAFETY: F_GETFD only asks whether the number is an open descriptor.
+    let free: Vec<i32> = (0..)
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1)
+        .take(2)
+        .collect();
+    let before = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(free[1] as u64 + 1),
+            maximum: before.maximum,
+        },
+    )
+    .unwrap();
+    let result = opts.bind(&name);
+    setrlimit(Resource::Nofile, before).unwrap();
+    match result {
+        Ok(_) => println!("CHILD bound"),
+        Err(e) => println!("CHILD error {:?} {e}", e.kind()),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. A kept `Name` whose private directory was removed and recreated by someone else
 // ---------------------------------------------------------------------------------------------

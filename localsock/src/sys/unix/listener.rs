@@ -568,10 +568,21 @@ fn make_private_tmp_dir(parent: &ParentDir, parent_path: &Path) -> io::Result<(C
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     })
-    .map_err(|e| moved(parent_path, &name, &format!("it cannot be opened ({e})")))?;
+    .map_err(|e| match e.raw_os_error() {
+        // Gone, a symlink, not a directory, or one we may not read: not what we made.
+        Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR | libc::EACCES | libc::EPERM) => {
+            moved(parent_path, &name, &format!("it cannot be opened ({e})"))
+        }
+        // Out of descriptors (EMFILE, ENFILE) or memory: no attack, and the directory we made
+        // must not stay behind. The OS error is kept, so a shortage is still one.
+        _ => {
+            remove_unopened_tmp_dir(parent, &name);
+            e
+        }
+    })?;
     // SAFETY: `openat` returned a new descriptor that nothing else owns.
     let dir = unsafe { OwnedFd::from_raw_fd(raw) };
-    let st = fstat(dir.as_fd())?;
+    let st = fstat(dir.as_fd()).inspect_err(|_| remove_tmp_dir_if_ours(parent, &name, &dir))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR
         || st.st_uid != super::geteuid()
         || st.st_mode & 0o077 != 0
@@ -592,7 +603,8 @@ fn make_private_tmp_dir(parent: &ParentDir, parent_path: &Path) -> io::Result<(C
         // a set-group-ID bit inherited from the parent: it gives the socket the parent's group.
         let mode = 0o700 | (st.st_mode & libc::S_ISGID);
         // SAFETY: plain FFI call on a descriptor we own, on a directory we own.
-        cvt(unsafe { libc::fchmod(dir.as_raw_fd(), mode) })?;
+        cvt(unsafe { libc::fchmod(dir.as_raw_fd(), mode) })
+            .inspect_err(|_| remove_tmp_dir_if_ours(parent, &name, &dir))?;
     }
     Ok((name, dir))
 }
@@ -646,6 +658,23 @@ fn remove_tmp_dir_if_ours(parent: &ParentDir, tmp_name: &CStr, dir: &OwnedFd) {
     if held.st_dev == now.st_dev && held.st_ino == now.st_ino {
         // SAFETY: `tmp_name` is NUL-terminated; `parent.fd` is a descriptor we hold. `rmdir`
         // only ever removes an empty directory, and never follows a symlink.
+        unsafe { libc::unlinkat(parent.fd.as_raw_fd(), tmp_name.as_ptr(), libc::AT_REMOVEDIR) };
+    }
+}
+
+/// Removes the temporary directory we just made but could not open (out of descriptors), if
+/// the name still holds an empty `0700` directory of ours. Without a descriptor this goes by
+/// name in the parent, which another user may write; `rmdir` never follows a symlink and only
+/// removes an empty directory, which such a user could remove (or rename) just as well.
+fn remove_unopened_tmp_dir(parent: &ParentDir, tmp_name: &CStr) {
+    let Ok(st) = fstatat(parent.fd.as_fd(), tmp_name) else {
+        return;
+    };
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR
+        && st.st_uid == super::geteuid()
+        && st.st_mode & 0o077 == 0
+    {
+        // SAFETY: `tmp_name` is NUL-terminated; `parent.fd` is a descriptor we hold.
         unsafe { libc::unlinkat(parent.fd.as_raw_fd(), tmp_name.as_ptr(), libc::AT_REMOVEDIR) };
     }
 }
