@@ -27,9 +27,10 @@ use crate::{Name, PeerCredentials};
 ///
 /// # Platform-specific behavior
 ///
-/// Named pipes have no half-close: on Windows `shutdown` does nothing, and the peer reads EOF
-/// only when this end is dropped (design protocols so that the reader knows where a message
-/// ends, or close the stream).
+/// Named pipes have no half-close: on Windows `shutdown` does what the blocking
+/// [`crate::LocalStream::shutdown`] does with `Shutdown::Write` (later writes fail with
+/// `BrokenPipe`; the server end waits until the client has read everything, then disconnects,
+/// so the client reads EOF; a client end's peer reads EOF only when this end is dropped).
 ///
 /// # Examples
 ///
