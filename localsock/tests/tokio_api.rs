@@ -362,6 +362,44 @@ fn server_shutdown_gives_the_client_the_data_then_eof_and_stops_writes() {
     });
 }
 
+/// A server `shutdown` that the caller gives up on (the client reads nothing, so the flush
+/// waits) must not keep the pipe open once the server's stream is dropped: the client's writes
+/// then fail, as after any other dropped stream. The client is a blocking one, which reads only
+/// when asked (tokio's client always has a read in flight, which would end the flush).
+#[cfg(windows)]
+#[test]
+fn a_dropped_server_whose_shutdown_was_cancelled_closes_its_end() {
+    use std::io::{Read, Write};
+    run(30, async {
+        let name = unique("cancelled-shutdown");
+        let listener = LocalListener::bind(&name).unwrap();
+        let mut client = localsock::LocalStream::connect(&name).unwrap();
+        client
+            .set_write_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut server = listener.accept().await.unwrap();
+        server.write_all(b"unread").await.unwrap();
+        let cancelled = tokio::time::timeout(Duration::from_millis(200), server.shutdown()).await;
+        assert!(cancelled.is_err(), "the flush finished without a reader");
+        drop(server);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            match client.write(b"x") {
+                Err(e) if e.kind() != ErrorKind::TimedOut => break e,
+                _ => assert!(
+                    Instant::now() < deadline,
+                    "the dropped server's end of the pipe stays open"
+                ),
+            }
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{err}");
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"unread");
+    });
+}
+
 /// Empty writes are dropped, as by the blocking stream: a 0-byte write must never reach a
 /// Windows reader as a 0-byte read, which tokio's reader would take for EOF.
 #[test]

@@ -31,6 +31,8 @@ use crate::{Name, PeerCredentials};
 /// [`crate::LocalStream::shutdown`] does with `Shutdown::Write` (later writes fail with
 /// `BrokenPipe`; the server end waits until the client has read everything, then disconnects,
 /// so the client reads EOF; a client end's peer reads EOF only when this end is dropped).
+/// Dropping the stream (and its halves) while a server end's `shutdown` still waits for the
+/// client to read cancels that wait and closes the pipe.
 ///
 /// # Examples
 ///

@@ -48,8 +48,31 @@ struct Pipe {
 
 enum Flush {
     NotStarted,
-    Running(Option<Waker>),
+    /// The flush thread runs. `abandoned`: no stream or half is left to wait for it.
+    Running {
+        waker: Option<Waker>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        abandoned: bool,
+    },
     Finished(Option<io::Error>),
+}
+
+/// What the streams and their halves hold: the pipe, which the flush thread of a `shutdown`
+/// holds too. When the last of them is dropped the flush is cancelled, so that a `shutdown`
+/// the caller gave up on (a client that never reads) does not keep the pipe open for good.
+struct Users(Arc<Pipe>);
+
+impl std::ops::Deref for Users {
+    type Target = Arc<Pipe>;
+    fn deref(&self) -> &Arc<Pipe> {
+        &self.0
+    }
+}
+
+impl Drop for Users {
+    fn drop(&mut self) {
+        self.0.abandon_flush();
+    }
 }
 
 impl Pipe {
@@ -183,17 +206,36 @@ impl Pipe {
                 let spawned = std::thread::Builder::new()
                     .name("localsock-pipe-flush".into())
                     .spawn(move || {
-                        let result = pipe.half.finish_write(pipe.as_handle(), None);
-                        let mut flush = pipe.flush.lock().unwrap_or_else(|e| e.into_inner());
+                        let lock = || pipe.flush.lock().unwrap_or_else(|e| e.into_inner());
+                        let abandoned = matches!(
+                            &*lock(),
+                            Flush::Running {
+                                abandoned: true,
+                                ..
+                            }
+                        );
+                        let result = if abandoned {
+                            Ok(())
+                        } else {
+                            pipe.half.finish_write(pipe.as_handle(), None)
+                        };
+                        let mut flush = lock();
                         let waiting = std::mem::replace(&mut *flush, Flush::Finished(result.err()));
                         drop(flush);
-                        if let Flush::Running(Some(waker)) = waiting {
+                        if let Flush::Running {
+                            waker: Some(waker), ..
+                        } = waiting
+                        {
                             waker.wake();
                         }
                     });
                 match spawned {
-                    Ok(_) => {
-                        *flush = Flush::Running(Some(cx.waker().clone()));
+                    Ok(thread) => {
+                        *flush = Flush::Running {
+                            waker: Some(cx.waker().clone()),
+                            thread: Some(thread),
+                            abandoned: false,
+                        };
                         Poll::Pending
                     }
                     Err(e) => {
@@ -202,7 +244,7 @@ impl Pipe {
                     }
                 }
             }
-            Flush::Running(waker) => {
+            Flush::Running { waker, .. } => {
                 *waker = Some(cx.waker().clone());
                 Poll::Pending
             }
@@ -210,6 +252,38 @@ impl Pipe {
                 Some(e) => Poll::Ready(Err(e)),
                 None => Poll::Ready(Ok(())),
             },
+        }
+    }
+}
+
+impl Pipe {
+    /// The last stream or half is gone: a flush still running has no one to wait for it, and
+    /// holds the pipe open only as long as the client reads nothing. Cancel it (its thread is
+    /// in `FlushFileBuffers`; the pipe then closes as the thread drops it). The thread may not
+    /// be in the call yet: it checks `abandoned` first, and the cancel is tried again until it
+    /// lands or the thread is done (bounded, in case the call cannot be cancelled).
+    fn abandon_flush(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
+        loop {
+            let mut flush = self.flush.lock().unwrap_or_else(|e| e.into_inner());
+            let Flush::Running {
+                thread: Some(thread),
+                abandoned,
+                ..
+            } = &mut *flush
+            else {
+                return;
+            };
+            *abandoned = true;
+            // The JoinHandle (and so the thread handle) lives while the lock is held: the
+            // thread takes the lock to leave `Running`.
+            if crate::sys::cancel_blocking_call(thread.as_handle())
+                || std::time::Instant::now() > deadline
+            {
+                return;
+            }
+            drop(flush);
+            std::thread::yield_now();
         }
     }
 }
@@ -227,7 +301,7 @@ fn broken_pipe(e: io::Error) -> io::Error {
 
 /// A connected pipe end registered with tokio's reactor.
 pub(crate) struct Stream {
-    pipe: Arc<Pipe>,
+    pipe: Arc<Users>,
 }
 
 impl Stream {
@@ -243,11 +317,11 @@ impl Stream {
     fn new(io: PipeIo) -> Stream {
         let server = matches!(io, PipeIo::Server(_));
         Stream {
-            pipe: Arc::new(Pipe {
+            pipe: Arc::new(Users(Arc::new(Pipe {
                 io,
                 half: HalfClose::new(server),
                 flush: Mutex::new(Flush::NotStarted),
-            }),
+            }))),
         }
     }
 
@@ -281,13 +355,13 @@ impl Stream {
 }
 
 /// The read half of a borrowed split.
-pub(crate) struct ReadHalf<'a>(&'a Arc<Pipe>);
+pub(crate) struct ReadHalf<'a>(&'a Arc<Users>);
 /// The write half of a borrowed split.
-pub(crate) struct WriteHalf<'a>(&'a Arc<Pipe>);
+pub(crate) struct WriteHalf<'a>(&'a Arc<Users>);
 /// The read half of an owned split.
-pub(crate) struct OwnedReadHalf(Arc<Pipe>);
+pub(crate) struct OwnedReadHalf(Arc<Users>);
 /// The write half of an owned split.
-pub(crate) struct OwnedWriteHalf(Arc<Pipe>);
+pub(crate) struct OwnedWriteHalf(Arc<Users>);
 
 macro_rules! async_io_impls {
     ($ty:ty, read) => {

@@ -206,6 +206,14 @@ fn current_thread() -> io::Result<OwnedHandle> {
     owned_handle(thread)
 }
 
+/// Cancels the blocking I/O call (a [`HalfClose::finish_write`] flush) that `thread` is in;
+/// `false` when it is in none (not yet, or no longer).
+#[cfg(feature = "tokio")]
+pub(crate) fn cancel_blocking_call(thread: BorrowedHandle<'_>) -> bool {
+    // SAFETY: `thread` is a valid thread handle, borrowed for the whole call.
+    unsafe { CancelSynchronousIo(thread.as_raw_handle() as HANDLE) != 0 }
+}
+
 /// The peer is gone: EOF for a read, `BrokenPipe` for a write.
 pub(crate) fn is_closed(e: &io::Error) -> bool {
     matches!(
