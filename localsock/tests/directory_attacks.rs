@@ -879,6 +879,47 @@ fn child_short_name() {
     }
 }
 
+/// A user whose umask takes the owner's own bits (`0177`, as some daemons set to make private
+/// files) still gets a usable `0700` private directory from its first bind: `mkdir(0700)`
+/// alone leaves `0600`, which passes the "no group or other access" check but lets no one
+/// (not even the owner) create the socket in it, for good. Played as uid 65534 (root would
+/// not notice: it may search any directory).
+#[test]
+#[ignore = "needs root to play another uid — run with: cargo test -p localsock --all-features --test directory_attacks -- --ignored"]
+#[allow(unsafe_code)]
+fn the_first_bind_makes_a_usable_private_directory_whatever_the_umask() {
+    require_root("the_first_bind_makes_a_usable_private_directory_whatever_the_umask");
+    let _w = watchdog(
+        "the_first_bind_makes_a_usable_private_directory_whatever_the_umask",
+        60,
+    );
+    let base = open_tempdir();
+    let tmp = sticky_tmpdir(base.path());
+    let ops = ["new", "bind"];
+    let mut cmd = child_from_copy(
+        base.path(),
+        "child_short_name",
+        Some(NOBODY),
+        &[("LOCALSOCK_TEST_OPS", &ops.join(","))],
+    );
+    cmd.env("TMPDIR", &tmp).env_remove("XDG_RUNTIME_DIR");
+    // SAFETY: between fork and exec the closure only calls umask(2), which cannot fail.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o177);
+            Ok(())
+        });
+    }
+    let mut child = Reaper(cmd.spawn().unwrap());
+    let got = outcomes(&mut child, &ops);
+    assert!(got[0].starts_with("ok"), "{got:?}");
+    assert_eq!(got[1], "ok", "the bind failed in its own new directory");
+    let dir = tmp.join(format!("localsock-{NOBODY}"));
+    let meta = std::fs::symlink_metadata(&dir).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o700, "{}", dir.display());
+    assert_eq!(meta.uid(), NOBODY);
+}
+
 /// The stranger: creates the directory of `LOCALSOCK_TEST_PATH` (`0755`), listens there with
 /// `Access::Everyone`, and after a line on stdin says whether any client connected.
 #[test]

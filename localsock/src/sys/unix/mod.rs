@@ -366,7 +366,7 @@ impl PrivateDir {
             let c = cstr(&self.path)?;
             // SAFETY: `c` is NUL-terminated.
             match cvt(unsafe { libc::mkdir(c.as_ptr(), 0o700) }) {
-                Ok(_) => {}
+                Ok(_) => own_bits_despite_umask(&c),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => {
                     return Err(io::Error::new(
@@ -440,6 +440,36 @@ pub(crate) fn temp_dir_from(
         // with `/tmp` (std's Apple fallback, confstr, only applies when TMPDIR is unset).
         Some(_) => Ok(PathBuf::from("/tmp")),
         None => Ok(default()),
+    }
+}
+
+/// Gives the private directory we just made its `0700` when the umask took some of the owner's
+/// own bits (`0177` leaves `0600`: no one could create a socket in it, and every later check
+/// would pass it). Through the directory itself (`O_NOFOLLOW`), and only if it is still an
+/// owner-only directory of ours; otherwise (or if it cannot be opened) the check that follows
+/// says what is wrong.
+fn own_bits_despite_umask(dir: &CStr) {
+    // SAFETY: `dir` is NUL-terminated.
+    let Ok(raw) = cvt(unsafe {
+        libc::open(
+            dir.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    }) else {
+        return;
+    };
+    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut st = mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is valid and `st` has room for a `stat`.
+    if cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) }).is_err() {
+        return;
+    }
+    // SAFETY: `fstat` succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    if st.st_uid == geteuid() && st.st_mode & 0o077 == 0 && st.st_mode & 0o700 != 0o700 {
+        // SAFETY: plain FFI call on a descriptor we own, on a directory we own.
+        unsafe { libc::fchmod(fd.as_raw_fd(), 0o700) };
     }
 }
 
