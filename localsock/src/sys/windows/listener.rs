@@ -599,10 +599,7 @@ fn first_instance_failed(pipe: &[u16], display_name: &str, e: io::Error) -> io::
         Some(ERROR_PIPE_BUSY) => in_use(e),
         Some(ERROR_ACCESS_DENIED) if instance_exists(pipe).is_some() => in_use(e),
         Some(ERROR_ACCESS_DENIED) => {
-            let local = display_name
-                .get(..14)
-                .is_some_and(|p| p.eq_ignore_ascii_case(r"\\.\pipe\LOCAL\"));
-            let what = if security::is_app_container() && !local {
+            let what = if security::is_app_container() && !is_under_local(display_name) {
                 "this process runs in an AppContainer, which may create pipes only under \
                  \\\\.\\pipe\\LOCAL\\ (no instance of the name exists)"
                     .to_owned()
@@ -617,6 +614,14 @@ fn first_instance_failed(pipe: &[u16], display_name: &str, e: io::Error) -> io::
         }
         _ => e,
     }
+}
+
+/// Whether a full pipe name is under `\\.\pipe\LOCAL\` (any case), where an AppContainer may
+/// create pipes.
+fn is_under_local(pipe: &str) -> bool {
+    const LOCAL: &str = r"\\.\pipe\LOCAL\";
+    pipe.get(..LOCAL.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(LOCAL))
 }
 
 /// The error of an accept that could not create the replacement of a connected instance. The
@@ -819,6 +824,17 @@ mod tests {
             assert!(err.to_string().contains("already exists"), "{err}");
             assert_eq!(os_code(&err), code, "{err}");
         }
+    }
+
+    /// The AppContainer wording of an `ERROR_ACCESS_DENIED` depends on this: the whole
+    /// 15-character prefix, trailing backslash included, in any case.
+    #[test]
+    fn local_pipe_names_are_recognised() {
+        assert!(is_under_local(r"\\.\pipe\LOCAL\svc"));
+        assert!(is_under_local(r"\\.\pipe\local\svc"));
+        assert!(!is_under_local(r"\\.\pipe\LOCALsvc"));
+        assert!(!is_under_local(r"\\.\pipe\svc"));
+        assert!(!is_under_local(r"\\.\pipe\LOCAL"));
     }
 
     #[test]
