@@ -98,10 +98,9 @@ fn nonblocking_accept_would_block_without_clients() {
 #[cfg(unix)]
 mod unix {
     use super::*;
-    use crate::common::{child, is_child, is_root, read_line, wait_bounded};
+    use crate::common::{child, is_child, read_line, wait_bounded};
     use localsock::{Access, ListenerOptions, Name};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    use std::os::unix::process::CommandExt;
     use std::path::Path;
 
     fn mode(path: &Path) -> u32 {
@@ -291,14 +290,9 @@ mod unix {
 
     /// With `require_same_user`, a client of another user is dropped at accept; ours gets in.
     #[test]
+    #[ignore = "needs root to play another user — run as root: cargo test -p localsock --test bind -- --ignored"]
     fn require_same_user_drops_other_users() {
-        if !is_root() {
-            eprintln!(
-                "require_same_user_drops_other_users: needs root to play another user; not run"
-            );
-            return;
-        }
-        let _w = watchdog("require_same_user_drops_other_users", 30);
+        let _w = common::root_test("require_same_user_drops_other_users", 30);
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
         let path = dir.path().join("same.sock");
@@ -308,12 +302,14 @@ mod unix {
             .require_same_user(true)
             .bind(&name)
             .unwrap();
-        let mut other = child(
+        let mut other = common::child_as(
             "unix::child_connect_read_eof",
             &[("LOCALSOCK_TEST_PATH", path.to_str().unwrap())],
-        );
-        other.uid(65534).gid(65534);
-        let mut other = other.spawn().unwrap();
+            65534,
+            65534,
+        )
+        .spawn()
+        .unwrap();
         thread::scope(|s| {
             let server = s.spawn(|| {
                 let s = listener.accept().unwrap();

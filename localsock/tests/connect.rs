@@ -160,9 +160,8 @@ fn zero_timeout_means_one_attempt() {
 #[cfg(unix)]
 mod unix {
     use super::*;
-    use crate::common::{child, is_child, is_root, wait_bounded};
+    use crate::common::{is_child, is_root, wait_bounded};
     use localsock::{Access, Name};
-    use std::os::unix::process::CommandExt;
 
     /// A socket file with no listener behind it is stale: ConnectionRefused, not NotFound.
     #[test]
@@ -195,12 +194,14 @@ mod unix {
                 std::os::unix::fs::PermissionsExt::from_mode(0o755),
             )
             .unwrap();
-            let mut c = child(
+            let mut c = common::child_as(
                 "unix::child_connect_and_report",
                 &[("LOCALSOCK_TEST_PATH", path.to_str().unwrap())],
-            );
-            c.uid(65534).gid(65534);
-            let mut c = c.spawn().unwrap();
+                65534,
+                65534,
+            )
+            .spawn()
+            .unwrap();
             let line = common::read_line(&mut c);
             assert!(wait_bounded(&mut c, 20).success());
             assert!(line.starts_with("PermissionDenied|"), "{line}");
@@ -219,14 +220,9 @@ mod unix {
 
     /// With `Access::Everyone` the other user gets in.
     #[test]
+    #[ignore = "needs root to play another user — run as root: cargo test -p localsock --test connect -- --ignored"]
     fn everyone_access_lets_another_user_in() {
-        if !is_root() {
-            eprintln!(
-                "everyone_access_lets_another_user_in: needs root to play another user; not run"
-            );
-            return;
-        }
-        let _w = watchdog("everyone_access_lets_another_user_in", 30);
+        let _w = common::root_test("everyone_access_lets_another_user_in", 30);
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(
             dir.path(),
@@ -238,12 +234,14 @@ mod unix {
             .access(Access::Everyone)
             .bind(&Name::path(&path).unwrap())
             .unwrap();
-        let mut c = child(
+        let mut c = common::child_as(
             "unix::child_connect_and_report",
             &[("LOCALSOCK_TEST_PATH", path.to_str().unwrap())],
-        );
-        c.uid(65534).gid(65534);
-        let mut c = c.spawn().unwrap();
+            65534,
+            65534,
+        )
+        .spawn()
+        .unwrap();
         let s = listener.accept().unwrap();
         assert_eq!(s.peer_credentials().unwrap().uid(), Some(65534));
         let line = common::read_line(&mut c);

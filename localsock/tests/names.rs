@@ -32,7 +32,7 @@ fn display_is_the_resolved_endpoint() {
 #[cfg(unix)]
 mod unix {
     use super::*;
-    use crate::common::{child, is_child, is_root, read_line, wait_bounded};
+    use crate::common::{child, is_child, read_line, wait_bounded};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::Path;
 
@@ -137,11 +137,9 @@ mod unix {
 
     /// Another user pre-created our directory (squatting): refused, nothing created in it.
     #[test]
+    #[ignore = "needs root to chown a directory to another user — run as root: cargo test -p localsock --test names -- --ignored"]
     fn a_directory_owned_by_another_user_is_refused() {
-        if !is_root() {
-            eprintln!("a_directory_owned_by_another_user_is_refused: needs root to chown; not run");
-            return;
-        }
+        let _w = common::root_test("a_directory_owned_by_another_user_is_refused", 30);
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join(format!("localsock-{}", uid()));
         std::fs::create_dir(&dir).unwrap();

@@ -8,12 +8,13 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{child, is_child, is_root, read_line, unique_str, wait_bounded, watchdog};
+use common::{
+    child, child_as, is_child, is_root, read_line, root_test, unique_str, wait_bounded, watchdog,
+};
 use localsock::{Access, ConnectOptions, ListenerOptions, LocalListener, LocalStream, Name};
 
 const NOBODY: u32 = 65534;
@@ -416,25 +417,7 @@ fn tempdir_with_mode(mode: u32) -> tempfile::TempDir {
 
 /// Runs `entry` as uid/gid 65534 with `envs`.
 fn as_nobody(entry: &str, envs: &[(&str, &str)]) -> Reaper {
-    let mut cmd = child(entry, envs);
-    cmd.uid(NOBODY).gid(NOBODY);
-    Reaper(cmd.spawn().unwrap())
-}
-
-fn needs_root(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("{test}: needs root to play another user; not run");
-    }
-    is_root()
-}
-
-/// For a test that plays another user: its watchdog when running as root; `None` (the test
-/// is not run, and [`needs_root`] says so) otherwise.
-fn root_test(test: &'static str, secs: u64) -> Option<common::Watchdog> {
-    if !needs_root(test) {
-        return None;
-    }
-    Some(watchdog(test, secs))
+    Reaper(child_as(entry, envs, NOBODY, NOBODY).spawn().unwrap())
 }
 
 /// Connects to the name in `LOCALSOCK_TEST_PATH` (a path) or `LOCALSOCK_TEST_ABSTRACT` (an
@@ -469,13 +452,12 @@ fn child_stranger_connects() {
 /// another user connects anyway (unix(7): "socket permissions have no meaning for abstract
 /// sockets"). `require_same_user` is the defence: the stranger is dropped at accept.
 #[test]
+#[ignore = "needs root to play another user — run as root: cargo test -p localsock --test security -- --ignored"]
 fn abstract_names_have_no_access_control_and_require_same_user_is_the_defence() {
-    let Some(_w) = root_test(
+    let _w = root_test(
         "abstract_names_have_no_access_control_and_require_same_user_is_the_defence",
         30,
-    ) else {
-        return;
-    };
+    );
     // Default options: Access::Owner, which cannot apply to an abstract name.
     let raw = unique_str("abs-open");
     let name = Name::abstract_name(&raw).unwrap();
@@ -524,10 +506,9 @@ fn abstract_names_have_no_access_control_and_require_same_user_is_the_defence() 
 /// which no permission protects): the stranger sees EOF, our own client is accepted.
 #[cfg(feature = "tokio")]
 #[test]
+#[ignore = "needs root to play another user — run as root: cargo test -p localsock --test security -- --ignored"]
 fn async_require_same_user_drops_other_users() {
-    let Some(_w) = root_test("async_require_same_user_drops_other_users", 30) else {
-        return;
-    };
+    let _w = root_test("async_require_same_user_drops_other_users", 30);
     let raw = unique_str("abs-async-guarded");
     let name = Name::abstract_name(&raw).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -569,13 +550,12 @@ fn async_require_same_user_drops_other_users() {
 /// (`Access::Everyone`, socket file `0666`) cannot be reached by another user: the directory,
 /// which every Unix honours, is the boundary, not the socket file's mode, which some ignore.
 #[test]
+#[ignore = "needs root to play another user — run as root: cargo test -p localsock --test security -- --ignored"]
 fn the_private_directory_keeps_other_users_out_whatever_the_socket_mode() {
-    let Some(_w) = root_test(
+    let _w = root_test(
         "the_private_directory_keeps_other_users_out_whatever_the_socket_mode",
         30,
-    ) else {
-        return;
-    };
+    );
     let name = common::unique("private-everyone");
     let _listener = ListenerOptions::new()
         .access(Access::Everyone)
@@ -592,10 +572,9 @@ fn the_private_directory_keeps_other_users_out_whatever_the_socket_mode() {
 /// `Access::Group` admits another user of the owner's group and nobody else (Linux honours
 /// socket-file permissions; the directory here is searchable by all, as a shared one is).
 #[test]
+#[ignore = "needs root to play another user — run as root: cargo test -p localsock --test security -- --ignored"]
 fn group_access_admits_the_group_and_no_one_else() {
-    let Some(_w) = root_test("group_access_admits_the_group_and_no_one_else", 30) else {
-        return;
-    };
+    let _w = root_test("group_access_admits_the_group_and_no_one_else", 30);
     let dir = tempdir_with_mode(0o755);
     let path = dir.path().join("group.sock");
     let listener = ListenerOptions::new()
@@ -605,9 +584,11 @@ fn group_access_admits_the_group_and_no_one_else() {
     let group = std::os::unix::fs::MetadataExt::gid(&std::fs::symlink_metadata(&path).unwrap());
     let envs = [("LOCALSOCK_TEST_PATH", path.to_str().unwrap())];
     // uid 65534 in the socket's group: admitted.
-    let mut member = child("child_stranger_connects", &envs);
-    member.uid(NOBODY).gid(group);
-    let mut member = Reaper(member.spawn().unwrap());
+    let mut member = Reaper(
+        child_as("child_stranger_connects", &envs, NOBODY, group)
+            .spawn()
+            .unwrap(),
+    );
     assert_eq!(read_line(&mut member.0), "connected");
     let s = listener.accept().unwrap();
     assert_eq!(s.peer_credentials().unwrap().uid(), Some(NOBODY));
@@ -625,13 +606,12 @@ fn group_access_admits_the_group_and_no_one_else() {
 /// squatter's file alone (never unlinks a live socket); our client can connect to the squatter,
 /// so a client that must trust its server checks `peer_credentials().uid()`, as here.
 #[test]
+#[ignore = "needs root to play another user — run as root: cargo test -p localsock --test security -- --ignored"]
 fn a_squatter_in_a_shared_directory_is_refused_and_detectable() {
-    let Some(_w) = root_test(
+    let _w = root_test(
         "a_squatter_in_a_shared_directory_is_refused_and_detectable",
         30,
-    ) else {
-        return;
-    };
+    );
     // A /tmp-like directory: everyone may create, the sticky bit protects others' files.
     let shared = tempdir_with_mode(0o1777);
     let path = shared.path().join("app.sock");
@@ -663,10 +643,9 @@ fn a_squatter_in_a_shared_directory_is_refused_and_detectable() {
 /// Any user can squat an abstract name first: our bind is `AddrInUse`, and our client, which
 /// would reach the squatter, tells it apart by its uid.
 #[test]
+#[ignore = "needs root to play another user — run as root: cargo test -p localsock --test security -- --ignored"]
 fn an_abstract_name_squatter_is_refused_and_detectable() {
-    let Some(_w) = root_test("an_abstract_name_squatter_is_refused_and_detectable", 30) else {
-        return;
-    };
+    let _w = root_test("an_abstract_name_squatter_is_refused_and_detectable", 30);
     let raw = unique_str("abs-squat");
     let mut squatter = as_nobody("child_squatter", &[("LOCALSOCK_TEST_ABSTRACT", &raw)]);
     assert_eq!(read_line(&mut squatter.0), "listening");
@@ -703,13 +682,12 @@ fn child_squatter() {
 /// lock), and a stale file is refused with `AddrInUse` and left in place, never unlinked
 /// without the lock. It is a nuisance in shared directories, not a way to steal a name.
 #[test]
+#[ignore = "needs root to play another user — run as root: cargo test -p localsock --test security -- --ignored"]
 fn a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe() {
-    let Some(_w) = root_test(
+    let _w = root_test(
         "a_stranger_holding_the_directory_lock_cannot_make_bind_unsafe",
         30,
-    ) else {
-        return;
-    };
+    );
     let shared = tempdir_with_mode(0o1777);
     let stale = shared.path().join("stale.sock");
     common::make_stale_socket(&stale);

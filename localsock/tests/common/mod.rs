@@ -66,11 +66,18 @@ impl Drop for Watchdog {
 pub const ROLE: &str = "LOCALSOCK_TEST_ROLE";
 
 /// Re-executes this test binary to run the `#[ignore]`d test `entry` as a child process,
-/// with `LOCALSOCK_TEST_ROLE` and the given environment. The child's stdout is piped so its
+/// with `LOCALSOCK_TEST_ROLE` and the given environment. Entry points are named `child_*`:
+/// `ci/ignored.sh`, which runs every other ignored test, leaves them to their parent tests. The child's stdout is piped so its
 /// own harness summary does not mix into the parent's.
 pub fn child(entry: &str, envs: &[(&str, &str)]) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
+    configure_child(&mut cmd, entry, envs);
+    cmd
+}
+
+/// The arguments and environment that make a test binary run `entry` as a child.
+fn configure_child(cmd: &mut Command, entry: &str, envs: &[(&str, &str)]) {
     cmd.args([
         "--exact",
         entry,
@@ -84,7 +91,6 @@ pub fn child(entry: &str, envs: &[(&str, &str)]) -> Command {
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd
 }
 
 /// In a child entry point: true when this process was started by [`child`] for `entry`.
@@ -137,6 +143,114 @@ pub fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
+}
+
+/// Starts a root-only (`#[ignore]`d) test: fails it at once when not root, because a test that
+/// was asked to run must not pass without having checked anything; returns its watchdog.
+#[cfg(unix)]
+pub fn root_test(test: &'static str, secs: u64) -> Watchdog {
+    assert!(
+        is_root(),
+        "`{test}` plays another user and needs root; run it as root (CI does: .ci/run)"
+    );
+    watchdog(test, secs)
+}
+
+/// A copy of the executable `exe` that any user can run, for a child process that plays another
+/// user: that user may not be able to enter the checkout (a clone in a 0700 home directory).
+/// The copy lives in a fresh directory of mode 0755 under the system's temporary directory
+/// and is removed when the returned guard is dropped — once the child has been spawned is
+/// enough, since a running program does not need its file.
+#[cfg(unix)]
+pub struct ReachableCopy {
+    dir: tempfile::TempDir,
+    exe: std::path::PathBuf,
+}
+
+#[cfg(unix)]
+impl ReachableCopy {
+    pub fn of(exe: &std::path::Path) -> ReachableCopy {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("localsock-test-exe-")
+            .tempdir_in(reachable_tmp())
+            .expect("a directory for the other user's copy");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.path().join(exe.file_name().expect("a file name"));
+        std::fs::copy(exe, &copy)
+            .unwrap_or_else(|e| panic!("copy {} for another user: {e}", exe.display()));
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ReachableCopy { dir, exe: copy }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.exe
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// `/tmp` (sticky and world-searchable) unless `TMPDIR` names a directory everyone can enter.
+#[cfg(unix)]
+fn reachable_tmp() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = std::env::temp_dir();
+    let everyone_enters = |p: &std::path::Path| {
+        p.ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+    };
+    if everyone_enters(&tmp) {
+        tmp
+    } else {
+        std::path::PathBuf::from("/tmp")
+    }
+}
+
+/// A process that runs as another user (`uid`, `gid`): `program` is copied to a place that
+/// user can reach (see [`ReachableCopy`]) and run from there, in `/` as working directory.
+/// The copy is deleted once the process has started.
+#[cfg(unix)]
+pub struct AsOtherUser {
+    cmd: Command,
+    copy: ReachableCopy,
+}
+
+#[cfg(unix)]
+impl AsOtherUser {
+    /// `program`, to be run as `uid`/`gid`; the caller adds arguments and environment with
+    /// [`AsOtherUser::command`].
+    pub fn new(program: &std::path::Path, uid: u32, gid: u32) -> AsOtherUser {
+        use std::os::unix::process::CommandExt;
+        let copy = ReachableCopy::of(program);
+        let mut cmd = Command::new(copy.path());
+        cmd.uid(uid).gid(gid).current_dir("/");
+        AsOtherUser { cmd, copy }
+    }
+
+    /// The command, for arguments, environment, stdio and group changes.
+    pub fn command(&mut self) -> &mut Command {
+        &mut self.cmd
+    }
+
+    /// Starts it; the copy of the program is gone when this returns.
+    pub fn spawn(mut self) -> std::io::Result<Child> {
+        let child = self.cmd.spawn();
+        drop(self.copy);
+        child
+    }
+}
+
+/// [`child`], run as another user (`uid`, `gid`) from a copy of this test binary that user can
+/// reach, so the test works from any checkout location.
+#[cfg(unix)]
+pub fn child_as(entry: &str, envs: &[(&str, &str)], uid: u32, gid: u32) -> AsOtherUser {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut other = AsOtherUser::new(&exe, uid, gid);
+    configure_child(other.command(), entry, envs);
+    other
 }
 
 /// Reads one `CHILD ...` line from a child's stdout (the protocol between a test and its
