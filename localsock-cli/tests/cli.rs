@@ -4,6 +4,10 @@
 //! when its test ends or when a wait exceeds its bound, so a hang fails in seconds.
 #![cfg(unix)]
 
+/// The test helpers shared with the library's tests (one home: localsock/tests/common).
+#[path = "../../localsock/tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -441,7 +445,9 @@ fn connect_wait_started_before_the_server() {
     let path = sock(&dir, "late.sock");
     let mut client =
         Proc::spawn(localsock().args(["connect", "--wait", "--timeout", "15s", s(&path)]));
-    thread::sleep(Duration::from_millis(300));
+    // The client has tried, found nothing and is pausing before its next try.
+    #[cfg(target_os = "linux")]
+    common::wait_until_sleeping(client.child.id(), Some("localsock"));
     assert!(
         client.child.try_wait().unwrap().is_none(),
         "connect --wait gave up early"

@@ -3,12 +3,16 @@
 //! makes it spin. The library-level versions of these tests are in localsock/tests/security.rs.
 #![cfg(target_os = "linux")]
 
+#[path = "../../localsock/tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::watchdog;
 use localsock::{ConnectOptions, LocalStream, Name};
 
 /// Kills the child on drop; its output is drained by threads so it never blocks on a pipe.
@@ -58,18 +62,6 @@ fn echo_server(args: &[&str]) -> Server {
         .expect("the echo server started");
     assert!(first.starts_with("listening on"), "{first}");
     server
-}
-
-/// Fails the test binary if it is still running after `secs`.
-fn watchdog(what: &'static str, secs: u64) -> mpsc::Sender<()> {
-    let (tx, rx) = mpsc::channel::<()>();
-    thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
-            eprintln!("WATCHDOG: `{what}` still running after {secs} s: aborting");
-            std::process::exit(99);
-        }
-    });
-    tx
 }
 
 fn round_trip(name: &Name, payload: &[u8]) -> std::io::Result<Vec<u8>> {

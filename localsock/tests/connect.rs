@@ -32,13 +32,12 @@ fn wait_for_server_connects_to_a_server_that_starts_later() {
     let _w = watchdog("wait_for_server_connects_to_a_server_that_starts_later", 30);
     let name = unique("late");
     let n2 = name.clone();
-    let client = thread::spawn(move || {
+    let client = common::spawn_waiting_client(move || {
         ConnectOptions::new()
             .timeout(Duration::from_secs(10))
             .wait_for_server(true)
             .connect(&n2)
     });
-    thread::sleep(Duration::from_millis(300));
     let listener = LocalListener::bind(&name).unwrap();
     let mut server = listener.accept().unwrap();
     let mut client = client
@@ -114,12 +113,11 @@ fn busy_server_is_retried_until_it_accepts() {
         assert!(held.len() < 10_000, "the backlog never filled");
     }
     let n2 = name.clone();
-    let late = thread::spawn(move || {
+    let late = common::spawn_waiting_client(move || {
         ConnectOptions::new()
             .timeout(Duration::from_secs(10))
             .connect(&n2)
     });
-    thread::sleep(Duration::from_millis(200));
     // Make room: accept and keep everything that was queued.
     let mut accepted = Vec::new();
     for _ in 0..=held.len() {
@@ -128,20 +126,26 @@ fn busy_server_is_retried_until_it_accepts() {
     let mut late = late.join().unwrap().expect("retried connect succeeded");
     // The late stream is really connected: a byte goes through.
     late.write_all(b"z").unwrap();
-    let mut got = false;
+    // Poll the accepted streams until the byte shows up on one of them.
     for s in &mut accepted {
         s.set_nonblocking(true).unwrap();
-        let mut b = [0u8; 1];
-        thread::sleep(Duration::from_millis(20));
-        if let Ok(1) = s.read(&mut b) {
-            assert_eq!(&b, b"z");
-            got = true;
-        }
     }
-    assert!(
-        got,
-        "the late client's byte arrived on one of the accepted streams"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let arrived = accepted.iter_mut().find_map(|s| {
+            let mut b = [0u8; 1];
+            matches!(s.read(&mut b), Ok(1)).then_some(b)
+        });
+        if let Some(b) = arrived {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the late client's byte never arrived on an accepted stream"
+        );
+        thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(&got, b"z");
 }
 
 #[test]

@@ -19,6 +19,9 @@
 //! processes when it fails.
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 mod linux {
     use std::collections::VecDeque;
     use std::ffi::OsStr;
@@ -789,13 +792,12 @@ mod linux {
         // Nothing there yet: NotFound at once, as Qt's ServerNotFoundError.
         let err = LocalStream::connect(&name).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-        let client = thread::spawn(move || {
+        let client = crate::common::spawn_waiting_client(move || {
             localsock::ConnectOptions::new()
                 .wait_for_server(true)
                 .timeout(IO_TIMEOUT)
                 .connect(&name)
         });
-        thread::sleep(Duration::from_millis(300));
         let mut qt = Peer::spawn_listening(&peer, &["server-echo", "--name", &short.name]);
         let mut stream = with_timeouts(client.join().unwrap().unwrap());
         qt.expect("CONNECTED");

@@ -173,7 +173,7 @@ fn connect_before_the_server_exists_with_wait_for_server() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 
     let n2 = name.clone();
-    let client = thread::spawn(move || {
+    let client = common::spawn_waiting_client(move || {
         let mut s = ConnectOptions::new()
             .timeout(Duration::from_secs(10))
             .wait_for_server(true)
@@ -181,7 +181,6 @@ fn connect_before_the_server_exists_with_wait_for_server() {
         s.write_all(b"early bird")?;
         Ok::<_, std::io::Error>(s)
     });
-    thread::sleep(Duration::from_millis(300));
     let listener = LocalListener::bind(&name).unwrap();
     let mut server = listener.accept().unwrap();
     let mut buf = [0u8; 10];

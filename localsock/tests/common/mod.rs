@@ -329,3 +329,60 @@ pub fn make_stale_socket(path: &std::path::Path) {
         }
     }
 }
+
+/// Waits (polling, bounded) until a thread of process `pid` is blocked in `nanosleep` or
+/// `clock_nanosleep` (its `/proc/PID/task/TID/syscall`): the thread named `thread` (its
+/// `comm`, at most 15 bytes), or any of them with `None`. For a client told to wait for a
+/// server, this is the event "it tried, found no server and is pausing before the next try":
+/// a server started after this returns really did start later. Linux.
+#[cfg(target_os = "linux")]
+pub fn wait_until_sleeping(pid: u32, thread_name: Option<&str>) {
+    let sleeps = [libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/PID/task");
+        for task in tasks.flatten() {
+            let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+            if thread_name.is_some_and(|want| read("comm").trim_end() != want) {
+                continue;
+            }
+            // "NR args..." while blocked in a system call; "running" or "-1 ..." otherwise.
+            let nr = read("syscall")
+                .split_whitespace()
+                .next()
+                .map(str::parse::<libc::c_long>);
+            if let Some(Ok(nr)) = nr {
+                if sleeps.contains(&nr) {
+                    return;
+                }
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no thread {thread_name:?} of process {pid} paused in a sleep within 20 s"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Runs `connect` (a client that will have to wait: for a server that does not exist yet, or
+/// for room in a full backlog) on a new thread and returns once that client is waiting, so what
+/// the caller does next really happens later. On Linux "waiting" is observed: the thread is
+/// paused between attempts ([`wait_until_sleeping`]), which it can only be after an attempt
+/// failed. Elsewhere it is the thread's signal that it is about to connect.
+pub fn spawn_waiting_client<T: Send + 'static>(
+    connect: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let (started, is_started) = mpsc::channel();
+    let client = thread::Builder::new()
+        .name("waiting-client".into())
+        .spawn(move || {
+            started.send(()).unwrap();
+            connect()
+        })
+        .unwrap();
+    is_started.recv().expect("the client thread started");
+    #[cfg(target_os = "linux")]
+    wait_until_sleeping(std::process::id(), Some("waiting-client"));
+    client
+}
