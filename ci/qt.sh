@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Qt interoperability (issue 6): install Qt 6 from Debian, build the C++ peer in interop/qt,
-# and run localsock/tests/qt_interop.rs against it. Idempotent: a second run installs nothing
+# and run localsock/tests/qt_interop/ against it. Idempotent: a second run installs nothing
 # and rebuilds only what changed.
 #
 #   bash ci/qt.sh              # as root (CI), or as a user with sudo for apt-get

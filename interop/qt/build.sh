@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Qt peer programs for localsock/tests/qt_interop.rs.
+# Builds the Qt peer programs for localsock/tests/qt_interop/.
 #
 #   bash interop/qt/build.sh OUT_DIR
 #
