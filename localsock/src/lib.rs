@@ -83,6 +83,21 @@
 //! - Message framing: streams are byte streams, as TCP.
 //! - Passing file descriptors or handles.
 //! - `AF_UNIX` on Windows, and remote (`\\host\pipe\`) pipes.
+//!
+//! # Security
+//!
+//! Which attacks and faults localsock defends against, what it leaves to the application, and
+//! the test that proves each point: [SECURITY.md](https://example.invalid/localsock/blob/main/SECURITY.md)
+//! (in the repository, beside the README). How the code is laid out, and where each kind of
+//! change goes: [ARCHITECTURE.md](https://example.invalid/localsock/blob/main/ARCHITECTURE.md).
+//!
+//! # Minimum supported Rust version
+//!
+//! `rust-version` is 1.77. CI checks it with clippy's `incompatible_msrv` lint (denied), which
+//! reports any use of a standard-library API stabilised after 1.77; it does not build with a
+//! 1.77 compiler, so language features and the dependencies' own minimum versions are not
+//! checked.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 

@@ -4,4 +4,5 @@
 //! sealed extension traits.
 
 #[cfg(windows)]
+#[cfg_attr(docsrs, doc(cfg(windows)))]
 pub mod windows;

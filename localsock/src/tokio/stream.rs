@@ -85,7 +85,8 @@ impl LocalStream {
     ///
     /// # Platform-specific behavior
     ///
-    /// Not available yet for async named pipes on Windows: `Unsupported`.
+    /// The same as the blocking stream's on every platform: on Windows the peer's pid and,
+    /// where Windows tells, its user SID (the async pipe and the blocking one share the code).
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
         self.inner.peer_credentials()
     }
