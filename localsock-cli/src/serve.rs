@@ -137,38 +137,11 @@ pub(crate) fn accept_failed(e: io::Error, last_warning: &mut Option<Instant>) ->
     Ok(())
 }
 
-/// The OS error code under the library's context, if any.
-#[cfg(unix)]
-fn os_error(e: &io::Error) -> Option<i32> {
-    if let Some(code) = e.raw_os_error() {
-        return Some(code);
-    }
-    let mut source = e.get_ref().and_then(|inner| inner.source());
-    while let Some(err) = source {
-        if let Some(io_err) = err.downcast_ref::<io::Error>() {
-            if let Some(code) = io_err.raw_os_error() {
-                return Some(code);
-            }
-        }
-        source = err.source();
-    }
-    None
-}
-
+/// Whether `e` means the process or the system is out of descriptors, handles or memory: the
+/// library's classification (`localsock::is_resource_shortage`), which knows each OS's codes
+/// and finds them under the library's context too; for TCP errors as well.
 pub(crate) fn is_resource_shortage(e: &io::Error) -> bool {
-    if e.kind() == io::ErrorKind::OutOfMemory {
-        return true;
-    }
-    #[cfg(unix)]
-    {
-        use rustix::io::Errno;
-        let shortages = [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM];
-        os_error(e).is_some_and(|code| shortages.iter().any(|s| s.raw_os_error() == code))
-    }
-    #[cfg(not(unix))]
-    {
-        false
-    }
+    localsock::is_resource_shortage(e)
 }
 
 /// A listening socket passed by a service manager (systemd socket activation), if any.

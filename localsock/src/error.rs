@@ -11,7 +11,7 @@ use std::error::Error;
 use std::fmt;
 use std::io;
 
-use crate::Name;
+use crate::{sys, Name};
 
 /// What was being done when an error happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,35 +152,24 @@ pub(crate) fn os_code(err: &io::Error) -> Option<i32> {
 }
 
 /// Whether `err` means the process or the system is out of descriptors, handles or memory:
-/// retrying at once fails the same way.
-pub(crate) fn is_resource_shortage(err: &io::Error) -> bool {
-    if err.kind() == io::ErrorKind::OutOfMemory {
-        return true;
-    }
-    let Some(code) = os_code(err) else {
-        return false;
-    };
-    #[cfg(unix)]
-    {
-        matches!(
-            code,
-            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
-        )
-    }
-    #[cfg(windows)]
-    {
-        use windows_sys::Win32::Foundation::{
-            ERROR_NOT_ENOUGH_MEMORY, ERROR_NO_SYSTEM_RESOURCES, ERROR_OUTOFMEMORY,
-            ERROR_TOO_MANY_OPEN_FILES,
-        };
-        matches!(
-            code as u32,
-            ERROR_NO_SYSTEM_RESOURCES
-                | ERROR_NOT_ENOUGH_MEMORY
-                | ERROR_OUTOFMEMORY
-                | ERROR_TOO_MANY_OPEN_FILES
-        )
-    }
+/// retrying at once fails the same way (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM` on Unix; the
+/// out-of-handles and out-of-memory errors on Windows; `ErrorKind::OutOfMemory`). The OS error
+/// is found whether it is the error itself or, as in localsock's errors with context, its
+/// source.
+///
+/// [`Incoming`](crate::Incoming) and the async listener's `accept` already pause after such an
+/// error; a server loop can use this to tell it apart from others (to log it differently, say).
+///
+/// # Examples
+///
+/// ```
+/// let err = std::io::Error::from(std::io::ErrorKind::OutOfMemory);
+/// assert!(localsock::is_resource_shortage(&err));
+/// let err = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// assert!(!localsock::is_resource_shortage(&err));
+/// ```
+pub fn is_resource_shortage(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::OutOfMemory || os_code(err).is_some_and(sys::is_resource_shortage)
 }
 
 /// Like [`context`], with extra words between the endpoint and the OS error.

@@ -120,6 +120,7 @@ pub mod tokio;
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+pub use crate::error::is_resource_shortage;
 pub use crate::identity::ServerIdentity;
 pub use crate::listener::{Access, Incoming, ListenerOptions, LocalListener};
 pub use crate::name::Name;

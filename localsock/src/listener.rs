@@ -360,8 +360,17 @@ pub struct Incoming<'a> {
     listener: &'a LocalListener,
 }
 
-/// How long [`Incoming`] pauses after an accept failed for lack of descriptors or memory.
+/// How long to pause after an accept failed for lack of descriptors or memory.
 const RESOURCE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The accept policy, one for the blocking [`Incoming`] and the async listener's `accept`
+/// (which differ only in how they wait): after an accept error that means the process or
+/// system is out of descriptors, handles or memory, wait this long before yielding the error.
+/// The client stays queued, so retrying at once would fail the same way, and a loop that logs
+/// the error and goes on would spin while the shortage lasts.
+pub(crate) fn pause_after_accept_error(err: &io::Error) -> Option<std::time::Duration> {
+    error::is_resource_shortage(err).then_some(RESOURCE_PAUSE)
+}
 
 impl Iterator for Incoming<'_> {
     type Item = io::Result<LocalStream>;
@@ -372,8 +381,8 @@ impl Iterator for Incoming<'_> {
     /// would fail the same way, and a loop that logs the error and goes on would spin.
     fn next(&mut self) -> Option<Self::Item> {
         let result = self.listener.accept();
-        if matches!(&result, Err(e) if error::is_resource_shortage(e)) {
-            std::thread::sleep(RESOURCE_PAUSE);
+        if let Some(pause) = result.as_ref().err().and_then(pause_after_accept_error) {
+            std::thread::sleep(pause);
         }
         Some(result)
     }

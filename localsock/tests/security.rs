@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use common::{
     child, child_as, is_child, is_root, read_line, root_test, unique_str, wait_bounded, watchdog,
 };
-use localsock::{Access, ConnectOptions, ListenerOptions, LocalListener, LocalStream, Name};
+use localsock::{
+    is_resource_shortage, Access, ConnectOptions, ListenerOptions, LocalListener, LocalStream, Name,
+};
 
 const NOBODY: u32 = 65534;
 
@@ -56,21 +58,6 @@ fn cpu_share(pid: u32, window: Duration) -> f64 {
     thread::sleep(window);
     let used = cpu_time(pid) - before;
     used.as_secs_f64() / start.elapsed().as_secs_f64()
-}
-
-/// Whether an accept error is a shortage of descriptors or kernel memory. localsock keeps the
-/// OS error as the error's source (its kind is `Uncategorized` for EMFILE in std).
-fn is_resource_shortage(e: &std::io::Error) -> bool {
-    let code = e.raw_os_error().or_else(|| {
-        e.get_ref()
-            .and_then(|inner| inner.source())
-            .and_then(|source| source.downcast_ref::<std::io::Error>())
-            .and_then(|os| os.raw_os_error())
-    });
-    matches!(
-        code,
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
 }
 
 fn echo_round_trip(name: &Name, payload: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -146,6 +133,16 @@ fn fd_exhaustion(variant: &str) {
         server.0.try_wait().unwrap().is_none(),
         "the server died when it ran out of descriptors"
     );
+    if variant.ends_with("naive") {
+        // Its loop has no pause of its own: the listener's pause bounds the errors it sees.
+        let line = read_line(&mut server.0);
+        let errors: u64 = line.strip_prefix("errors ").unwrap().parse().unwrap();
+        println!("{variant}: accept returned {errors} errors in 2 s of shortage");
+        assert!(
+            errors < 100,
+            "the accept loop spins: {errors} errors in 2 s"
+        );
+    }
 
     // Free the descriptors: every flooded client leaves, then a new client is served.
     drop(flood);
@@ -177,6 +174,16 @@ fn async_accept_under_fd_exhaustion_neither_dies_nor_spins() {
         60,
     );
     fd_exhaustion("tokio");
+}
+
+/// An async server loop that logs accept errors and goes on, with no pause of its own: the
+/// async `accept` pauses after a resource shortage, as the blocking `incoming()` does, so even
+/// this loop does not spin.
+#[cfg(feature = "tokio")]
+#[test]
+fn async_accept_pauses_after_a_resource_shortage() {
+    let _w = watchdog("async_accept_pauses_after_a_resource_shortage", 60);
+    fd_exhaustion("tokio-naive");
 }
 
 /// Lowers this process's soft descriptor limit to what it has open plus `spare`.
@@ -298,11 +305,20 @@ fn child_echo_server() {
         "raise" => raise_nofile(),
         other => panic!("unknown LOCALSOCK_TEST_NOFILE {other}"),
     };
-    let mut reported = false;
-    let mut on_shortage = |e: &std::io::Error| {
-        if !reported {
+    // Says so on the first shortage; 2 s later says how many errors accept returned since,
+    // which tells a loop that pauses (about 20) from one that spins (thousands).
+    let mut first: Option<(Instant, u64, bool)> = None;
+    let mut on_shortage = |e: &std::io::Error| match &mut first {
+        None => {
             println!("CHILD emfile {e}");
-            reported = true;
+            first = Some((Instant::now(), 0, false));
+        }
+        Some((since, count, said)) => {
+            *count += 1;
+            if !*said && since.elapsed() >= Duration::from_secs(2) {
+                println!("CHILD errors {count}");
+                *said = true;
+            }
         }
     };
     match std::env::var("LOCALSOCK_TEST_VARIANT").unwrap().as_str() {
@@ -369,6 +385,36 @@ fn child_echo_server() {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         Err(e) => panic!("accept failed: {e}"),
+                    }
+                }
+            });
+        }
+        #[cfg(feature = "tokio")]
+        "tokio-naive" => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let listener = localsock::tokio::LocalListener::bind(&name).unwrap();
+                limit_descriptors();
+                println!("CHILD listening");
+                // A loop that logs errors and goes on, with no pause of its own.
+                loop {
+                    match listener.accept().await {
+                        Ok(mut s) => {
+                            tokio::spawn(async move {
+                                let mut buf = [0u8; 256];
+                                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                                    if s.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(e) => on_shortage(&e),
                     }
                 }
             });

@@ -111,9 +111,11 @@ impl LocalListener {
     ///
     /// # Errors
     ///
-    /// The OS error (e.g. `EMFILE` when the process is out of descriptors: the listener stays
-    /// usable, and a caller in a loop should pause before retrying). Messages name the
-    /// endpoint.
+    /// The OS error; messages name the endpoint. After an error that means the process or the
+    /// system is out of descriptors, handles or memory (`EMFILE`, `ENFILE`, ..., see
+    /// [`crate::is_resource_shortage`]) it waits 100 ms before returning it, as the blocking
+    /// [`Incoming`](crate::Incoming) does: the client stays queued, so a loop that logs the
+    /// error and goes on does not spin while the shortage lasts. The listener stays usable.
     ///
     /// # Panics
     ///
@@ -125,11 +127,17 @@ impl LocalListener {
     /// branch completes first, no connection is lost; it is returned by the next call.
     pub async fn accept(&self) -> io::Result<LocalStream> {
         loop {
-            let inner = self
-                .inner
-                .accept()
-                .await
-                .map_err(|e| error::context(e, Op::Accept, &self.name))?;
+            let inner = match self.inner.accept().await {
+                Ok(inner) => inner,
+                Err(e) => {
+                    let e = error::context(e, Op::Accept, &self.name);
+                    // The one accept policy, shared with the blocking `Incoming`.
+                    if let Some(pause) = crate::listener::pause_after_accept_error(&e) {
+                        tokio::time::sleep(pause).await;
+                    }
+                    return Err(e);
+                }
+            };
             if self.require_same_user && !imp::Listener::peer_uid_matches(&inner) {
                 continue;
             }

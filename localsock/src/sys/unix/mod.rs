@@ -35,6 +35,16 @@ pub(crate) const SUN_PATH_LEN: usize =
     mem::size_of::<libc::sockaddr_un>() - mem::offset_of!(libc::sockaddr_un, sun_path);
 
 /// Turns a `-1` return into the thread's `errno`.
+/// Whether the OS error `code` means the process or the system is out of descriptors or
+/// memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`): an accept retried at once fails the same
+/// way. The portable accept policy ([`crate::listener`]) decides what to do about it.
+pub(crate) fn is_resource_shortage(code: i32) -> bool {
+    matches!(
+        code,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+    )
+}
+
 pub(super) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
         Err(io::Error::last_os_error())

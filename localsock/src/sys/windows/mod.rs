@@ -38,6 +38,24 @@ use crate::name::Repr;
 use crate::{LocalStream, Name};
 
 /// The last Win32 error of this thread, as a raw code.
+/// Whether the OS error `code` means the process or the system is out of handles or memory
+/// (`ERROR_NO_SYSTEM_RESOURCES`, `ERROR_NOT_ENOUGH_MEMORY`, `ERROR_OUTOFMEMORY`,
+/// `ERROR_TOO_MANY_OPEN_FILES`): an accept retried at once fails the same way. The portable
+/// accept policy ([`crate::listener`]) decides what to do about it.
+pub(crate) fn is_resource_shortage(code: i32) -> bool {
+    use windows_sys::Win32::Foundation::{
+        ERROR_NOT_ENOUGH_MEMORY, ERROR_NO_SYSTEM_RESOURCES, ERROR_OUTOFMEMORY,
+        ERROR_TOO_MANY_OPEN_FILES,
+    };
+    matches!(
+        code as u32,
+        ERROR_NO_SYSTEM_RESOURCES
+            | ERROR_NOT_ENOUGH_MEMORY
+            | ERROR_OUTOFMEMORY
+            | ERROR_TOO_MANY_OPEN_FILES
+    )
+}
+
 pub(super) fn last_error() -> WIN32_ERROR {
     // SAFETY: `GetLastError` has no preconditions.
     unsafe { GetLastError() }
