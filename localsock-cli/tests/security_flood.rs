@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::watchdog;
+use common::{cpu_share, raise_nofile, watchdog};
 use localsock::{ConnectOptions, LocalStream, Name};
 
 /// Kills the child on drop; its output is drained by threads so it never blocks on a pipe.
@@ -79,35 +79,6 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count()
-}
-
-/// CPU time (user + system) a process has used, in clock ticks, from `/proc/PID/stat`.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn clock_ticks_per_second() -> u64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-/// Raises this process's soft descriptor limit to the hard one; returns the limit.
-fn raise_nofile() -> u64 {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        },
-    )
-    .unwrap();
-    limit.maximum.unwrap_or(u64::MAX)
 }
 
 /// 10,000 clients connect to `localsock echo` and never send a byte; a well-behaved client is
@@ -184,11 +155,7 @@ fn echo_survives_descriptor_exhaustion_without_spinning() {
             break;
         }
     }
-    let before = cpu_ticks(server.child.id());
-    let start = Instant::now();
-    thread::sleep(Duration::from_secs(2));
-    let used = (cpu_ticks(server.child.id()) - before) as f64 / clock_ticks_per_second() as f64;
-    let share = used / start.elapsed().as_secs_f64();
+    let share = cpu_share(server.child.id(), Duration::from_secs(2));
     println!("starved echo server used {:.1}% of a CPU", share * 100.0);
     assert!(
         share < 0.25,

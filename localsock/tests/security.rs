@@ -13,7 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    child, child_as, is_child, is_root, read_line, root_test, unique_str, wait_bounded, watchdog,
+    child, child_as, cpu_share, is_child, is_root, raise_nofile, read_line, root_test, unique_str,
+    wait_bounded, watchdog,
 };
 use localsock::{
     is_resource_shortage, Access, ConnectOptions, ListenerOptions, LocalListener, LocalStream, Name,
@@ -29,35 +30,6 @@ impl Drop for Reaper {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // The command name may hold spaces and parentheses: the fields start after the last ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .collect();
-    // Fields 14 and 15 of stat(5) (utime, stime), counted from 3 (state) here.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64)
-}
-
-#[allow(unsafe_code)]
-fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no preconditions; it only reads a system constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    assert!(ticks > 0);
-    ticks as u64
-}
-
-/// The share of one CPU a process used over `window`.
-fn cpu_share(pid: u32, window: Duration) -> f64 {
-    let before = cpu_time(pid);
-    let start = Instant::now();
-    thread::sleep(window);
-    let used = cpu_time(pid) - before;
-    used.as_secs_f64() / start.elapsed().as_secs_f64()
 }
 
 fn echo_round_trip(name: &Name, payload: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -214,20 +186,6 @@ fn flood_size() -> usize {
     10_000.min(hard.saturating_sub(200) as usize)
 }
 
-/// Raises this process's soft descriptor limit to the hard one (for flood children).
-fn raise_nofile() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        },
-    )
-    .unwrap();
-}
-
 /// 10,000 clients connect and never send a byte; a well-behaved client is still served by the
 /// echo server (`variant`: `blocking` or `tokio`) while they all stay connected.
 fn idle_flood_does_not_starve(variant: &str) {
@@ -302,7 +260,9 @@ fn child_echo_server() {
     let nofile = std::env::var("LOCALSOCK_TEST_NOFILE").unwrap();
     let limit_descriptors = || match nofile.as_str() {
         "starve" => starve_nofile(8),
-        "raise" => raise_nofile(),
+        "raise" => {
+            raise_nofile();
+        }
         other => panic!("unknown LOCALSOCK_TEST_NOFILE {other}"),
     };
     // Says so on the first shortage; 2 s later says how many errors accept returned since,

@@ -2,30 +2,16 @@
 //! deadlines, splitting, conversions, and dropping objects off the runtime.
 #![cfg(feature = "tokio")]
 
+mod common;
+
 use std::future::Future;
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::unique;
 use localsock::tokio::{ConnectOptions, LocalListener, LocalStream};
-use localsock::{ListenerOptions, Name};
+use localsock::ListenerOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A name no other test (or test run) uses.
-fn unique(tag: &str) -> Name {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    #[cfg(unix)]
-    {
-        let dir = std::env::temp_dir().join(format!("lst-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Name::path(dir.join(format!("{tag}-{n}.sock"))).unwrap()
-    }
-    #[cfg(windows)]
-    {
-        Name::new(format!("localsock-tokio-{}-{tag}-{n}", std::process::id())).unwrap()
-    }
-}
 
 /// Runs `body` on a fresh multi-threaded runtime; a hang fails after `secs` seconds.
 fn run<F: Future<Output = ()>>(secs: u64, body: F) {

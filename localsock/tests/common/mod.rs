@@ -38,6 +38,16 @@ pub fn pair(tag: &str) -> (LocalStream, LocalStream) {
 pub struct Watchdog(Option<mpsc::Sender<()>>);
 
 pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
+    watchdog_with(what, secs, || {})
+}
+
+/// [`watchdog`] that runs `on_timeout` (say, killing the test's other processes) before it
+/// ends the test binary.
+pub fn watchdog_with(
+    what: &'static str,
+    secs: u64,
+    on_timeout: impl FnOnce() + Send + 'static,
+) -> Watchdog {
     let (tx, rx) = mpsc::channel::<()>();
     thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
@@ -48,6 +58,7 @@ pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
                 std::io::stderr(),
                 "WATCHDOG: test `{what}` still running after {secs} s: aborting"
             );
+            on_timeout();
             std::process::exit(99);
         }
     });
@@ -385,4 +396,53 @@ pub fn spawn_waiting_client<T: Send + 'static>(
     #[cfg(target_os = "linux")]
     wait_until_sleeping(std::process::id(), Some("waiting-client"));
     client
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat` (Linux).
+#[cfg(target_os = "linux")]
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of stat(5) (utime, stime), counted from 3 (state) here.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64)
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    assert!(ticks > 0);
+    ticks as u64
+}
+
+/// The share of one CPU a process used over `window` (a measurement window, not a wait for
+/// anything) (Linux).
+#[cfg(target_os = "linux")]
+pub fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let before = cpu_time(pid);
+    let start = std::time::Instant::now();
+    thread::sleep(window);
+    let used = cpu_time(pid) - before;
+    used.as_secs_f64() / start.elapsed().as_secs_f64()
+}
+
+/// Raises this process's soft descriptor limit to the hard one (for floods); returns it.
+#[cfg(unix)]
+pub fn raise_nofile() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
+    limit.maximum.unwrap_or(u64::MAX)
 }

@@ -92,34 +92,14 @@ pub(crate) fn children() -> &'static Mutex<Vec<Arc<Mutex<Child>>>> {
     CHILDREN.get_or_init(Default::default)
 }
 
-pub(crate) struct Watchdog(Option<mpsc::Sender<()>>);
-
 /// Ends the whole test binary (after killing every Qt peer) if the test is still running
 /// after `secs`: a hang fails in seconds, not at CI's limit.
-pub(crate) fn watchdog(test: &'static str, secs: u64) -> Watchdog {
-    let (tx, rx) = mpsc::channel::<()>();
-    thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
-            let _ = writeln!(
-                io::stderr(),
-                "WATCHDOG: qt_interop test `{test}` still running after {secs} s: \
-                 killing the Qt peers and aborting"
-            );
-            for child in children().lock().unwrap().iter() {
-                let _ = child.lock().unwrap().kill();
-            }
-            std::process::exit(99);
+pub(crate) fn watchdog(test: &'static str, secs: u64) -> crate::common::Watchdog {
+    crate::common::watchdog_with(test, secs, || {
+        for child in children().lock().unwrap().iter() {
+            let _ = child.lock().unwrap().kill();
         }
-    });
-    Watchdog(Some(tx))
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
-    }
+    })
 }
 
 /// A running `qtpeer`: its stdout lines arrive on a channel, its stderr is kept for error
