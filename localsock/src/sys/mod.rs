@@ -34,6 +34,29 @@
 //!   plus its pid for messages; `fn current_user() -> io::Result<identity::UserId>` and
 //!   `fn admin_users() -> Vec<identity::UserId>` (root; LocalSystem and Administrators). The
 //!   policy that compares them is portable (`identity.rs`), shared with the async connect.
+//! - `fn is_resource_shortage(code: i32) -> bool` — whether an OS error code means the process
+//!   or the system is out of descriptors, handles or memory. The portable layer uses it for the
+//!   one accept policy (`crate::listener::pause_after_accept_error`) and exposes it as
+//!   [`crate::is_resource_shortage`]; no code outside `sys` knows OS error codes.
+//! - [`ConnectFailure`] (defined here): how one connect attempt failed, which decides whether
+//!   the portable retry policy (`crate::stream::Retry`) tries again.
+//!
+//! # What the async layer uses (feature `tokio`)
+//!
+//! The async backends (`crate::tokio::{unix, windows}`) run on tokio's own sockets and pipes and
+//! take from `sys` only one-shot operations and the raw work tokio does not do:
+//!
+//! - Unix: `Stream::connect_nonblocking(name, opts)` (one non-blocking `connect(2)` attempt, the
+//!   result handed to tokio), `Listener::bind` then `Listener::into_parts` / `from_parts` (the
+//!   descriptor, and the `SocketFile` guard that removes the socket file on drop),
+//!   `set_nosigpipe`, `send` / `send_vectored` (writes that never raise `SIGPIPE`),
+//!   `peer_credentials(fd)` and `peer_uid_matches_fd(fd)`.
+//! - Windows: `sys::windows::async_pipe` — `PipeSecurity` (the blocking listener's DACL),
+//!   `create_server`, `check_free`, `connect_client` (the blocking one-attempt connect, handed
+//!   to tokio before any I/O), `peer_credentials`, `peer_is_same_user`.
+//!
+//! The backends still take the public `Name`, `ConnectOptions` and `ListenerOptions`;
+//! resolving them into plain data first is an open point (issue 10).
 
 use std::io;
 
