@@ -259,20 +259,19 @@ fn no_server_is_not_found_at_once_and_waiting_for_one_works() {
         let name = unique("absent");
         let err = LocalStream::connect(&name).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-        let waiter = tokio::spawn({
-            let name = name.clone();
-            async move {
-                ConnectOptions::new()
-                    .wait_for_server(true)
-                    .timeout(Duration::from_secs(10))
-                    .connect(&name)
-                    .await
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut opts = ConnectOptions::new();
+        opts.wait_for_server(true).timeout(Duration::from_secs(10));
+        let mut connect = std::pin::pin!(opts.connect(&name));
+        // Poll it once: its first attempt finds no server, and it now waits to try again, so
+        // the server bound below really starts later (no sleep and hope).
+        let waiting = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(connect.as_mut().poll(cx).is_pending())
+        })
+        .await;
+        assert!(waiting, "connected before any server existed");
         let listener = LocalListener::bind(&name).unwrap();
-        let mut server_side = listener.accept().await.unwrap();
-        let mut client = waiter.await.unwrap().unwrap();
+        let (server_side, client) = tokio::join!(listener.accept(), connect);
+        let (mut server_side, mut client) = (server_side.unwrap(), client.unwrap());
         client.write_all(b"hi").await.unwrap();
         let mut buf = [0; 2];
         server_side.read_exact(&mut buf).await.unwrap();
