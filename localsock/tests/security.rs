@@ -316,9 +316,12 @@ fn child_echo_server() {
                 }
             }
         }
+        // "tokio": the loop pauses on a shortage itself; "tokio-naive": a loop that logs
+        // errors and goes on, with no pause of its own.
         #[cfg(feature = "tokio")]
-        "tokio" => {
+        variant @ ("tokio" | "tokio-naive") => {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let naive = variant == "tokio-naive";
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -340,41 +343,12 @@ fn child_echo_server() {
                                 }
                             });
                         }
+                        Err(e) if naive => on_shortage(&e),
                         Err(e) if is_resource_shortage(&e) => {
                             on_shortage(&e);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         Err(e) => panic!("accept failed: {e}"),
-                    }
-                }
-            });
-        }
-        #[cfg(feature = "tokio")]
-        "tokio-naive" => {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let listener = localsock::tokio::LocalListener::bind(&name).unwrap();
-                limit_descriptors();
-                println!("CHILD listening");
-                // A loop that logs errors and goes on, with no pause of its own.
-                loop {
-                    match listener.accept().await {
-                        Ok(mut s) => {
-                            tokio::spawn(async move {
-                                let mut buf = [0u8; 256];
-                                while let Ok(n @ 1..) = s.read(&mut buf).await {
-                                    if s.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            });
-                        }
-                        Err(e) => on_shortage(&e),
                     }
                 }
             });
