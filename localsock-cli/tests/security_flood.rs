@@ -6,13 +6,13 @@
 #[path = "../../localsock/tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{cpu_share, raise_nofile, watchdog};
+use common::{cpu_share, echo_round_trip, fd_count, raise_nofile, watchdog};
 use localsock::{ConnectOptions, LocalStream, Name};
 
 /// Kills the child on drop; its output is drained by threads so it never blocks on a pipe.
@@ -64,23 +64,6 @@ fn echo_server(args: &[&str]) -> Server {
     server
 }
 
-fn round_trip(name: &Name, payload: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut s = ConnectOptions::new()
-        .timeout(Duration::from_secs(10))
-        .connect(name)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    s.write_all(payload)?;
-    let mut back = vec![0; payload.len()];
-    s.read_exact(&mut back)?;
-    Ok(back)
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 /// 10,000 clients connect to `localsock echo` and never send a byte; a well-behaved client is
 /// still served. The echo server serves each client on its own thread, up to `--max-clients`;
 /// the flood stays under that bound (clients beyond it wait in the backlog by design: a server
@@ -106,7 +89,7 @@ fn echo_serves_a_well_behaved_client_during_an_idle_flood() {
                 .unwrap_or_else(|e| panic!("flood connect #{i}: {e}"))
         })
         .collect();
-    let back = round_trip(&name, b"well-behaved").expect("served despite the flood");
+    let back = echo_round_trip(&name, b"well-behaved").expect("served despite the flood");
     assert_eq!(back, b"well-behaved");
     let held = fd_count(server.child.id());
     println!("{n} idle clients; the echo server holds {held} descriptors");
@@ -167,7 +150,7 @@ fn echo_survives_descriptor_exhaustion_without_spinning() {
         "the echo server died when it ran out of descriptors"
     );
     drop(flood);
-    let back = round_trip(&name, b"after").expect("served again once descriptors are free");
+    let back = echo_round_trip(&name, b"after").expect("served again once descriptors are free");
     assert_eq!(back, b"after");
 }
 

@@ -13,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    child, child_as, cpu_share, is_child, is_root, raise_nofile, read_line, root_test, unique_str,
-    wait_bounded, watchdog,
+    child, child_as, cpu_share, echo_round_trip, is_child, is_root, raise_nofile, read_line,
+    root_test, unique_str, wait_bounded, watchdog,
 };
 use localsock::{
     is_resource_shortage, Access, ConnectOptions, ListenerOptions, LocalListener, LocalStream, Name,
@@ -30,17 +30,6 @@ impl Drop for Reaper {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn echo_round_trip(name: &Name, payload: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut s = ConnectOptions::new()
-        .timeout(Duration::from_secs(10))
-        .connect(name)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    s.write_all(payload)?;
-    let mut back = vec![0; payload.len()];
-    s.read_exact(&mut back)?;
-    Ok(back)
 }
 
 /// Starts `child_echo_server` on `name_str` (`variant` and `nofile` as it documents) and

@@ -33,6 +33,19 @@ pub fn pair(tag: &str) -> (LocalStream, LocalStream) {
     (client.join().unwrap(), server)
 }
 
+/// One echo round trip on a fresh connection (bounded connect and read): what came back.
+pub fn echo_round_trip(name: &Name, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = localsock::ConnectOptions::new()
+        .timeout(Duration::from_secs(10))
+        .connect(name)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(payload)?;
+    let mut back = vec![0; payload.len()];
+    s.read_exact(&mut back)?;
+    Ok(back)
+}
+
 /// Fails the whole test binary if the guard is not dropped within `secs`: a hang becomes a
 /// failure in seconds, not at CI's limit.
 pub struct Watchdog(Option<mpsc::Sender<()>>);
