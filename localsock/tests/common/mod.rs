@@ -397,9 +397,12 @@ pub fn wait_until_sleeping(pid: u32, thread_name: Option<&str>) {
 pub fn spawn_waiting_client<T: Send + 'static>(
     connect: impl FnOnce() -> T + Send + 'static,
 ) -> thread::JoinHandle<T> {
+    // A name of its own (at most 15 bytes, the kernel's limit): tests run in parallel.
+    static N: AtomicU32 = AtomicU32::new(0);
+    let thread_name = format!("waiting-{}", N.fetch_add(1, Ordering::Relaxed));
     let (started, is_started) = mpsc::channel();
     let client = thread::Builder::new()
-        .name("waiting-client".into())
+        .name(thread_name.clone())
         .spawn(move || {
             started.send(()).unwrap();
             connect()
@@ -407,7 +410,9 @@ pub fn spawn_waiting_client<T: Send + 'static>(
         .unwrap();
     is_started.recv().expect("the client thread started");
     #[cfg(target_os = "linux")]
-    wait_until_sleeping(std::process::id(), Some("waiting-client"));
+    wait_until_sleeping(std::process::id(), Some(&thread_name));
+    #[cfg(not(target_os = "linux"))]
+    let _ = thread_name;
     client
 }
 
