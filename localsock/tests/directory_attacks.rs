@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{is_child, is_root, read_line, wait_and_read_stdout, watchdog, ROLE};
+use common::{child_from, is_child, read_line, require_root, wait_and_read_stdout, watchdog};
 use localsock::{Access, ListenerOptions, LocalListener, LocalStream, Name};
 
 const NOBODY: u32 = 65534;
@@ -32,13 +32,6 @@ impl Drop for Reaper {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn require_root(test: &str) {
-    assert!(
-        is_root(),
-        "{test} plays another uid and needs root; run it as root with -- --ignored"
-    );
 }
 
 /// A directory under the temp dir that every user may enter (`0755`), owned by the test.
@@ -66,23 +59,10 @@ fn child_from_copy(base: &Path, entry: &str, uid: Option<u32>, envs: &[(&str, &s
         std::fs::copy(std::env::current_exe().unwrap(), bin.join("tests")).unwrap();
         set_mode(&bin.join("tests"), 0o755);
     }
-    let mut cmd = Command::new(bin.join("tests"));
-    cmd.args([
-        "--exact",
-        entry,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(ROLE, entry)
-    .current_dir(base)
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped());
+    let mut cmd = child_from(&bin.join("tests"), entry, envs);
+    cmd.current_dir(base).stdin(Stdio::piped());
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
-    }
-    for (k, v) in envs {
-        cmd.env(k, v);
     }
     cmd
 }

@@ -94,7 +94,11 @@ pub const ROLE: &str = "LOCALSOCK_TEST_ROLE";
 /// `ci/ignored.sh`, which runs every other ignored test, leaves them to their parent tests. The child's stdout is piped so its
 /// own harness summary does not mix into the parent's.
 pub fn child(entry: &str, envs: &[(&str, &str)]) -> Command {
-    let exe = std::env::current_exe().expect("current_exe");
+    child_from(&std::env::current_exe().expect("current_exe"), entry, envs)
+}
+
+/// [`child`] from `exe`, a copy of this test binary (one another user can reach, say).
+pub fn child_from(exe: &std::path::Path, entry: &str, envs: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(exe);
     configure_child(&mut cmd, entry, envs);
     cmd
@@ -173,11 +177,18 @@ pub fn is_root() -> bool {
 /// was asked to run must not pass without having checked anything; returns its watchdog.
 #[cfg(unix)]
 pub fn root_test(test: &'static str, secs: u64) -> Watchdog {
+    require_root(test);
+    watchdog(test, secs)
+}
+
+/// Fails a root-only (`#[ignore]`d) test at once when not root (see [`root_test`]).
+#[cfg(unix)]
+pub fn require_root(test: &str) {
     assert!(
         is_root(),
-        "`{test}` plays another user and needs root; run it as root (CI does: .ci/run)"
+        "`{test}` plays another user and needs root; run it as root with -- --ignored \
+         (CI does: ci/ignored.sh)"
     );
-    watchdog(test, secs)
 }
 
 /// A copy of the executable `exe` that any user can run, for a child process that plays another
