@@ -51,9 +51,11 @@
 //!   descriptor, and the `SocketFile` guard that removes the socket file on drop),
 //!   `set_nosigpipe`, `send` / `send_vectored` (writes that never raise `SIGPIPE`),
 //!   `peer_credentials(fd)` and `peer_uid_matches_fd(fd)`.
-//! - Windows: `sys::windows::async_pipe` — `PipeSecurity` (the blocking listener's DACL),
-//!   `create_server`, `check_free`, `connect_client` (the blocking one-attempt connect, handed
-//!   to tokio before any I/O), `peer_credentials`, `peer_is_same_user`.
+//! - Windows: the blocking listener itself, bound for async use (`Listener::bind_async`, then
+//!   `Listener::poll_accept`: the same instance pool, only the waiting differs); `HalfClose`
+//!   (the one shutdown policy); and `sys::windows::async_pipe` — `adopt_server` (a connected
+//!   instance handed to tokio), `connect_client` (the blocking one-attempt connect, handed to
+//!   tokio before any I/O), `peer_credentials`, `peer_is_same_user`.
 //!
 //! The backends still take the public `Name`, `ConnectOptions` and `ListenerOptions`;
 //! resolving them into plain data first is an open point (issue 10).
