@@ -183,23 +183,21 @@ fn the_async_connect_checks_the_same_way() {
 #[test]
 #[ignore = "needs root to play another uid — run with: cargo test -p localsock --test server_identity -- --ignored"]
 fn a_strangers_server_on_a_shared_path_is_refused() {
-    use std::os::unix::process::CommandExt;
-    assert!(
-        common::is_root(),
-        "this test plays uid 65534 and must run as root"
-    );
-    let _w = watchdog("a_strangers_server_on_a_shared_path_is_refused", 60);
+    let _w = common::root_test("a_strangers_server_on_a_shared_path_is_refused", 60);
     let dir = std::env::temp_dir().join(unique_str("ident-shared"));
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let path = dir.join("svc.sock");
     let run_stranger = || {
-        let mut cmd = common::child(
+        // Run from a copy the other user can reach, whatever the checkout's permissions.
+        common::child_as(
             "child_stranger_server",
             &[("LOCALSOCK_TEST_PATH", path.to_str().unwrap())],
-        );
-        cmd.uid(65534).gid(65534);
-        cmd.spawn().unwrap()
+            65534,
+            65534,
+        )
+        .spawn()
+        .unwrap()
     };
     let name = Name::path(&path).unwrap();
 
