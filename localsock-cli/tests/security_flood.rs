@@ -252,7 +252,7 @@ fn echo_everyone_serves_others_while_another_user_floods_it() {
 
     // 256 idle connections from uid 65534: 64 are served (and idle), the rest closed.
     let idle = attacker(&path, 256, "idle");
-    let back = round_trip(&name, b"legitimate").expect("served during the idle flood");
+    let back = echo_round_trip(&name, b"legitimate").expect("served during the idle flood");
     assert_eq!(back, b"legitimate");
     let mut refused = 0;
     let mut dropped_idle = 0;
@@ -279,7 +279,7 @@ fn echo_everyone_serves_others_while_another_user_floods_it() {
 
     // Connections that send and never read: dropped by the write timeout.
     let greedy = attacker(&path, 64, "noread");
-    let back = round_trip(&name, b"still here").expect("served during the non-reading flood");
+    let back = echo_round_trip(&name, b"still here").expect("served during the non-reading flood");
     assert_eq!(back, b"still here");
     let mut stalled = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
