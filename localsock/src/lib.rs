@@ -92,6 +92,7 @@ pub mod activation;
 mod error;
 mod identity;
 mod listener;
+mod message;
 mod name;
 pub mod os;
 mod stream;
@@ -107,6 +108,10 @@ struct ReadmeDoctests;
 
 pub use crate::identity::ServerIdentity;
 pub use crate::listener::{Access, Incoming, ListenerOptions, LocalListener};
+pub use crate::message::{
+    BorrowedOsHandle, Message, MessageListener, MessageStream, OwnedOsHandle, MAX_HANDLES,
+    MAX_MESSAGE_LEN,
+};
 pub use crate::name::Name;
 pub use crate::stream::{ConnectOptions, LocalStream, PeerCredentials, DEFAULT_CONNECT_TIMEOUT};
 
@@ -124,5 +129,7 @@ mod tests {
         assert_send_sync::<ConnectOptions>();
         assert_send_sync::<ListenerOptions>();
         assert_send_sync::<PeerCredentials>();
+        assert_send_sync::<MessageStream>();
+        assert_send_sync::<MessageListener>();
     }
 }

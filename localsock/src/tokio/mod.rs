@@ -59,6 +59,7 @@
 //! ```
 
 mod listener;
+mod message;
 mod stream;
 
 #[cfg(unix)]
@@ -72,6 +73,7 @@ mod windows;
 use self::windows as imp;
 
 pub use self::listener::LocalListener;
+pub use self::message::{MessageListener, MessageStream};
 pub use self::stream::{
     ConnectOptions, LocalStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf,
 };
@@ -86,4 +88,6 @@ const _: () = {
     send_sync::<OwnedReadHalf>();
     send_sync::<OwnedWriteHalf>();
     send_sync::<ReuniteError>();
+    send_sync::<MessageStream>();
+    send_sync::<MessageListener>();
 };
