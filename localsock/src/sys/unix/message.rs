@@ -119,7 +119,7 @@ pub(super) fn take_rights(control: &ControlBuf, control_len: usize, out: &mut Ve
     let data_offset = cmsg_len(0);
     let align = cmsg_space(1) - cmsg_space(0);
     let mut offset = 0usize;
-    while offset + header <= len {
+    while offset.saturating_add(header) <= len {
         // SAFETY: `offset + size_of::<cmsghdr>() <= len <= CONTROL_LEN`, so the read stays in
         // the buffer; `read_unaligned` needs no alignment, and `cmsghdr` is plain old data.
         let cmsg: libc::cmsghdr =
@@ -147,7 +147,7 @@ pub(super) fn take_rights(control: &ControlBuf, control_len: usize, out: &mut Ve
         }
         let step = claimed.div_ceil(align).saturating_mul(align);
         match offset.checked_add(step) {
-            Some(next) if next > offset => offset = next,
+            Some(next) if next > offset && next < len => offset = next,
             _ => break,
         }
     }
