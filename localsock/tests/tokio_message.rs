@@ -1,7 +1,7 @@
 //! The async message API (`localsock::tokio::{MessageListener, MessageStream}`): boundaries,
 //! empty messages vs EOF, handles, refused handles, cancel safety of `recv`, and interplay
 //! with the blocking types.
-#![cfg(feature = "tokio")]
+#![cfg(all(feature = "tokio", unix))]
 
 mod common;
 

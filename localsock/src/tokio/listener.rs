@@ -103,7 +103,14 @@ impl LocalListener {
         kind: Kind,
     ) -> io::Result<LocalListener> {
         // Errors come with their context (operation and endpoint) from the backend.
+        #[cfg(unix)]
         let inner = imp::Listener::bind(name, options, kind)?;
+        // The async message types are Unix only so far.
+        #[cfg(windows)]
+        let inner = {
+            debug_assert_eq!(kind, Kind::Bytes);
+            imp::Listener::bind(name, options)?
+        };
         Ok(LocalListener {
             inner,
             name: name.clone(),

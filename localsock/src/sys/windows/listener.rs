@@ -48,7 +48,8 @@ use windows_sys::Win32::Storage::FileSystem::{
 };
 use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, PeekNamedPipe, WaitNamedPipeW, PIPE_READMODE_BYTE,
-    PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
+    PIPE_READMODE_MESSAGE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_TYPE_MESSAGE,
+    PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{
     RegisterWaitForSingleObject, SetEvent, UnregisterWaitEx, WaitForMultipleObjects,
@@ -59,11 +60,23 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 use super::overlapped::new_event;
 use super::security::{self, SecurityDescriptor};
 use super::{cvt, last_error, owned_handle, pipe_name, wide, Stream};
+use crate::sys::Kind;
 use crate::{ListenerOptions, Name};
 
 /// Byte stream, blocking mode (the waiting is bounded by overlapped I/O), and local clients
 /// only: a client on another machine (a `\\host\pipe\...` name, over SMB) is refused.
 const PIPE_MODE: u32 = PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS;
+
+/// The pipe mode for a kind of connection: [`PIPE_MODE`], or the same with messages
+/// (`PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE`) for message streams.
+fn pipe_mode(kind: Kind) -> u32 {
+    match kind {
+        Kind::Bytes => PIPE_MODE,
+        Kind::Messages => {
+            PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS
+        }
+    }
+}
 
 /// In and out buffer size of each instance (a hint to Windows, which grows them as needed).
 const BUFFER_SIZE: u32 = 64 * 1024;
@@ -71,6 +84,8 @@ const BUFFER_SIZE: u32 = 64 * 1024;
 pub(crate) struct Listener {
     /// The full pipe name, NUL-terminated UTF-16.
     pipe: Vec<u16>,
+    /// `PIPE_TYPE_*` and friends of every instance (byte or message mode).
+    mode: u32,
     security: SecurityDescriptor,
     /// How many instances wait for clients: one plus the spares.
     listening: usize,
@@ -350,20 +365,21 @@ fn unread_bytes(handle: &OwnedHandle) -> u32 {
 }
 
 impl Listener {
-    /// A listener for blocking `accept`s.
-    pub(crate) fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
-        Listener::open(name, opts, None)
+    /// A listener for blocking `accept`s, of `kind` (byte or message pipes).
+    pub(crate) fn bind(name: &Name, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener> {
+        Listener::open(name, opts, kind, None)
     }
 
     /// A listener for [`poll_accept`](Self::poll_accept) (the async `LocalListener`).
     #[cfg(feature = "tokio")]
     pub(crate) fn bind_async(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
-        Listener::open(name, opts, Some(Arc::default()))
+        Listener::open(name, opts, Kind::Bytes, Some(Arc::default()))
     }
 
     fn open(
         name: &Name,
         opts: &ListenerOptions,
+        kind: Kind,
         wakers: Option<Arc<Wakers>>,
     ) -> io::Result<Listener> {
         let pipe = pipe_name(name)?;
@@ -372,6 +388,7 @@ impl Listener {
         let spares = opts.windows.spare_instances as usize;
         let listener = Listener {
             pipe: wide(pipe),
+            mode: pipe_mode(kind),
             security,
             listening: 1 + spares,
             pool: Mutex::new(Pool {
@@ -424,7 +441,7 @@ impl Listener {
             CreateNamedPipeW(
                 self.pipe.as_ptr(),
                 open_mode,
-                PIPE_MODE,
+                self.mode,
                 PIPE_UNLIMITED_INSTANCES,
                 BUFFER_SIZE,
                 BUFFER_SIZE,
@@ -700,9 +717,7 @@ mod tests {
         DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
     };
     use windows_sys::Win32::Storage::FileSystem::FILE_APPEND_DATA;
-    use windows_sys::Win32::System::Pipes::{
-        PIPE_NOWAIT, PIPE_READMODE_MESSAGE, PIPE_TYPE_MESSAGE,
-    };
+    use windows_sys::Win32::System::Pipes::PIPE_NOWAIT;
 
     fn name(tag: &str) -> Name {
         Name::new(format!("localsock-unit-{tag}-{}", std::process::id())).unwrap()
@@ -711,7 +726,7 @@ mod tests {
     fn bind(tag: &str, access: Access) -> Listener {
         let mut opts = ListenerOptions::new();
         opts.access(access);
-        Listener::bind(&name(tag), &opts).unwrap()
+        Listener::bind(&name(tag), &opts, Kind::Bytes).unwrap()
     }
 
     /// The DACL of a live pipe instance, as the system reports it, in SDDL.
@@ -968,7 +983,8 @@ mod tests {
             let name = name(if async_mode { "refill-async" } else { "refill" });
             let mut opts = ListenerOptions::new();
             opts.windows.spare_instances = 0;
-            let listener = Listener::open(&name, &opts, async_mode.then(Arc::default)).unwrap();
+            let listener =
+                Listener::open(&name, &opts, Kind::Bytes, async_mode.then(Arc::default)).unwrap();
             let c = client(&name);
             assert_eq!(c.write(b"queued").unwrap(), 6);
             listener.fail_creates.store(1, Ordering::SeqCst);
