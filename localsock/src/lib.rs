@@ -16,6 +16,9 @@
 //!   are reclaimed safely, no descriptor leaks into child processes, and writing to a closed
 //!   peer is `BrokenPipe`, never `SIGPIPE`.
 //! - **Peer credentials** ([`LocalStream::peer_credentials`]).
+//! - **Messages that carry open files, sockets and pipes** ([`MessageListener`],
+//!   [`MessageStream`]): whole messages with their boundaries, each with zero or more OS
+//!   handles attached, over the same names, options and guarantees.
 //! - **Async, with tokio** (feature `tokio`): the same types in `localsock::tokio`, on tokio's
 //!   own reactor.
 //!
@@ -47,6 +50,51 @@
 //! # server.join().unwrap()?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Messages and handles
+//!
+//! A [`MessageListener`] accepts [`MessageStream`]s: each
+//! [`send_with_files`](MessageStream::send_with_files) (or
+//! [`send_with_handles`](MessageStream::send_with_handles)) arrives as one whole message,
+//! and the receiver gets its own handles to the same open files (as after `dup`):
+//!
+//! ```
+//! use std::io::Read;
+//! use localsock::{MessageListener, MessageStream, Name};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("localsock-doc-msg-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let file_path = dir.join("passed.txt");
+//! # std::fs::write(&file_path, "passed by handle")?;
+//! # #[cfg(unix)]
+//! # let name = Name::path(dir.join("files.sock"))?;
+//! # #[cfg(windows)]
+//! let name = Name::new("localsock-doc-files")?;
+//! let listener = MessageListener::bind(&name)?;
+//! let client = MessageStream::connect(&name)?;
+//! let server = listener.accept()?;
+//!
+//! let file = std::fs::File::open(&file_path)?;
+//! client.send_with_files(b"here is the file", &[&file])?;
+//! client.send(b"")?; // an empty message is a message
+//! drop(client);
+//!
+//! let mut message = server.recv_message()?.expect("a message");
+//! assert_eq!(message.bytes, b"here is the file");
+//! let mut text = String::new();
+//! std::fs::File::from(message.handles.remove(0)).read_to_string(&mut text)?;
+//! assert_eq!(text, "passed by handle");
+//! assert!(server.recv_message()?.expect("the empty message").bytes.is_empty());
+//! assert!(server.recv_message()?.is_none()); // end-of-file
+//! # Ok(()) }
+//! ```
+//!
+//! | | Linux, BSD | macOS | Windows |
+//! |---|---|---|---|
+//! | transport | `SOCK_SEQPACKET`, one record per message | not yet (no `AF_UNIX` seqpacket) | message-mode pipe (`PIPE_TYPE_MESSAGE`) |
+//! | handles | `SCM_RIGHTS` with `MSG_CMSG_CLOEXEC` | — | duplicated into the receiving process (same user only) |
+//! | limits | [`MAX_MESSAGE_LEN`] bytes, [`MAX_HANDLES`] handles, both ends | | same |
 //!
 //! # Names
 //!
@@ -80,8 +128,8 @@
 //!
 //! # What it does not do
 //!
-//! - Message framing: streams are byte streams, as TCP.
-//! - Passing file descriptors or handles.
+//! - Message framing on [`LocalStream`]: it is a byte stream, as TCP (use [`MessageStream`]).
+//! - Messages on macOS (it has no `AF_UNIX` `SOCK_SEQPACKET`), and async messages on Windows.
 //! - `AF_UNIX` on Windows, and remote (`\\host\pipe\`) pipes.
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]

@@ -29,24 +29,24 @@ pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 /// as its caller allows (never more than this); a message with more has all its handles closed.
 pub const MAX_HANDLES: usize = 253;
 
-/// An OS handle received with a message: [`OwnedFd`](std::os::fd::OwnedFd) on Unix,
-/// [`OwnedHandle`](std::os::windows::io::OwnedHandle) on Windows. Both convert into a
+/// An OS handle received with a message: [`OwnedFd`](https://doc.rust-lang.org/std/os/fd/struct.OwnedFd.html) on Unix,
+/// [`OwnedHandle`](https://doc.rust-lang.org/std/os/windows/io/struct.OwnedHandle.html) on Windows. Both convert into a
 /// [`File`] with `File::from`, and into a socket or a pipe with the matching `From`.
 #[cfg(unix)]
 pub type OwnedOsHandle = std::os::fd::OwnedFd;
-/// An OS handle received with a message: [`OwnedFd`](std::os::fd::OwnedFd) on Unix,
-/// [`OwnedHandle`](std::os::windows::io::OwnedHandle) on Windows. Both convert into a
+/// An OS handle received with a message: [`OwnedFd`](https://doc.rust-lang.org/std/os/fd/struct.OwnedFd.html) on Unix,
+/// [`OwnedHandle`](https://doc.rust-lang.org/std/os/windows/io/struct.OwnedHandle.html) on Windows. Both convert into a
 /// [`File`] with `File::from`, and into a socket or a pipe with the matching `From`.
 #[cfg(windows)]
 pub type OwnedOsHandle = std::os::windows::io::OwnedHandle;
 
-/// An OS handle to attach to a message: [`BorrowedFd`](std::os::fd::BorrowedFd) on Unix
-/// (`x.as_fd()`), [`BorrowedHandle`](std::os::windows::io::BorrowedHandle) on Windows
+/// An OS handle to attach to a message: [`BorrowedFd`](https://doc.rust-lang.org/std/os/fd/struct.BorrowedFd.html) on Unix
+/// (`x.as_fd()`), [`BorrowedHandle`](https://doc.rust-lang.org/std/os/windows/io/struct.BorrowedHandle.html) on Windows
 /// (`x.as_handle()`). For files, [`MessageStream::send_with_files`] needs neither.
 #[cfg(unix)]
 pub type BorrowedOsHandle<'a> = std::os::fd::BorrowedFd<'a>;
-/// An OS handle to attach to a message: [`BorrowedFd`](std::os::fd::BorrowedFd) on Unix
-/// (`x.as_fd()`), [`BorrowedHandle`](std::os::windows::io::BorrowedHandle) on Windows
+/// An OS handle to attach to a message: [`BorrowedFd`](https://doc.rust-lang.org/std/os/fd/struct.BorrowedFd.html) on Unix
+/// (`x.as_fd()`), [`BorrowedHandle`](https://doc.rust-lang.org/std/os/windows/io/struct.BorrowedHandle.html) on Windows
 /// (`x.as_handle()`). For files, [`MessageStream::send_with_files`] needs neither.
 #[cfg(windows)]
 pub type BorrowedOsHandle<'a> = std::os::windows::io::BorrowedHandle<'a>;
@@ -112,7 +112,7 @@ impl MessageListener {
     /// use localsock::{Access, ListenerOptions, MessageListener, Name};
     ///
     /// # fn main() -> std::io::Result<()> {
-    /// let listener = MessageListener::bind_with(
+    /// let _listener = MessageListener::bind_with(
     ///     &Name::new("/run/example/broker.sock")?,
     ///     ListenerOptions::new().access(Access::Group).require_same_user(false),
     /// )?;
