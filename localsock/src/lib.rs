@@ -149,6 +149,37 @@ mod sys;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 
+/// Entry points for the fuzz targets in `fuzz/` (built with `--cfg fuzzing` only): the framed
+/// message transport of Apple platforms, driven on any Unix.
+#[cfg(all(fuzzing, unix))]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod __fuzz {
+    use std::io;
+    use std::os::fd::{BorrowedFd, OwnedFd};
+
+    /// One unframed `sendmsg` of `bytes` with `fds` attached.
+    pub fn send_raw(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        crate::sys::frame::send_raw(fd, bytes, fds)
+    }
+
+    /// One framed message send.
+    pub fn send_frame(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        crate::sys::frame::send(fd, bytes, fds)
+    }
+
+    /// One framed message receive, as `MessageStream` does on Apple platforms.
+    pub fn recv_frame(
+        fd: BorrowedFd<'_>,
+        buf: &mut [u8],
+        handles: &mut Vec<OwnedFd>,
+        max_handles: usize,
+        check_fit: bool,
+    ) -> io::Result<Option<usize>> {
+        crate::sys::frame::recv(fd, buf, handles, max_handles, check_fit)
+    }
+}
+
 /// The README's example is compiled and run as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

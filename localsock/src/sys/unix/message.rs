@@ -40,6 +40,14 @@ impl ControlBuf {
     pub(super) fn new() -> ControlBuf {
         ControlBuf([0; CONTROL_LEN])
     }
+
+    pub(super) fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        self.0.as_mut_ptr().cast()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        CONTROL_LEN
+    }
 }
 
 /// The flags of every receive: descriptors arrive close-on-exec where the OS can do that
@@ -228,6 +236,36 @@ pub(crate) fn recv(
 /// The length of the next message without taking it.
 pub(crate) fn peek_len(stream: &Stream) -> io::Result<Option<usize>> {
     peek_len_fd(stream.as_fd())
+}
+
+// ---- Apple platforms: frames on a stream socket ----
+
+/// Sends one whole message with `handles` attached, as a frame.
+#[cfg(target_vendor = "apple")]
+pub(crate) fn send_fd(
+    fd: BorrowedFd<'_>,
+    bytes: &[u8],
+    handles: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    super::frame::send(fd, bytes, handles)
+}
+
+/// The length of the next message without taking it (`None` at end-of-file).
+#[cfg(target_vendor = "apple")]
+pub(crate) fn peek_len_fd(fd: BorrowedFd<'_>) -> io::Result<Option<usize>> {
+    super::frame::peek_len(fd)
+}
+
+/// Receives one whole frame (see the seqpacket [`recv_fd`] for the contract).
+#[cfg(target_vendor = "apple")]
+pub(crate) fn recv_fd(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    handles: &mut Vec<OwnedFd>,
+    max_handles: usize,
+    check_fit: bool,
+) -> io::Result<Option<usize>> {
+    super::frame::recv(fd, buf, handles, max_handles, check_fit)
 }
 
 // ---- SOCK_SEQPACKET: one record per message ----

@@ -4,6 +4,7 @@
 #[cfg(feature = "systemd")]
 mod activation;
 mod inherit;
+pub(crate) mod frame;
 mod listener;
 pub(crate) mod message;
 mod stream;
