@@ -190,7 +190,8 @@ impl fmt::Debug for MessageListener {
 /// # Wire format
 ///
 /// Every message starts with one byte, 0 (the format version), then the message's bytes:
-/// an empty message is one byte on the wire, and end-of-file is a read of none.
+/// an empty message is one byte on the wire, and end-of-file is a read of none. (So a
+/// zero-byte record from a program that does not use localsock reads as end-of-file.)
 ///
 /// - Linux, the BSDs: one `SOCK_SEQPACKET` record per message, its handles as one
 ///   `SCM_RIGHTS` control message on that record. Other programs interoperate, e.g. Python's

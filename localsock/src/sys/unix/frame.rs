@@ -186,7 +186,8 @@ fn queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
 }
 
 /// Peeks at the next header without taking anything: `None` at end-of-file. On a blocking
-/// socket waits for the whole header; on a non-blocking one `WouldBlock` until it is there.
+/// socket waits for the whole header; on a non-blocking one `WouldBlock` until it is there. A
+/// peer that closed after part of a header gives `UnexpectedEof` (the part is dropped).
 fn peek_header(fd: BorrowedFd<'_>) -> io::Result<Option<[u8; HEADER]>> {
     let mut header = [0u8; HEADER];
     loop {
@@ -202,10 +203,47 @@ fn peek_header(fd: BorrowedFd<'_>) -> io::Result<Option<[u8; HEADER]>> {
         if n == HEADER {
             return Ok(Some(header));
         }
-        // Part of a header: a blocking peek returns early on some systems; wait for more
-        // (poll says readable at once while any byte is queued, so sleep briefly).
+        // Part of a header: our senders never split one, so the peer is gone or broken.
+        if peer_gone(fd)? {
+            return Err(drop_queued(fd, mid_frame()));
+        }
+        if queued(fd)? >= HEADER {
+            // The rest is there, but the peek stopped at descriptors attached in the middle of
+            // the header (Linux peeks stop there): not a frame any sender of ours writes.
+            return Err(malformed(
+                fd,
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a frame header came in pieces with descriptors in between",
+                ),
+            ));
+        }
+        if is_nonblocking(fd)? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        // The BSDs and Apple platforms return part of a blocking MSG_WAITALL peek only at
+        // end-of-file; Linux returns what is queued, so wait for the rest.
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        return Err(drop_queued(fd, mid_frame()));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+/// Whether the peer has closed (or shut down its writing half): nothing more will arrive.
+fn peer_gone(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let hangup = libc::POLLHUP | libc::POLLRDHUP;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let hangup = libc::POLLHUP;
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | hangup,
+        revents: 0,
+    };
+    // SAFETY: `poll` is one valid `pollfd` for the whole call; a zero timeout never blocks.
+    cvt(unsafe { libc::poll(&mut poll, 1, 0) })?;
+    Ok(poll.revents & hangup != 0)
 }
 
 /// The length of the next message without taking it; `None` at end-of-file.
@@ -220,11 +258,21 @@ pub(crate) fn peek_len(fd: BorrowedFd<'_>) -> io::Result<Option<usize>> {
 }
 
 /// A malformed header: the frame boundaries are lost, so reading stops here: the read side is
-/// shut down (the peer can queue nothing more), and what is queued is read and dropped, any
-/// descriptors in it closed. Later receives report end-of-file.
+/// shut down (the peer can queue nothing more), and what is queued is dropped. Later receives
+/// report end-of-file.
 fn malformed(fd: BorrowedFd<'_>, err: io::Error) -> io::Error {
     // SAFETY: plain FFI call on a descriptor the caller holds.
     unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RD) };
+    let err = io::Error::new(
+        err.kind(),
+        format!("{err}; the frame boundaries are lost, so this connection reads no further"),
+    );
+    drop_queued(fd, err)
+}
+
+/// Reads and drops whatever is queued on `fd` without waiting, closing any descriptors in it;
+/// returns `err`.
+fn drop_queued(fd: BorrowedFd<'_>, err: io::Error) -> io::Error {
     let mut scratch = [0u8; 4096];
     let mut control = ControlBuf::new();
     loop {
@@ -246,10 +294,7 @@ fn malformed(fd: BorrowedFd<'_>, err: io::Error) -> io::Error {
             Err(_) => break,
         }
     }
-    io::Error::new(
-        err.kind(),
-        format!("{err}; the frame boundaries are lost, so this connection reads no further"),
-    )
+    err
 }
 
 /// Receives one frame (see the seqpacket `recv` for the contract).
@@ -356,9 +401,15 @@ mod tests {
         bad[0] = 1;
         assert_eq!(decode(&bad).unwrap_err().kind(), io::ErrorKind::InvalidData);
         let long = encode(MAX_MESSAGE_LEN + 1, 0);
-        assert_eq!(decode(&long).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            decode(&long).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
         let many = encode(0, MAX_HANDLES + 1);
-        assert_eq!(decode(&many).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            decode(&many).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 
     #[test]
@@ -372,8 +423,14 @@ mod tests {
         send(a.as_fd(), b"last", &[]).unwrap();
         let mut buf = vec![0u8; MAX_MESSAGE_LEN];
         let mut handles = Vec::new();
-        assert_eq!(recv(b.as_fd(), &mut buf, &mut handles, 4, true).unwrap(), Some(0));
-        assert_eq!(recv(b.as_fd(), &mut buf, &mut handles, 4, true).unwrap(), Some(8));
+        assert_eq!(
+            recv(b.as_fd(), &mut buf, &mut handles, 4, true).unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            recv(b.as_fd(), &mut buf, &mut handles, 4, true).unwrap(),
+            Some(8)
+        );
         assert_eq!(handles.len(), 2);
         let err = recv(b.as_fd(), &mut buf[..10], &mut handles, 4, true).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
@@ -385,9 +442,15 @@ mod tests {
         let err = recv(b.as_fd(), &mut buf, &mut handles, 0, true).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(handles.len(), 2);
-        assert_eq!(recv(b.as_fd(), &mut buf, &mut handles, 0, true).unwrap(), Some(4));
+        assert_eq!(
+            recv(b.as_fd(), &mut buf, &mut handles, 0, true).unwrap(),
+            Some(4)
+        );
         drop(a);
-        assert_eq!(recv(b.as_fd(), &mut buf, &mut handles, 0, true).unwrap(), None);
+        assert_eq!(
+            recv(b.as_fd(), &mut buf, &mut handles, 0, true).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -403,6 +466,21 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_that_stops_mid_header_gives_an_error_then_eof() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(&encode(100, 0)[..3]).unwrap();
+        drop(a);
+        let mut buf = vec![0u8; 200];
+        let mut handles = Vec::new();
+        let err = recv(b.as_fd(), &mut buf, &mut handles, 0, true).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            recv(b.as_fd(), &mut buf, &mut handles, 0, true).unwrap(),
+            None
+        );
+    }
+
+    #[test]
     fn a_malformed_header_stops_reading() {
         let (mut a, b) = UnixStream::pair().unwrap();
         a.write_all(b"garbage, not a frame").unwrap();
@@ -410,6 +488,9 @@ mod tests {
         let mut handles = Vec::new();
         let err = recv(b.as_fd(), &mut buf, &mut handles, 0, true).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(recv(b.as_fd(), &mut buf, &mut handles, 0, true).unwrap(), None);
+        assert_eq!(
+            recv(b.as_fd(), &mut buf, &mut handles, 0, true).unwrap(),
+            None
+        );
     }
 }
