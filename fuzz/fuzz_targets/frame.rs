@@ -35,6 +35,36 @@ fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
 }
 
+/// Takes messages until end-of-file (or 10,000 steps), checking each outcome.
+fn receive(rx: &UnixStream, setup: u8) {
+    let small = usize::from(setup & 0x1f);
+    let max_handles = usize::from(setup >> 6) * 3; // 0, 3, 6, 9
+    let check_fit = setup & 0x20 != 0;
+    let mut buf = vec![0u8; small];
+    let mut handles = Vec::new();
+    for _ in 0..10_000 {
+        match recv_frame(rx.as_fd(), &mut buf, &mut handles, max_handles, check_fit) {
+            Ok(None) => break,
+            Ok(Some(len)) => {
+                assert!(len <= buf.len() && len <= MAX_MESSAGE_LEN);
+                assert!(handles.len() <= max_handles.min(MAX_HANDLES));
+                handles.clear();
+            }
+            Err(e) => match e.kind() {
+                ErrorKind::InvalidInput => {
+                    assert!(check_fit, "a short buffer without check_fit: {e}");
+                    assert!(handles.is_empty());
+                    buf = vec![0u8; MAX_MESSAGE_LEN];
+                }
+                ErrorKind::InvalidData | ErrorKind::UnexpectedEof => {
+                    assert!(handles.is_empty(), "handles handed out with an error");
+                }
+                _ => panic!("unexpected error kind: {e:?}"),
+            },
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&setup, mut script)) = data.split_first() else {
         return;
@@ -43,46 +73,30 @@ fuzz_target!(|data: &[u8]| {
     let before = fd_count();
     {
         let (tx, rx) = UnixStream::pair().expect("socketpair");
-        let fds: Vec<BorrowedFd<'_>> = vec![null.as_fd(); 7];
-        while let [control, len, rest @ ..] = script {
-            let len = usize::from(*len).min(rest.len());
-            let (bytes, next) = rest.split_at(len);
-            script = next;
-            let attach = &fds[..usize::from(control & 7)];
-            if control & 8 != 0 {
-                send_frame(tx.as_fd(), bytes, attach).expect("a valid frame is sent");
-            } else if !bytes.is_empty() {
-                send_raw(tx.as_fd(), bytes, attach).expect("raw bytes are sent");
-            }
-        }
-        tx.shutdown(Shutdown::Write).expect("shutdown");
-
-        let small = usize::from(setup & 0x3f);
-        let max_handles = usize::from(setup >> 6) * 3; // 0, 3, 6, 9
-        let check_fit = setup & 0x20 != 0;
-        let mut buf = vec![0u8; small];
-        let mut handles = Vec::new();
-        for _ in 0..10_000 {
-            match recv_frame(rx.as_fd(), &mut buf, &mut handles, max_handles, check_fit) {
-                Ok(None) => break,
-                Ok(Some(len)) => {
-                    assert!(len <= buf.len() && len <= MAX_MESSAGE_LEN);
-                    assert!(handles.len() <= max_handles.min(MAX_HANDLES));
-                    handles.clear();
+        std::thread::scope(|scope| {
+            // The sender runs beside the receiver: many small sends fill the socket's buffer.
+            scope.spawn(move || {
+                let fds: Vec<BorrowedFd<'_>> = vec![null.as_fd(); 7];
+                while let [control, len, rest @ ..] = script {
+                    let len = usize::from(*len).min(rest.len());
+                    let (bytes, next) = rest.split_at(len);
+                    script = next;
+                    let attach = &fds[..usize::from(control & 7)];
+                    let sent = if control & 8 != 0 {
+                        send_frame(tx.as_fd(), bytes, attach)
+                    } else if !bytes.is_empty() {
+                        send_raw(tx.as_fd(), bytes, attach).map(drop)
+                    } else {
+                        Ok(())
+                    };
+                    if sent.is_err() {
+                        break; // the receiver gave up on a malformed stream (EPIPE)
+                    }
                 }
-                Err(e) => match e.kind() {
-                    ErrorKind::InvalidInput => {
-                        assert!(check_fit, "a short buffer without check_fit: {e}");
-                        assert!(handles.is_empty());
-                        buf = vec![0u8; MAX_MESSAGE_LEN];
-                    }
-                    ErrorKind::InvalidData | ErrorKind::UnexpectedEof => {
-                        assert!(handles.is_empty(), "handles handed out with an error");
-                    }
-                    _ => panic!("unexpected error kind: {e:?}"),
-                },
-            }
-        }
+                let _ = tx.shutdown(Shutdown::Write);
+            });
+            receive(&rx, setup);
+        });
     }
     assert_eq!(fd_count(), before, "a descriptor leaked");
 });

@@ -12,15 +12,17 @@
 //! so that every early return closes them; they are close-on-exec from the moment they exist
 //! (`MSG_CMSG_CLOEXEC`; on Apple platforms right after the receive, which has no such flag).
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::Stream;
-use crate::message::{self as policy, MAX_HANDLES};
+use crate::message::MAX_HANDLES;
 
 #[cfg(not(target_vendor = "apple"))]
-use crate::message::MAX_MESSAGE_LEN;
+use crate::message::{self as policy, MAX_MESSAGE_LEN};
+#[cfg(not(target_vendor = "apple"))]
+use std::io::{IoSlice, IoSliceMut};
 
 /// The first byte of every message on the wire: format version 0.
 pub(crate) const TAG: u8 = 0;
@@ -71,6 +73,7 @@ fn cmsg_len(n: usize) -> usize {
 
 /// How many bytes of control buffer a receive that accepts `max_handles` descriptors offers.
 /// With 0 the kernel attaches none: it reports `MSG_CTRUNC` and discards (closes) them.
+#[cfg(not(target_vendor = "apple"))]
 pub(super) fn control_len_for(max_handles: usize) -> usize {
     if max_handles == 0 {
         0
@@ -388,6 +391,7 @@ pub(crate) fn recv_fd(
 mod tests {
     use super::*;
 
+    #[cfg(not(target_vendor = "apple"))]
     #[test]
     fn control_buffer_holds_max_handles() {
         assert!(cmsg_space(MAX_HANDLES * FD_SIZE) <= CONTROL_LEN);
