@@ -92,8 +92,8 @@
 //!
 //! | | Linux, BSD | macOS | Windows |
 //! |---|---|---|---|
-//! | transport | `SOCK_SEQPACKET`, one record per message | not yet (no `AF_UNIX` seqpacket) | message-mode pipe (`PIPE_TYPE_MESSAGE`) |
-//! | handles | `SCM_RIGHTS` with `MSG_CMSG_CLOEXEC` | — | duplicated into the receiving process (same user only) |
+//! | transport | `SOCK_SEQPACKET`, one record per message | `SOCK_STREAM` (no `AF_UNIX` seqpacket) carrying frames: a 7-byte header (tag, length, handle count), then the bytes | message-mode pipe (`PIPE_TYPE_MESSAGE`) |
+//! | handles | `SCM_RIGHTS` with `MSG_CMSG_CLOEXEC` | `SCM_RIGHTS` on the frame header, then `FD_CLOEXEC` | duplicated into the receiving process (same user only) |
 //! | limits | [`MAX_MESSAGE_LEN`] bytes, [`MAX_HANDLES`] handles, both ends | | same |
 //!
 //! # Names
@@ -129,7 +129,10 @@
 //! # What it does not do
 //!
 //! - Message framing on [`LocalStream`]: it is a byte stream, as TCP (use [`MessageStream`]).
-//! - Messages on macOS (it has no `AF_UNIX` `SOCK_SEQPACKET`), and async messages on Windows.
+//! - Async messages on Windows (the blocking [`MessageStream`] works there).
+//!
+//! The macOS frame transport is compile-checked for macOS and unit-tested and fuzzed on Linux
+//! (the same code over a Linux `SOCK_STREAM`), but has not been run on macOS itself yet.
 //! - `AF_UNIX` on Windows, and remote (`\\host\pipe\`) pipes.
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
