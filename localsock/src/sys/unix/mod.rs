@@ -3,8 +3,8 @@
 
 #[cfg(feature = "systemd")]
 mod activation;
-mod inherit;
 pub(crate) mod frame;
+mod inherit;
 mod listener;
 pub(crate) mod message;
 mod stream;
