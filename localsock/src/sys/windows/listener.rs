@@ -827,7 +827,7 @@ mod tests {
         assert_eq!(os_code(&err), Some(ERROR_ACCESS_DENIED as i32), "{err}");
 
         let taken = name("denied-taken");
-        let _listener = Listener::bind(&taken, &ListenerOptions::new()).unwrap();
+        let _listener = Listener::bind(&taken, &ListenerOptions::new(), Kind::Bytes).unwrap();
         let taken_pipe = taken.pipe_name().unwrap();
         for cause in [
             denied(),
@@ -906,13 +906,13 @@ mod tests {
     fn group_access_needs_an_explicit_group_and_grants_it_client_rights() {
         let mut opts = ListenerOptions::new();
         opts.access(Access::Group);
-        let err = Listener::bind(&name("group-none"), &opts).unwrap_err();
+        let err = Listener::bind(&name("group-none"), &opts, Kind::Bytes).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("explicit group"), "{err}");
 
         for group in ["S-1-5-32-545", "Users"] {
             opts.windows.group = Some(group.to_owned());
-            let listener = Listener::bind(&name("group-users"), &opts).unwrap();
+            let listener = Listener::bind(&name("group-users"), &opts, Kind::Bytes).unwrap();
             let dacl = dacl_of(&listener);
             let rights = rights_of(&dacl, "BU")
                 .or_else(|| rights_of(&dacl, "S-1-5-32-545"))
@@ -923,13 +923,13 @@ mod tests {
         }
 
         opts.windows.group = Some("no such group, surely".to_owned());
-        let err = Listener::bind(&name("group-bad"), &opts).unwrap_err();
+        let err = Listener::bind(&name("group-bad"), &opts, Kind::Bytes).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
 
         let mut opts = ListenerOptions::new();
         opts.access(Access::Everyone);
         opts.windows.group = Some("S-1-5-32-545".to_owned());
-        let err = Listener::bind(&name("group-everyone"), &opts).unwrap_err();
+        let err = Listener::bind(&name("group-everyone"), &opts, Kind::Bytes).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     }
 
@@ -953,7 +953,7 @@ mod tests {
                 let mut opts = ListenerOptions::new();
                 opts.windows.sddl = Some(sddl.clone());
                 opts.windows.spare_instances = spares;
-                let err = Listener::bind(&name(tag), &opts).unwrap_err();
+                let err = Listener::bind(&name(tag), &opts, Kind::Bytes).unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{sddl}: {err}");
                 assert!(
                     err.to_string().contains("FILE_CREATE_PIPE_INSTANCE"),
@@ -964,12 +964,12 @@ mod tests {
         let mut opts = ListenerOptions::new();
         opts.windows.sddl = Some(format!("D:P(A;;FA;;;{me})(A;;FA;;;SY)"));
         opts.windows.spare_instances = 0;
-        Listener::bind(&name("sd-ok"), &opts).unwrap();
+        Listener::bind(&name("sd-ok"), &opts, Kind::Bytes).unwrap();
     }
 
     /// Connects a client of this process to `name` (one attempt: the instance is listening).
     fn client(name: &Name) -> Stream {
-        Stream::connect(name, &crate::ConnectOptions::new())
+        Stream::connect(name, &crate::ConnectOptions::new(), Kind::Bytes)
             .unwrap_or_else(|f| panic!("connect: {f:?}"))
     }
 
@@ -1053,7 +1053,7 @@ mod tests {
         use windows_sys::Win32::Security::{ImpersonateSelf, RevertToSelf, SecurityImpersonation};
         use windows_sys::Win32::System::Threading::{GetCurrentThread, OpenThreadToken};
         let name = name("restore-token");
-        let listener = Listener::bind(&name, &ListenerOptions::new()).unwrap();
+        let listener = Listener::bind(&name, &ListenerOptions::new(), Kind::Bytes).unwrap();
         let _c = client(&name);
         let server = listener.accept().unwrap();
         // SAFETY: plain call; the thread reverts below.
