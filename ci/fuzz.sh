@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes localsock's name parsing with libFuzzer for a fixed time.
+# Fuzzes localsock with libFuzzer for a fixed time, split between the targets: `name` (name
+# parsing) and `frame` (the framed message transport of Apple platforms, through a real socket
+# pair, on Linux).
 #
 #   ci/fuzz.sh                 # 10 minutes (FUZZ_SECONDS=600)
 #   SMOKE=60 ci/fuzz.sh        # CI smoke run: 60 s of fuzzing, in total, after the build
@@ -11,9 +13,9 @@
 # same flags cargo-fuzz passes (SanitizerCoverage + AddressSanitizer) to the machine's stable
 # toolchain with RUSTC_BOOTSTRAP=1, so it runs on a fresh CI machine with nothing to install.
 #
-# The corpus starts from fuzz/seeds/name (committed: hand-written edge cases and any input that
+# Each target's corpus starts from fuzz/seeds/<target> (committed: hand-written edge cases and any input that
 # ever found a bug) and grows in a scratch directory. A crash leaves its input under
-# $FUZZ_OUT/artifacts and fails the script; commit that input to fuzz/seeds/name with the fix.
+# $FUZZ_OUT/artifacts and fails the script; commit that input to fuzz/seeds/<target> with the fix.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
@@ -23,7 +25,7 @@ target=$(rustc -vV | sed -n 's/^host: //p')
 # rebuild only localsock (the first build compiles libFuzzer's C++ and takes a minute or two).
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/localsock-fuzz-target}
 out=${FUZZ_OUT:-$CARGO_TARGET_DIR/fuzz-out}
-mkdir -p "$out/corpus" "$out/artifacts"
+mkdir -p "$out/artifacts"
 
 # The flags cargo-fuzz 0.13 uses for `cargo fuzz build` (release, debug assertions, ASan).
 sanitizer=${FUZZ_SANITIZER:-address}
@@ -36,11 +38,12 @@ if [ "$sanitizer" != none ]; then
   flags+=" -Zsanitizer=$sanitizer"
 fi
 
-echo "==> building the fuzz target ($target, sanitizer $sanitizer)"
+targets=(name frame)
+echo "==> building the fuzz targets ${targets[*]} ($target, sanitizer $sanitizer)"
 start=$(date +%s)
 # --target keeps the instrumentation off build scripts and proc macros, as cargo-fuzz does.
 RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags" \
-  cargo build --release --locked --target "$target" --bin name
+  cargo build --release --locked --target "$target" --bin name --bin frame
 echo "    built in $(( $(date +%s) - start )) s"
 
 # Short names resolve into a private directory under TMPDIR: give the run its own.
@@ -49,14 +52,23 @@ trap 'rm -rf "$scratch"' EXIT
 export TMPDIR=$scratch
 unset XDG_RUNTIME_DIR
 
-echo "==> fuzzing Name::new / path / abstract_name / qt for $seconds s"
-"$CARGO_TARGET_DIR/$target/release/name" \
-  -max_total_time="$seconds" \
-  -max_len=4096 \
-  -malloc_limit_mb=64 \
-  -rss_limit_mb=1024 \
-  -timeout=5 \
-  -print_final_stats=1 \
-  -artifact_prefix="$out/artifacts/" \
-  "$out/corpus" seeds/name
-echo "==> no crash in $seconds s; corpus: $(ls "$out/corpus" | wc -l) inputs"
+share=$(( seconds / ${#targets[@]} ))
+(( share > 0 )) || share=1
+declare -A what=(
+  [name]="Name::new / path / abstract_name / qt"
+  [frame]="the framed message transport (bytes and descriptors through a socket pair)"
+)
+for t in "${targets[@]}"; do
+  mkdir -p "$out/corpus-$t"
+  echo "==> fuzzing ${what[$t]} for $share s"
+  "$CARGO_TARGET_DIR/$target/release/$t" \
+    -max_total_time="$share" \
+    -max_len=4096 \
+    -malloc_limit_mb=64 \
+    -rss_limit_mb=1024 \
+    -timeout=5 \
+    -print_final_stats=1 \
+    -artifact_prefix="$out/artifacts/" \
+    "$out/corpus-$t" "seeds/$t"
+  echo "==> $t: no crash in $share s; corpus: $(ls "$out/corpus-$t" | wc -l) inputs"
+done

@@ -16,6 +16,9 @@
 //!   are reclaimed safely, no descriptor leaks into child processes, and writing to a closed
 //!   peer is `BrokenPipe`, never `SIGPIPE`.
 //! - **Peer credentials** ([`LocalStream::peer_credentials`]).
+//! - **Messages that carry open files, sockets and pipes** ([`MessageListener`],
+//!   [`MessageStream`]): whole messages with their boundaries, each with zero or more OS
+//!   handles attached, over the same names, options and guarantees.
 //! - **Async, with tokio** (feature `tokio`): the same types in `localsock::tokio`, on tokio's
 //!   own reactor.
 //!
@@ -47,6 +50,51 @@
 //! # server.join().unwrap()?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Messages and handles
+//!
+//! A [`MessageListener`] accepts [`MessageStream`]s: each
+//! [`send_with_files`](MessageStream::send_with_files) (or
+//! [`send_with_handles`](MessageStream::send_with_handles)) arrives as one whole message,
+//! and the receiver gets its own handles to the same open files (as after `dup`):
+//!
+//! ```
+//! use std::io::Read;
+//! use localsock::{MessageListener, MessageStream, Name};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("localsock-doc-msg-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let file_path = dir.join("passed.txt");
+//! # std::fs::write(&file_path, "passed by handle")?;
+//! # #[cfg(unix)]
+//! # let name = Name::path(dir.join("files.sock"))?;
+//! # #[cfg(windows)]
+//! let name = Name::new("localsock-doc-files")?;
+//! let listener = MessageListener::bind(&name)?;
+//! let client = MessageStream::connect(&name)?;
+//! let server = listener.accept()?;
+//!
+//! let file = std::fs::File::open(&file_path)?;
+//! client.send_with_files(b"here is the file", &[&file])?;
+//! client.send(b"")?; // an empty message is a message
+//! drop(client);
+//!
+//! let mut message = server.recv_message()?.expect("a message");
+//! assert_eq!(message.bytes, b"here is the file");
+//! let mut text = String::new();
+//! std::fs::File::from(message.handles.remove(0)).read_to_string(&mut text)?;
+//! assert_eq!(text, "passed by handle");
+//! assert!(server.recv_message()?.expect("the empty message").bytes.is_empty());
+//! assert!(server.recv_message()?.is_none()); // end-of-file
+//! # Ok(()) }
+//! ```
+//!
+//! | | Linux, BSD | macOS | Windows |
+//! |---|---|---|---|
+//! | transport | `SOCK_SEQPACKET`, one record per message | `SOCK_STREAM` (no `AF_UNIX` seqpacket) carrying frames: a 7-byte header (tag, length, handle count), then the bytes | message-mode pipe (`PIPE_TYPE_MESSAGE`) |
+//! | handles | `SCM_RIGHTS` with `MSG_CMSG_CLOEXEC` | `SCM_RIGHTS` on the frame header, then `FD_CLOEXEC` | duplicated into the receiving process (same user only) |
+//! | limits | [`MAX_MESSAGE_LEN`] bytes, [`MAX_HANDLES`] handles, both ends | | same |
 //!
 //! # Names
 //!
@@ -80,8 +128,11 @@
 //!
 //! # What it does not do
 //!
-//! - Message framing: streams are byte streams, as TCP.
-//! - Passing file descriptors or handles.
+//! - Message framing on [`LocalStream`]: it is a byte stream, as TCP (use [`MessageStream`]).
+//! - Async messages on Windows (the blocking [`MessageStream`] works there).
+//!
+//! The macOS frame transport is compile-checked for macOS and unit-tested and fuzzed on Linux
+//! (the same code over a Linux `SOCK_STREAM`), but has not been run on macOS itself yet.
 //! - `AF_UNIX` on Windows, and remote (`\\host\pipe\`) pipes.
 //!
 //! # Security
@@ -107,6 +158,7 @@ pub mod activation;
 mod error;
 mod identity;
 mod listener;
+mod message;
 mod name;
 pub mod os;
 mod stream;
@@ -114,6 +166,37 @@ mod sys;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
+
+/// Entry points for the fuzz targets in `fuzz/` (built with `--cfg fuzzing` only): the framed
+/// message transport of Apple platforms, driven on any Unix.
+#[cfg(all(fuzzing, unix))]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod __fuzz {
+    use std::io;
+    use std::os::fd::{BorrowedFd, OwnedFd};
+
+    /// One unframed `sendmsg` of `bytes` with `fds` attached.
+    pub fn send_raw(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        crate::sys::frame::send_raw(fd, bytes, fds)
+    }
+
+    /// One framed message send.
+    pub fn send_frame(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        crate::sys::frame::send(fd, bytes, fds)
+    }
+
+    /// One framed message receive, as `MessageStream` does on Apple platforms.
+    pub fn recv_frame(
+        fd: BorrowedFd<'_>,
+        buf: &mut [u8],
+        handles: &mut Vec<OwnedFd>,
+        max_handles: usize,
+        check_fit: bool,
+    ) -> io::Result<Option<usize>> {
+        crate::sys::frame::recv(fd, buf, handles, max_handles, check_fit)
+    }
+}
 
 /// The README's example is compiled and run as a doctest.
 #[cfg(doctest)]
@@ -123,6 +206,10 @@ struct ReadmeDoctests;
 pub use crate::error::is_resource_shortage;
 pub use crate::identity::ServerIdentity;
 pub use crate::listener::{Access, Incoming, ListenerOptions, LocalListener};
+pub use crate::message::{
+    BorrowedOsHandle, Message, MessageListener, MessageStream, OwnedOsHandle, MAX_HANDLES,
+    MAX_MESSAGE_LEN,
+};
 pub use crate::name::Name;
 pub use crate::stream::{ConnectOptions, LocalStream, PeerCredentials, DEFAULT_CONNECT_TIMEOUT};
 
@@ -140,5 +227,7 @@ mod tests {
         assert_send_sync::<ConnectOptions>();
         assert_send_sync::<ListenerOptions>();
         assert_send_sync::<PeerCredentials>();
+        assert_send_sync::<MessageStream>();
+        assert_send_sync::<MessageListener>();
     }
 }

@@ -4,7 +4,8 @@ use std::fmt;
 use std::io;
 
 use crate::error::{self, Op};
-use crate::{sys, LocalStream, Name};
+use crate::sys::{self, Kind};
+use crate::{LocalStream, Name};
 
 /// Who may connect to a listener.
 ///
@@ -169,8 +170,14 @@ impl ListenerOptions {
     ///
     /// Every message names the endpoint and the operation.
     pub fn bind(&self, name: &Name) -> io::Result<LocalListener> {
+        self.bind_kind(name, Kind::Bytes)
+    }
+
+    /// The bind for byte-stream and message listeners alike: a [`crate::MessageListener`]
+    /// is a `LocalListener` whose socket (or pipe) is of the message kind.
+    pub(crate) fn bind_kind(&self, name: &Name, kind: Kind) -> io::Result<LocalListener> {
         let inner =
-            sys::Listener::bind(name, self).map_err(|e| error::context(e, Op::Bind, name))?;
+            sys::Listener::bind(name, self, kind).map_err(|e| error::context(e, Op::Bind, name))?;
         let listener = LocalListener {
             inner,
             name: name.clone(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{self, Op};
 use crate::identity::{self, ServerIdentity};
-use crate::sys::{self, ConnectFailure};
+use crate::sys::{self, ConnectFailure, Kind};
 use crate::Name;
 
 /// The deadline of a connect when none is set: 5 seconds.
@@ -175,7 +175,7 @@ impl LocalStream {
     }
 }
 
-fn check_timeout(timeout: Option<Duration>) -> io::Result<()> {
+pub(crate) fn check_timeout(timeout: Option<Duration>) -> io::Result<()> {
     if timeout == Some(Duration::ZERO) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -358,13 +358,19 @@ impl ConnectOptions {
     ///
     /// Every message names the endpoint and the operation.
     pub fn connect(&self, name: &Name) -> io::Result<LocalStream> {
+        self.connect_kind(name, Kind::Bytes)
+            .map(|inner| LocalStream { inner })
+    }
+
+    /// The bounded connect loop, for byte streams and message streams alike.
+    pub(crate) fn connect_kind(&self, name: &Name, kind: Kind) -> io::Result<sys::Stream> {
         let mut retry = Retry::new(self, name);
         let required = self.required_identity(name);
         loop {
-            match sys::Stream::connect(name, self) {
+            match sys::Stream::connect(name, self, kind) {
                 Ok(inner) => {
                     identity::check(&required, name, || inner.server_user())?;
-                    return Ok(LocalStream { inner });
+                    return Ok(inner);
                 }
                 Err(failure) => {
                     let wait = retry.failed(failure)?;

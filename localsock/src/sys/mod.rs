@@ -14,8 +14,9 @@
 //!   missing). A short `Name` keeps its `PrivateDir`; the backend's `bind` and `connect` call
 //!   `Name::check_private_dir` first.
 //! - `struct Stream` — a connected, blocking, non-inheritable byte stream, `Send + Sync`:
-//!   - `fn connect(name: &Name, opts: &ConnectOptions) -> Result<Stream, ConnectFailure>`: one
-//!     attempt, never blocking for long; the failure says whether it is worth retrying;
+//!   - `fn connect(name: &Name, opts: &ConnectOptions, kind: Kind) -> Result<Stream,
+//!     ConnectFailure>`: one attempt, never blocking for long; the failure says whether it is
+//!     worth retrying;
 //!   - `fn wait_busy(name: &Name, slice: Duration)`: waits at most `slice` for a busy endpoint
 //!     to accept again (a sleep on Unix, `WaitNamedPipeW` on Windows);
 //!   - `read`, `read_vectored`, `write`, `write_vectored`, `flush`, `shutdown`, `try_clone`,
@@ -24,9 +25,13 @@
 //!     including a peer that vanished; write to a vanished peer returns `BrokenPipe` and never
 //!     raises a signal.
 //! - `struct Listener` — `Send + Sync`:
-//!   - `fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener>` (errors without
-//!     context; the caller adds it);
+//!   - `fn bind(name: &Name, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener>`
+//!     (errors without context; the caller adds it); accepted streams are of the same kind;
 //!   - `fn accept(&self) -> io::Result<Stream>`, `fn set_nonblocking(&self, bool)`.
+//! - `mod message` — sending and receiving whole messages with attached handles on a `Stream`
+//!   of kind `Messages`: `send(stream, bytes, handles)`, `recv(stream, buf, handles, max)`,
+//!   `peek_len(stream)`, with the limits `MAX_MESSAGE_LEN` and `MAX_HANDLES` enforced on both
+//!   ends; every handle that arrives is returned or closed.
 //! - `fn peer_uid_matches(stream: &Stream) -> io::Result<bool>` — whether the peer runs as the
 //!   same user as this process (uid on Unix, user SID on Windows).
 //! - `Stream::server_user(&self) -> io::Result<identity::ServerUser>` — which user runs the
@@ -71,6 +76,18 @@ pub(crate) use self::unix::*;
 mod windows;
 #[cfg(windows)]
 pub(crate) use self::windows::*;
+
+/// What a connection carries: a byte stream ([`crate::LocalStream`]) or messages
+/// ([`crate::MessageStream`]). Everything else — names, bind, access modes, stale-file reclaim,
+/// connect retries, peer credentials — is the same code for both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `SOCK_STREAM`; a byte-mode pipe.
+    Bytes,
+    /// `SOCK_SEQPACKET` (a `SOCK_STREAM` carrying length-prefixed frames on Apple platforms);
+    /// a message-mode pipe.
+    Messages,
+}
 
 /// Why one connect attempt failed, so the portable loop knows whether to retry.
 #[derive(Debug)]

@@ -5,6 +5,7 @@ use std::io;
 
 use super::{imp, LocalStream};
 use crate::error::{self, Op};
+use crate::sys::Kind;
 use crate::{ListenerOptions, Name};
 
 /// A server endpoint for tokio that accepts [`LocalStream`]s. The async twin of
@@ -91,8 +92,25 @@ impl LocalListener {
     /// # Ok(()) }
     /// ```
     pub fn bind_with(name: &Name, options: &ListenerOptions) -> io::Result<LocalListener> {
+        LocalListener::bind_kind(name, options, Kind::Bytes)
+    }
+
+    /// The bind of byte-stream and message listeners alike (a
+    /// [`MessageListener`](super::MessageListener) wraps a `LocalListener` of the message kind).
+    pub(crate) fn bind_kind(
+        name: &Name,
+        options: &ListenerOptions,
+        kind: Kind,
+    ) -> io::Result<LocalListener> {
         // Errors come with their context (operation and endpoint) from the backend.
-        let inner = imp::Listener::bind(name, options)?;
+        #[cfg(unix)]
+        let inner = imp::Listener::bind(name, options, kind)?;
+        // The async message types are Unix only so far.
+        #[cfg(windows)]
+        let inner = {
+            debug_assert_eq!(kind, Kind::Bytes);
+            imp::Listener::bind(name, options)?
+        };
         Ok(LocalListener {
             inner,
             name: name.clone(),

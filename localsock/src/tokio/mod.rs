@@ -59,6 +59,8 @@
 //! ```
 
 mod listener;
+#[cfg(unix)]
+mod message;
 mod stream;
 
 #[cfg(unix)]
@@ -72,6 +74,8 @@ mod windows;
 use self::windows as imp;
 
 pub use self::listener::LocalListener;
+#[cfg(unix)]
+pub use self::message::{MessageListener, MessageStream};
 pub use self::stream::{
     ConnectOptions, LocalStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf,
 };
@@ -86,4 +90,8 @@ const _: () = {
     send_sync::<OwnedReadHalf>();
     send_sync::<OwnedWriteHalf>();
     send_sync::<ReuniteError>();
+    #[cfg(unix)]
+    send_sync::<MessageStream>();
+    #[cfg(unix)]
+    send_sync::<MessageListener>();
 };

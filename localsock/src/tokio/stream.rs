@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::imp;
 use crate::stream::Retry;
+use crate::sys::ConnectFailure;
 use crate::{Name, PeerCredentials};
 
 /// A connected local socket for tokio: a Unix domain stream socket or a Windows named-pipe
@@ -428,13 +429,30 @@ impl ConnectOptions {
     /// Dropping the future cancels the connect at once: each attempt is a single non-blocking
     /// call, and a stream is created only when the attempt that makes it succeeds.
     pub async fn connect(&self, name: &Name) -> io::Result<LocalStream> {
+        self.connect_using(
+            name,
+            |options| imp::Stream::connect_once(name, options),
+            imp::Stream::server_user,
+        )
+        .await
+        .map(|inner| LocalStream { inner })
+    }
+
+    /// The bounded connect loop around one `attempt`, for byte and message streams alike; each
+    /// stream made is checked against the required server identity with `server_user`.
+    pub(super) async fn connect_using<T>(
+        &self,
+        name: &Name,
+        mut attempt: impl FnMut(&crate::ConnectOptions) -> Result<T, ConnectFailure>,
+        server_user: impl Fn(&T) -> io::Result<crate::identity::ServerUser>,
+    ) -> io::Result<T> {
         let mut retry = Retry::new(&self.options, name);
         let required = self.options.required_identity(name);
         loop {
-            match imp::Stream::connect_once(name, &self.options) {
+            match attempt(&self.options) {
                 Ok(inner) => {
-                    crate::identity::check(&required, name, || inner.server_user())?;
-                    return Ok(LocalStream { inner });
+                    crate::identity::check(&required, name, || server_user(&inner))?;
+                    return Ok(inner);
                 }
                 Err(failure) => {
                     let wait = retry.failed(failure)?;

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{unix, UnixListener, UnixStream};
 
 use crate::error::{self, Op};
-use crate::sys::{self, ConnectFailure};
+use crate::sys::{self, ConnectFailure, Kind};
 use crate::{ConnectOptions, ListenerOptions, Name, PeerCredentials};
 
 /// A connected stream registered with tokio's reactor.
@@ -29,7 +29,7 @@ impl Stream {
         name: &Name,
         opts: &ConnectOptions,
     ) -> Result<Stream, ConnectFailure> {
-        let stream = sys::Stream::connect_nonblocking(name, opts)?;
+        let stream = sys::Stream::connect_nonblocking(name, opts, Kind::Bytes)?;
         let std = std::os::unix::net::UnixStream::from(OwnedFd::from(stream));
         Ok(Stream {
             io: UnixStream::from_std(std).map_err(ConnectFailure::Fatal)?,
@@ -276,8 +276,8 @@ pub(crate) struct Listener {
 impl Listener {
     /// Binds with the blocking backend (secure mode, stale-file reclaim, unlink on drop) and
     /// registers the socket with the current runtime.
-    pub(crate) fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
-        Listener::from_sys(opts.bind(name)?.into_inner())
+    pub(crate) fn bind(name: &Name, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener> {
+        Listener::from_sys(opts.bind_kind(name, kind)?.into_inner())
             .map_err(|e| error::context(e, Op::Bind, name))
     }
 
@@ -333,6 +333,95 @@ impl fmt::Debug for Listener {
         f.debug_struct("LocalListener")
             .field("fd", &self.io.as_raw_fd())
             .field("file", &self.file)
+            .finish()
+    }
+}
+
+/// A connected message stream registered with tokio's reactor. It sits in a tokio
+/// `UnixStream` only for the reactor registration (readiness and `try_io`): every send and
+/// receive is the blocking backend's message function, which moves a whole message in one
+/// non-blocking call; tokio's byte I/O is never used on it.
+pub(crate) struct MessageStream {
+    io: UnixStream,
+}
+
+impl MessageStream {
+    /// One connect attempt; never blocks.
+    pub(crate) fn connect_once(
+        name: &Name,
+        opts: &ConnectOptions,
+    ) -> Result<MessageStream, ConnectFailure> {
+        let stream = sys::Stream::connect_nonblocking(name, opts, Kind::Messages)?;
+        let std = std::os::unix::net::UnixStream::from(OwnedFd::from(stream));
+        Ok(MessageStream {
+            io: UnixStream::from_std(std).map_err(ConnectFailure::Fatal)?,
+        })
+    }
+
+    /// Takes over an accepted stream of the message kind (from the shared async listener).
+    pub(crate) fn from_stream(stream: Stream) -> io::Result<MessageStream> {
+        Ok(MessageStream { io: stream.io })
+    }
+
+    pub(crate) async fn send(&self, bytes: &[u8], handles: &[BorrowedFd<'_>]) -> io::Result<()> {
+        loop {
+            self.io.writable().await?;
+            match self.io.try_io(Interest::WRITABLE, || {
+                sys::message::send_fd(self.io.as_fd(), bytes, handles)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) async fn recv(
+        &self,
+        buf: &mut [u8],
+        handles: &mut Vec<OwnedFd>,
+        max_handles: usize,
+        check_fit: bool,
+    ) -> io::Result<Option<usize>> {
+        loop {
+            self.io.readable().await?;
+            match self.io.try_io(Interest::READABLE, || {
+                sys::message::recv_fd(self.io.as_fd(), buf, handles, max_handles, check_fit)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) async fn peek_len(&self) -> io::Result<Option<usize>> {
+        loop {
+            self.io.readable().await?;
+            match self.io.try_io(Interest::READABLE, || {
+                sys::message::peek_len_fd(self.io.as_fd())
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        sys::peer_credentials(self.io.as_fd())
+    }
+
+    pub(crate) fn server_user(&self) -> io::Result<crate::identity::ServerUser> {
+        sys::server_user(self.io.as_fd())
+    }
+
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.as_fd()
+    }
+}
+
+impl fmt::Debug for MessageStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageStream")
+            .field("fd", &self.io.as_raw_fd())
             .finish()
     }
 }

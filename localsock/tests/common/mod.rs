@@ -475,3 +475,49 @@ pub fn raise_nofile() -> u64 {
     .unwrap();
     limit.maximum.unwrap_or(u64::MAX)
 }
+
+/// How many handles this process holds, as well as Windows lets us tell: `GetProcessHandleCount`,
+/// or where that is a stub (Wine 8.0 answers 0) the lowest free handle slot, which every leaked
+/// handle pushes up (Wine hands out the lowest free slot). The name of the measure comes with
+/// it. Callers check first that the measure sees handles held on purpose
+/// ([`assert_handle_measure_sees_leaks`]).
+#[cfg(windows)]
+pub fn handle_measure() -> (usize, &'static str) {
+    #[allow(unsafe_code)]
+    let count = {
+        use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessHandleCount};
+        let mut count = 0u32;
+        // SAFETY: the current-process pseudo-handle is always valid; `count` is valid for
+        // writes.
+        let ok = unsafe { GetProcessHandleCount(GetCurrentProcess(), &mut count) };
+        if ok == 0 {
+            0
+        } else {
+            count
+        }
+    };
+    if count > 0 {
+        return (count as usize, "GetProcessHandleCount");
+    }
+    let probe = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+    let slot = std::os::windows::io::AsRawHandle::as_raw_handle(&probe) as usize / 4;
+    (
+        slot,
+        "lowest free handle slot (GetProcessHandleCount is a stub here)",
+    )
+}
+
+/// Panics unless [`handle_measure`] sees 16 handles held on purpose.
+#[cfg(windows)]
+pub fn assert_handle_measure_sees_leaks() {
+    let (base, what) = handle_measure();
+    let held: Vec<std::fs::File> = (0..16)
+        .map(|_| std::fs::File::open(std::env::current_exe().unwrap()).unwrap())
+        .collect();
+    let (with_held, _) = handle_measure();
+    drop(held);
+    assert!(
+        with_held >= base + 16,
+        "{what} does not see 16 extra handles ({base} -> {with_held})"
+    );
+}

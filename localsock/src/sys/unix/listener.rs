@@ -14,6 +14,7 @@ use super::{cstr, cvt, cvt_retry, lstat, new_socket, SockAddr, Stream};
 use crate::error;
 use crate::listener::Access;
 use crate::name::Repr;
+use crate::sys::Kind;
 use crate::{ListenerOptions, Name};
 
 pub(crate) struct Listener {
@@ -64,17 +65,17 @@ impl Drop for Cleanup {
 }
 
 impl Listener {
-    pub(crate) fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
+    pub(crate) fn bind(name: &Name, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener> {
         match name.repr() {
             Repr::Abstract(_) => {
-                let fd = new_socket(false)?;
+                let fd = new_socket(kind, false)?;
                 bind_fd(&fd, name)?;
                 listen(&fd, opts.backlog)?;
                 Ok(Listener { fd, cleanup: None })
             }
             Repr::Path(path) => {
                 name.check_private_dir(super::DirUse::Bind)?;
-                bind_path(name, path, opts)
+                bind_path(name, path, opts, kind)
             }
             Repr::Pipe(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -209,7 +210,7 @@ fn mode_of(access: Access) -> libc::mode_t {
 ///    socket inode's mode less the umask, so never more than `0600`); otherwise bind inside a
 ///    fresh private directory, `chmod` there and `link` the file into place (see
 ///    [`bind_via_private_dir`]).
-fn bind_path(name: &Name, path: &Path, opts: &ListenerOptions) -> io::Result<Listener> {
+fn bind_path(name: &Name, path: &Path, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener> {
     let c_path = cstr(path)?;
     let (parent_path, base) = split_path(path)?;
     let parent = ParentDir::open(&parent_path);
@@ -224,7 +225,7 @@ fn bind_path(name: &Name, path: &Path, opts: &ListenerOptions) -> io::Result<Lis
         opts.reclaim_stale && reclaim_allowed,
     )?;
 
-    let fd = new_socket(false)?;
+    let fd = new_socket(kind, false)?;
     let mode = mode_of(opts.access);
     let (dev, ino) =
         if cfg!(any(target_os = "linux", target_os = "android")) && opts.access == Access::Owner {
@@ -413,7 +414,9 @@ fn probe(name: &Name) -> Probe {
     let Ok(addr) = SockAddr::new(name) else {
         return Probe::Gone;
     };
-    let Ok(fd) = new_socket(true) else {
+    // A byte-stream probe: a live server of the other kind answers `EPROTOTYPE` (alive, never
+    // unlinked), a stale file of either kind `ECONNREFUSED`.
+    let Ok(fd) = new_socket(Kind::Bytes, true) else {
         return Probe::Live; // cannot tell: be safe, never unlink
     };
     // SAFETY: `addr` is a valid `sockaddr_un` of `addr.len` bytes for the whole call.

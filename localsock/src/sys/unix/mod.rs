@@ -3,8 +3,10 @@
 
 #[cfg(feature = "systemd")]
 mod activation;
+pub(crate) mod frame;
 mod inherit;
 mod listener;
+pub(crate) mod message;
 mod stream;
 
 #[cfg(feature = "systemd")]
@@ -27,8 +29,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawF
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::Kind;
 use crate::name::Repr;
-use crate::{LocalListener, LocalStream, Name};
+use crate::{LocalListener, LocalStream, MessageListener, MessageStream, Name};
 
 /// Size of `sockaddr_un::sun_path`: 108 on Linux, 104 on macOS and the BSDs.
 pub(crate) const SUN_PATH_LEN: usize =
@@ -128,9 +131,21 @@ impl SockAddr {
     }
 }
 
-/// Creates a new `AF_UNIX` stream socket: close-on-exec, optionally non-blocking, and on Apple
-/// platforms with `SO_NOSIGPIPE` (Linux uses `MSG_NOSIGNAL` on each send instead).
-pub(super) fn new_socket(nonblocking: bool) -> io::Result<OwnedFd> {
+/// The socket type for a kind of connection: `SOCK_SEQPACKET` for messages where `AF_UNIX`
+/// has it; Apple platforms do not, and carry messages as frames on a `SOCK_STREAM`.
+fn socket_type(kind: Kind) -> libc::c_int {
+    match kind {
+        Kind::Bytes => libc::SOCK_STREAM,
+        #[cfg(not(target_vendor = "apple"))]
+        Kind::Messages => libc::SOCK_SEQPACKET,
+        #[cfg(target_vendor = "apple")]
+        Kind::Messages => libc::SOCK_STREAM,
+    }
+}
+
+/// Creates a new `AF_UNIX` socket of `kind`: close-on-exec, optionally non-blocking, and on
+/// Apple platforms with `SO_NOSIGPIPE` (Linux uses `MSG_NOSIGNAL` on each send instead).
+pub(super) fn new_socket(kind: Kind, nonblocking: bool) -> io::Result<OwnedFd> {
     #[cfg(any(
         target_os = "linux",
         target_os = "android",
@@ -141,7 +156,7 @@ pub(super) fn new_socket(nonblocking: bool) -> io::Result<OwnedFd> {
         target_os = "illumos"
     ))]
     {
-        let mut ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+        let mut ty = socket_type(kind) | libc::SOCK_CLOEXEC;
         if nonblocking {
             ty |= libc::SOCK_NONBLOCK;
         }
@@ -161,7 +176,7 @@ pub(super) fn new_socket(nonblocking: bool) -> io::Result<OwnedFd> {
     )))]
     {
         // SAFETY: plain FFI call with integer arguments.
-        let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) })?;
+        let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, socket_type(kind), 0) })?;
         // SAFETY: `socket` returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         set_cloexec(fd.as_fd())?;
@@ -608,6 +623,47 @@ impl FromRawFd for LocalListener {
     unsafe fn from_raw_fd(fd: RawFd) -> LocalListener {
         // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
         LocalListener::from(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+impl AsFd for MessageStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+impl AsRawFd for MessageStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_fd().as_raw_fd()
+    }
+}
+
+impl From<OwnedFd> for MessageStream {
+    /// Adopts a connected `AF_UNIX` `SOCK_SEQPACKET` socket (on Apple platforms a
+    /// `SOCK_STREAM` one whose peer speaks localsock's frames), e.g. one end of a `socketpair`
+    /// made for a child process.
+    fn from(fd: OwnedFd) -> MessageStream {
+        MessageStream {
+            inner: Stream::from(fd),
+        }
+    }
+}
+
+impl From<MessageStream> for OwnedFd {
+    fn from(stream: MessageStream) -> OwnedFd {
+        stream.inner.into()
+    }
+}
+
+impl AsFd for MessageListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner().inner.as_fd()
+    }
+}
+
+impl AsRawFd for MessageListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner().inner.as_fd().as_raw_fd()
     }
 }
 

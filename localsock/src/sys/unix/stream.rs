@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use super::{cvt, cvt_retry, getsockopt, new_socket, setsockopt, SockAddr};
 use crate::identity::{ServerUser, UserId};
-use crate::sys::ConnectFailure;
+use crate::sys::{ConnectFailure, Kind};
 use crate::{ConnectOptions, Name, PeerCredentials};
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+pub(super) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-const SEND_FLAGS: libc::c_int = 0; // SO_NOSIGPIPE is set on the socket instead
+pub(super) const SEND_FLAGS: libc::c_int = 0; // SO_NOSIGPIPE is set on the socket instead
 
 /// The most buffers one `readv`/`sendmsg` takes (`IOV_MAX` on Linux, Apple platforms and the
 /// BSDs); more fail with `EINVAL`/`EMSGSIZE`, so the rest waits for the next call, as in std.
@@ -27,8 +27,12 @@ pub(crate) struct Stream {
 impl Stream {
     /// One connect attempt on a fresh non-blocking socket, so a full backlog is reported at
     /// once (`EAGAIN`) instead of blocking; the socket is made blocking again on success.
-    pub(crate) fn connect(name: &Name, opts: &ConnectOptions) -> Result<Stream, ConnectFailure> {
-        let stream = Stream::connect_nonblocking(name, opts)?;
+    pub(crate) fn connect(
+        name: &Name,
+        opts: &ConnectOptions,
+        kind: Kind,
+    ) -> Result<Stream, ConnectFailure> {
+        let stream = Stream::connect_nonblocking(name, opts, kind)?;
         super::set_nonblocking(stream.fd.as_fd(), false).map_err(ConnectFailure::Fatal)?;
         Ok(stream)
     }
@@ -37,6 +41,7 @@ impl Stream {
     pub(crate) fn connect_nonblocking(
         name: &Name,
         _opts: &ConnectOptions,
+        kind: Kind,
     ) -> Result<Stream, ConnectFailure> {
         // A short name's private directory is checked again on every attempt; a missing one
         // means no server yet (a server's bind creates it).
@@ -46,7 +51,7 @@ impl Stream {
                 _ => ConnectFailure::Fatal(e),
             })?;
         let addr = SockAddr::new(name).map_err(ConnectFailure::Fatal)?;
-        let fd = new_socket(true).map_err(ConnectFailure::Fatal)?;
+        let fd = new_socket(kind, true).map_err(ConnectFailure::Fatal)?;
         // SAFETY: `addr` is a valid `sockaddr_un` of `addr.len` bytes for the whole call.
         let ret = cvt_retry(|| unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr(), addr.len) });
         match ret {
@@ -181,6 +186,13 @@ fn classify(err: io::Error) -> ConnectFailure {
         // needed (polling this socket would report POLLOUT|POLLHUP, not a connection).
         Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => ConnectFailure::Busy(err),
         Some(libc::ENOENT) | Some(libc::ECONNREFUSED) => ConnectFailure::NoServer(err),
+        Some(libc::EPROTOTYPE) => ConnectFailure::Fatal(io::Error::new(
+            err.kind(),
+            format!(
+                "the server there is of the other kind (a byte-stream client and a message \
+                 server, or the reverse, cannot connect): {err}"
+            ),
+        )),
         _ => ConnectFailure::Fatal(err),
     }
 }

@@ -41,7 +41,7 @@ pub(crate) fn connect_client(
     name: &Name,
     opts: &ConnectOptions,
 ) -> Result<NamedPipeClient, ConnectFailure> {
-    let stream = Stream::connect(name, opts)?;
+    let stream = Stream::connect(name, opts, crate::sys::Kind::Bytes)?;
     let handle = OwnedHandle::from(stream).into_raw_handle();
     // SAFETY: `handle` is an open, overlapped pipe client handle that nothing else owns and on
     // which no I/O was ever issued; tokio takes ownership (it is closed if this fails).

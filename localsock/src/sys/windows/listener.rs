@@ -48,7 +48,8 @@ use windows_sys::Win32::Storage::FileSystem::{
 };
 use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, PeekNamedPipe, WaitNamedPipeW, PIPE_READMODE_BYTE,
-    PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
+    PIPE_READMODE_MESSAGE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_TYPE_MESSAGE,
+    PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{
     RegisterWaitForSingleObject, SetEvent, UnregisterWaitEx, WaitForMultipleObjects,
@@ -59,11 +60,23 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 use super::overlapped::new_event;
 use super::security::{self, SecurityDescriptor};
 use super::{cvt, last_error, owned_handle, pipe_name, wide, Stream};
+use crate::sys::Kind;
 use crate::{ListenerOptions, Name};
 
 /// Byte stream, blocking mode (the waiting is bounded by overlapped I/O), and local clients
 /// only: a client on another machine (a `\\host\pipe\...` name, over SMB) is refused.
 const PIPE_MODE: u32 = PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS;
+
+/// The pipe mode for a kind of connection: [`PIPE_MODE`], or the same with messages
+/// (`PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE`) for message streams.
+fn pipe_mode(kind: Kind) -> u32 {
+    match kind {
+        Kind::Bytes => PIPE_MODE,
+        Kind::Messages => {
+            PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS
+        }
+    }
+}
 
 /// In and out buffer size of each instance (a hint to Windows, which grows them as needed).
 const BUFFER_SIZE: u32 = 64 * 1024;
@@ -71,6 +84,8 @@ const BUFFER_SIZE: u32 = 64 * 1024;
 pub(crate) struct Listener {
     /// The full pipe name, NUL-terminated UTF-16.
     pipe: Vec<u16>,
+    /// `PIPE_TYPE_*` and friends of every instance (byte or message mode).
+    mode: u32,
     security: SecurityDescriptor,
     /// How many instances wait for clients: one plus the spares.
     listening: usize,
@@ -350,20 +365,21 @@ fn unread_bytes(handle: &OwnedHandle) -> u32 {
 }
 
 impl Listener {
-    /// A listener for blocking `accept`s.
-    pub(crate) fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
-        Listener::open(name, opts, None)
+    /// A listener for blocking `accept`s, of `kind` (byte or message pipes).
+    pub(crate) fn bind(name: &Name, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener> {
+        Listener::open(name, opts, kind, None)
     }
 
     /// A listener for [`poll_accept`](Self::poll_accept) (the async `LocalListener`).
     #[cfg(feature = "tokio")]
     pub(crate) fn bind_async(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
-        Listener::open(name, opts, Some(Arc::default()))
+        Listener::open(name, opts, Kind::Bytes, Some(Arc::default()))
     }
 
     fn open(
         name: &Name,
         opts: &ListenerOptions,
+        kind: Kind,
         wakers: Option<Arc<Wakers>>,
     ) -> io::Result<Listener> {
         let pipe = pipe_name(name)?;
@@ -372,6 +388,7 @@ impl Listener {
         let spares = opts.windows.spare_instances as usize;
         let listener = Listener {
             pipe: wide(pipe),
+            mode: pipe_mode(kind),
             security,
             listening: 1 + spares,
             pool: Mutex::new(Pool {
@@ -424,7 +441,7 @@ impl Listener {
             CreateNamedPipeW(
                 self.pipe.as_ptr(),
                 open_mode,
-                PIPE_MODE,
+                self.mode,
                 PIPE_UNLIMITED_INSTANCES,
                 BUFFER_SIZE,
                 BUFFER_SIZE,
@@ -700,9 +717,7 @@ mod tests {
         DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
     };
     use windows_sys::Win32::Storage::FileSystem::FILE_APPEND_DATA;
-    use windows_sys::Win32::System::Pipes::{
-        PIPE_NOWAIT, PIPE_READMODE_MESSAGE, PIPE_TYPE_MESSAGE,
-    };
+    use windows_sys::Win32::System::Pipes::PIPE_NOWAIT;
 
     fn name(tag: &str) -> Name {
         Name::new(format!("localsock-unit-{tag}-{}", std::process::id())).unwrap()
@@ -711,7 +726,7 @@ mod tests {
     fn bind(tag: &str, access: Access) -> Listener {
         let mut opts = ListenerOptions::new();
         opts.access(access);
-        Listener::bind(&name(tag), &opts).unwrap()
+        Listener::bind(&name(tag), &opts, Kind::Bytes).unwrap()
     }
 
     /// The DACL of a live pipe instance, as the system reports it, in SDDL.
@@ -812,7 +827,7 @@ mod tests {
         assert_eq!(os_code(&err), Some(ERROR_ACCESS_DENIED as i32), "{err}");
 
         let taken = name("denied-taken");
-        let _listener = Listener::bind(&taken, &ListenerOptions::new()).unwrap();
+        let _listener = Listener::bind(&taken, &ListenerOptions::new(), Kind::Bytes).unwrap();
         let taken_pipe = taken.pipe_name().unwrap();
         for cause in [
             denied(),
@@ -891,13 +906,13 @@ mod tests {
     fn group_access_needs_an_explicit_group_and_grants_it_client_rights() {
         let mut opts = ListenerOptions::new();
         opts.access(Access::Group);
-        let err = Listener::bind(&name("group-none"), &opts).unwrap_err();
+        let err = Listener::bind(&name("group-none"), &opts, Kind::Bytes).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("explicit group"), "{err}");
 
         for group in ["S-1-5-32-545", "Users"] {
             opts.windows.group = Some(group.to_owned());
-            let listener = Listener::bind(&name("group-users"), &opts).unwrap();
+            let listener = Listener::bind(&name("group-users"), &opts, Kind::Bytes).unwrap();
             let dacl = dacl_of(&listener);
             let rights = rights_of(&dacl, "BU")
                 .or_else(|| rights_of(&dacl, "S-1-5-32-545"))
@@ -908,13 +923,13 @@ mod tests {
         }
 
         opts.windows.group = Some("no such group, surely".to_owned());
-        let err = Listener::bind(&name("group-bad"), &opts).unwrap_err();
+        let err = Listener::bind(&name("group-bad"), &opts, Kind::Bytes).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
 
         let mut opts = ListenerOptions::new();
         opts.access(Access::Everyone);
         opts.windows.group = Some("S-1-5-32-545".to_owned());
-        let err = Listener::bind(&name("group-everyone"), &opts).unwrap_err();
+        let err = Listener::bind(&name("group-everyone"), &opts, Kind::Bytes).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     }
 
@@ -938,7 +953,7 @@ mod tests {
                 let mut opts = ListenerOptions::new();
                 opts.windows.sddl = Some(sddl.clone());
                 opts.windows.spare_instances = spares;
-                let err = Listener::bind(&name(tag), &opts).unwrap_err();
+                let err = Listener::bind(&name(tag), &opts, Kind::Bytes).unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{sddl}: {err}");
                 assert!(
                     err.to_string().contains("FILE_CREATE_PIPE_INSTANCE"),
@@ -949,12 +964,12 @@ mod tests {
         let mut opts = ListenerOptions::new();
         opts.windows.sddl = Some(format!("D:P(A;;FA;;;{me})(A;;FA;;;SY)"));
         opts.windows.spare_instances = 0;
-        Listener::bind(&name("sd-ok"), &opts).unwrap();
+        Listener::bind(&name("sd-ok"), &opts, Kind::Bytes).unwrap();
     }
 
     /// Connects a client of this process to `name` (one attempt: the instance is listening).
     fn client(name: &Name) -> Stream {
-        Stream::connect(name, &crate::ConnectOptions::new())
+        Stream::connect(name, &crate::ConnectOptions::new(), Kind::Bytes)
             .unwrap_or_else(|f| panic!("connect: {f:?}"))
     }
 
@@ -968,7 +983,8 @@ mod tests {
             let name = name(if async_mode { "refill-async" } else { "refill" });
             let mut opts = ListenerOptions::new();
             opts.windows.spare_instances = 0;
-            let listener = Listener::open(&name, &opts, async_mode.then(Arc::default)).unwrap();
+            let listener =
+                Listener::open(&name, &opts, Kind::Bytes, async_mode.then(Arc::default)).unwrap();
             let c = client(&name);
             assert_eq!(c.write(b"queued").unwrap(), 6);
             listener.fail_creates.store(1, Ordering::SeqCst);
@@ -1037,7 +1053,7 @@ mod tests {
         use windows_sys::Win32::Security::{ImpersonateSelf, RevertToSelf, SecurityImpersonation};
         use windows_sys::Win32::System::Threading::{GetCurrentThread, OpenThreadToken};
         let name = name("restore-token");
-        let listener = Listener::bind(&name, &ListenerOptions::new()).unwrap();
+        let listener = Listener::bind(&name, &ListenerOptions::new(), Kind::Bytes).unwrap();
         let _c = client(&name);
         let server = listener.accept().unwrap();
         // SAFETY: plain call; the thread reverts below.

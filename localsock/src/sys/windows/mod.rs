@@ -16,6 +16,7 @@
 pub(crate) mod async_pipe;
 mod half_close;
 mod listener;
+pub(crate) mod message;
 mod overlapped;
 mod security;
 mod stream;
@@ -35,7 +36,7 @@ use windows_sys::core::BOOL;
 use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE, WIN32_ERROR};
 
 use crate::name::Repr;
-use crate::{LocalStream, Name};
+use crate::{LocalStream, MessageStream, Name};
 
 /// The last Win32 error of this thread, as a raw code.
 /// Whether the OS error `code` means the process or the system is out of handles or memory
@@ -146,5 +147,17 @@ impl FromRawHandle for LocalStream {
     unsafe fn from_raw_handle(handle: RawHandle) -> LocalStream {
         // SAFETY: the caller guarantees `handle` is open and owned by nobody else.
         LocalStream::from(unsafe { OwnedHandle::from_raw_handle(handle) })
+    }
+}
+
+impl AsHandle for MessageStream {
+    fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.inner.as_handle()
+    }
+}
+
+impl AsRawHandle for MessageStream {
+    fn as_raw_handle(&self) -> RawHandle {
+        self.inner.as_handle().as_raw_handle()
     }
 }

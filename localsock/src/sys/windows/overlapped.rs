@@ -80,6 +80,26 @@ pub(super) fn read(
     }
 }
 
+/// One overlapped `ReadFile` of a message-mode pipe, as [`read`], also telling whether the
+/// message goes on past `buf` (`ERROR_MORE_DATA`: the rest comes with the next read).
+pub(super) fn read_message_part(
+    handle: BorrowedHandle<'_>,
+    buf: &mut [u8],
+    timeout: Option<Duration>,
+) -> io::Result<(u32, bool)> {
+    let len = buf.len().min(u32::MAX as usize) as u32;
+    let data = buf.as_mut_ptr();
+    let raw = handle.as_raw_handle() as HANDLE;
+    // SAFETY: `start` issues one ReadFile on `handle` into `buf`, which is exclusively
+    // borrowed for this whole call, and `run_reporting_more` returns only once that operation
+    // is over.
+    unsafe {
+        run_reporting_more(handle, timeout, |ov| {
+            ReadFile(raw, data, len, ptr::null_mut(), ov)
+        })
+    }
+}
+
 /// One overlapped `WriteFile` of at most `buf.len()` (capped at `u32::MAX`) bytes from `buf`,
 /// waited for as [`run`] says. The bytes written (also after a timeout that cancelled the
 /// write part-way).
@@ -120,6 +140,21 @@ unsafe fn run(
     timeout: Option<Duration>,
     start: impl FnOnce(*mut OVERLAPPED) -> BOOL,
 ) -> io::Result<u32> {
+    // SAFETY: the caller upholds `run`'s contract, which is `run_reporting_more`'s.
+    unsafe { run_reporting_more(handle, timeout, start) }.map(|(moved, _)| moved)
+}
+
+/// As [`run`], also telling whether a read of a message-mode pipe stopped short of the end of
+/// the message (`ERROR_MORE_DATA`).
+///
+/// # Safety
+///
+/// As [`run`].
+unsafe fn run_reporting_more(
+    handle: BorrowedHandle<'_>,
+    timeout: Option<Duration>,
+    start: impl FnOnce(*mut OVERLAPPED) -> BOOL,
+) -> io::Result<(u32, bool)> {
     let handle = handle.as_raw_handle() as HANDLE;
     with_event(|event| {
         let mut overlapped = OVERLAPPED {
@@ -149,7 +184,7 @@ unsafe fn run(
                 unsafe { CancelIoEx(handle, ov) };
                 let (result, moved) = finish(handle, ov, true);
                 return match result {
-                    Ok(()) => Ok(moved),
+                    Ok(more) => Ok((moved, more)),
                     // Cancelled: the count Windows leaves is not what moved (NT's npfs leaves
                     // the full write length, later ones 0, whatever the reader took). Callers
                     // make sure a cancelled operation moved nothing: a read completes as soon
@@ -167,13 +202,13 @@ unsafe fn run(
                             ))
                         }
                     }
-                    Err(_) if moved > 0 => Ok(moved),
+                    Err(_) if moved > 0 => Ok((moved, false)),
                     Err(e) => Err(e),
                 };
             }
         }
         let (result, moved) = finish(handle, ov, false);
-        result.map(|()| moved)
+        result.map(|more| (moved, more))
     })
 }
 
@@ -185,12 +220,13 @@ fn is_pending(ov: *mut OVERLAPPED) -> bool {
     status == STATUS_PENDING as usize
 }
 
-/// The outcome of a finished (or, with `wait`, finishing) operation, and the bytes it moved.
+/// The outcome of a finished (or, with `wait`, finishing) operation — `Ok(true)` for a read
+/// that stopped short of the end of a message — and the bytes it moved.
 ///
 /// The event is this thread's reused one, so a signal alone is not trusted: this loops until
 /// the OVERLAPPED itself says the operation is over, and never returns while the kernel may
 /// still write to it or to the caller's buffer.
-fn finish(handle: HANDLE, ov: *mut OVERLAPPED, wait: bool) -> (io::Result<()>, u32) {
+fn finish(handle: HANDLE, ov: *mut OVERLAPPED, wait: bool) -> (io::Result<bool>, u32) {
     let mut moved = 0u32;
     // SAFETY: `ov` is the `OVERLAPPED` of an operation started on `handle`; `moved` is valid
     // for writes. With `wait` this blocks until the operation is over.
@@ -205,13 +241,13 @@ fn finish(handle: HANDLE, ov: *mut OVERLAPPED, wait: bool) -> (io::Result<()>, u
         }
     }
     if ok != 0 {
-        return (Ok(()), moved);
+        return (Ok(false), moved);
     }
     let err = io::Error::last_os_error();
     if err.raw_os_error() == Some(ERROR_MORE_DATA as i32) {
         // A message-mode peer's message is longer than the buffer: the rest comes with the
         // next read. For a byte stream that is a short read, not an error.
-        return (Ok(()), moved);
+        return (Ok(true), moved);
     }
     // SAFETY: the operation is over (GetOverlappedResult reported its final status), so the
     // kernel no longer writes to the OVERLAPPED; InternalHigh holds the bytes moved.

@@ -7,7 +7,7 @@ use std::net::Shutdown;
 use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
@@ -26,7 +26,7 @@ use super::half_close::{is_closed, HalfClose};
 use super::{cvt, last_error, overlapped, owned_handle, pipe_name, security, wide};
 use crate::identity::{ServerUser, UserId};
 use crate::os::windows::ConnectOptionsWindows;
-use crate::sys::ConnectFailure;
+use crate::sys::{ConnectFailure, Kind};
 use crate::{ConnectOptions, Name, PeerCredentials};
 
 /// The desired access and the flags-and-attributes that a connect passes to `CreateFileW`
@@ -69,6 +69,8 @@ struct Shared {
     nonblocking: AtomicBool,
     /// The pipe's quota for data this end writes (its buffer size), 0 until first asked.
     write_quota: AtomicU32,
+    /// A message stream's message that was read but not yet taken (see `message.rs`).
+    pub(super) pending: Mutex<Option<super::message::Pending>>,
 }
 
 impl Stream {
@@ -81,13 +83,18 @@ impl Stream {
                 write_timeout: AtomicU64::new(0),
                 nonblocking: AtomicBool::new(false),
                 write_quota: AtomicU32::new(0),
+                pending: Mutex::new(None),
             }),
         }
     }
 
     /// One `CreateFileW` on the pipe: overlapped, not inheritable, with the security QoS of
     /// the options. Never waits.
-    pub(crate) fn connect(name: &Name, opts: &ConnectOptions) -> Result<Stream, ConnectFailure> {
+    pub(crate) fn connect(
+        name: &Name,
+        opts: &ConnectOptions,
+        kind: Kind,
+    ) -> Result<Stream, ConnectFailure> {
         let pipe = pipe_name(name).map_err(ConnectFailure::Fatal)?;
         let wide_name = wide(pipe);
         let (access, flags) = client_create_file_params(&opts.windows);
@@ -109,6 +116,11 @@ impl Stream {
         let opened = owned_handle(handle);
         let waited_free = FREE_AFTER_WAIT.with(|w| w.borrow_mut().take());
         match opened {
+            Ok(handle) if kind == Kind::Messages => {
+                super::message::set_message_read_mode(handle.as_handle())
+                    .map_err(ConnectFailure::Fatal)?;
+                Ok(Stream::new(handle, false))
+            }
             Ok(handle) => Ok(Stream::new(handle, false)),
             Err(err) => Err(classify(err, waited_free.as_deref() == Some(pipe))),
         }
@@ -277,6 +289,38 @@ impl Stream {
     /// See [`server_user`].
     pub(crate) fn server_user(&self) -> io::Result<ServerUser> {
         server_user(self.handle.as_handle())
+    }
+
+    /// The message read but not yet taken (message streams only).
+    pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Option<super::message::Pending>> {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes one pipe message whole, in one `WriteFile` (message streams only): unlike
+    /// [`write`](Self::write) it never shortens a timed write to the pipe's quota, since a
+    /// shortened write would be a shorter message. A write that times out part-way returns
+    /// the count Windows reports; the caller treats anything short as a failed message.
+    pub(super) fn write_message(&self, buf: &[u8]) -> io::Result<usize> {
+        self.shared.half.check_write()?;
+        let timeout = self.wait_for(&self.shared.write_timeout);
+        match overlapped::write(self.handle.as_handle(), buf, timeout) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if is_closed(&e) || e.raw_os_error() == Some(ERROR_NO_DATA as i32) => {
+                Err(broken_pipe(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The read timeout to wait for (zero in non-blocking mode), and whether reads are shut.
+    pub(super) fn read_wait(&self) -> (Option<Duration>, bool) {
+        (
+            self.wait_for(&self.shared.read_timeout),
+            self.shared.half.read_is_shut(),
+        )
     }
 }
 
@@ -511,17 +555,17 @@ mod tests {
         let name = Name::new(format!("localsock-unit-free-{}", std::process::id())).unwrap();
         FREE_AFTER_WAIT.with(|w| *w.borrow_mut() = Some(name.pipe_name().unwrap().to_owned()));
         // The pipe does not exist: the first connect after the "free" wait is Busy...
-        let first = Stream::connect(&name, &ConnectOptions::new());
+        let first = Stream::connect(&name, &ConnectOptions::new(), Kind::Bytes);
         assert!(matches!(first, Err(ConnectFailure::Busy(_))), "{first:?}");
         // ...and the memory is used up, so the next one is NoServer.
-        let second = Stream::connect(&name, &ConnectOptions::new());
+        let second = Stream::connect(&name, &ConnectOptions::new(), Kind::Bytes);
         assert!(
             matches!(second, Err(ConnectFailure::NoServer(_))),
             "{second:?}"
         );
         // A wait on a missing pipe does not mark it free.
         Stream::wait_busy(&name, Duration::from_millis(5));
-        let third = Stream::connect(&name, &ConnectOptions::new());
+        let third = Stream::connect(&name, &ConnectOptions::new(), Kind::Bytes);
         assert!(
             matches!(third, Err(ConnectFailure::NoServer(_))),
             "{third:?}"

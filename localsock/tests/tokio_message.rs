@@ -1,0 +1,137 @@
+//! The async message API (`localsock::tokio::{MessageListener, MessageStream}`): boundaries,
+//! empty messages vs EOF, handles, refused handles, cancel safety of `recv`, and interplay
+//! with the blocking types.
+#![cfg(all(feature = "tokio", unix))]
+
+mod common;
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::unique;
+use localsock::tokio::{MessageListener, MessageStream};
+
+fn run<F: std::future::Future<Output = ()>>(secs: u64, body: F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(secs), body)
+            .await
+            .expect("watchdog: the test hung");
+    });
+}
+
+fn temp_file(content: &[u8]) -> (tempfile::TempDir, File) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.txt");
+    std::fs::write(&path, content).unwrap();
+    let file = File::open(&path).unwrap();
+    (dir, file)
+}
+
+#[test]
+fn async_messages_keep_boundaries_handles_and_eof() {
+    run(30, async {
+        let name = unique("tk-bound");
+        let listener = MessageListener::bind(&name).unwrap();
+        let (_dir, file) = temp_file(b"async file");
+        let client = tokio::spawn({
+            let name = name.clone();
+            async move {
+                let stream = MessageStream::connect(&name).await.unwrap();
+                stream.send(b"").await.unwrap();
+                stream.send(b"one").await.unwrap();
+                stream.send_with_files(b"file", &[&file]).await.unwrap();
+                stream
+                    .send_with_files(b"refused", &[&file, &file])
+                    .await
+                    .unwrap();
+                stream
+                    .send(&vec![5u8; localsock::MAX_MESSAGE_LEN])
+                    .await
+                    .unwrap();
+            }
+        });
+        let server = listener.accept().await.unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(server.recv(&mut buf).await.unwrap(), Some(0));
+        assert_eq!(server.recv(&mut buf).await.unwrap(), Some(3));
+        let mut handles = Vec::new();
+        let len = server
+            .recv_with_handles(&mut buf, &mut handles, 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..len], b"file");
+        let mut text = String::new();
+        File::from(handles.pop().unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "async file");
+        let err = server
+            .recv_with_handles(&mut buf, &mut handles, 1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        assert!(handles.is_empty());
+        // Too long for this buffer: an error with the length, and the message stays.
+        let err = server.recv(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("65536 bytes"), "{err}");
+        let message = server.recv_message().await.unwrap().unwrap();
+        assert_eq!(message.bytes.len(), localsock::MAX_MESSAGE_LEN);
+        client.await.unwrap();
+        assert!(server.recv_message().await.unwrap().is_none());
+    });
+}
+
+#[test]
+fn a_cancelled_recv_loses_no_message() {
+    run(30, async {
+        let name = unique("tk-cancel");
+        let listener = MessageListener::bind(&name).unwrap();
+        let client = Arc::new(MessageStream::connect(&name).await.unwrap());
+        let server = listener.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        for i in 0..200u32 {
+            // Race each receive against a timer that usually wins before the send.
+            tokio::select! {
+                got = server.recv(&mut buf) => panic!("nothing was sent yet: {got:?}"),
+                _ = tokio::time::sleep(Duration::from_micros(50)) => {}
+            }
+            client.send(&i.to_le_bytes()).await.unwrap();
+            let len = server.recv(&mut buf).await.unwrap().unwrap();
+            assert_eq!(&buf[..len], &i.to_le_bytes());
+        }
+        assert_eq!(
+            server.peer_credentials().unwrap().pid(),
+            Some(std::process::id())
+        );
+    });
+}
+
+#[test]
+fn blocking_and_async_message_endpoints_talk() {
+    run(30, async {
+        let name = unique("tk-mixed");
+        let listener = MessageListener::bind(&name).unwrap();
+        let blocking = tokio::task::spawn_blocking({
+            let name = name.clone();
+            move || {
+                let stream = localsock::MessageStream::connect(&name).unwrap();
+                stream.send(b"from blocking").unwrap();
+                stream.recv_message().unwrap().unwrap().bytes
+            }
+        });
+        let server = listener.accept().await.unwrap();
+        let got = server.recv_message().await.unwrap().unwrap();
+        assert_eq!(got.bytes, b"from blocking");
+        server.send(b"from async").await.unwrap();
+        assert_eq!(blocking.await.unwrap(), b"from async");
+    });
+}
