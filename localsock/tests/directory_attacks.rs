@@ -19,7 +19,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{child_from, is_child, read_line, require_root, wait_and_read_stdout, watchdog};
+use common::{
+    child_from, is_child, read_line, require_root, wait_and_read_stdout, watchdog, SpawnCopied,
+};
 use localsock::{Access, ListenerOptions, LocalListener, LocalStream, Name};
 
 const NOBODY: u32 = 65534;
@@ -140,7 +142,7 @@ fn a_directory_swapper_cannot_redirect_group_or_everyone_binds() {
                 ("LOCALSOCK_TEST_BAIT_DIR", bait_dir.to_str().unwrap()),
             ],
         )
-        .spawn()
+        .spawn_copied()
         .unwrap(),
     );
     assert_eq!(read_line(&mut attacker.0), "watching");
@@ -162,7 +164,7 @@ fn a_directory_swapper_cannot_redirect_group_or_everyone_binds() {
                 ("LOCALSOCK_TEST_WATCHED", &watched_env),
             ],
         )
-        .spawn()
+        .spawn_copied()
         .unwrap(),
     );
     let mut violations = Vec::new();
@@ -593,7 +595,7 @@ fn short_name_child(base: &Path, tmp: &std::ffi::OsStr, ops: &[&str]) -> Reaper 
         )
         .env("TMPDIR", tmp)
         .env_remove("XDG_RUNTIME_DIR")
-        .spawn()
+        .spawn_copied()
         .unwrap(),
     )
 }
@@ -657,7 +659,7 @@ fn a_kept_name_refuses_a_private_directory_recreated_by_another_user() {
             Some(NOBODY),
             &[("LOCALSOCK_TEST_PATH", svc.to_str().unwrap())],
         )
-        .spawn()
+        .spawn_copied()
         .unwrap(),
     );
     assert_eq!(read_line(&mut stranger.0), "listening");
@@ -890,7 +892,7 @@ fn the_first_bind_makes_a_usable_private_directory_whatever_the_umask() {
             Ok(())
         });
     }
-    let mut child = Reaper(cmd.spawn().unwrap());
+    let mut child = Reaper(cmd.spawn_copied().unwrap());
     let got = outcomes(&mut child, &ops);
     assert!(got[0].starts_with("ok"), "{got:?}");
     assert_eq!(got[1], "ok", "the bind failed in its own new directory");

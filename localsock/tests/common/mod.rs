@@ -272,9 +272,37 @@ impl AsOtherUser {
 
     /// Starts it; the copy of the program is gone when this returns.
     pub fn spawn(mut self) -> std::io::Result<Child> {
-        let child = self.cmd.spawn();
+        let child = self.cmd.spawn_copied();
         drop(self.copy);
         child
+    }
+}
+
+/// `spawn` for a command whose program was just copied ([`ReachableCopy`], or a test's own
+/// copy). While the copy is being written, another test thread may fork: its child holds the
+/// copy's write descriptor until it execs (close-on-exec closes it only then), and exec of the
+/// copy meanwhile fails with `ETXTBSY` ("text file busy"). That ends by itself within
+/// microseconds, so the spawn is retried on exactly that error, for at most 10 s.
+#[cfg(unix)]
+pub trait SpawnCopied {
+    fn spawn_copied(&mut self) -> std::io::Result<Child>;
+}
+
+#[cfg(unix)]
+impl SpawnCopied for Command {
+    fn spawn_copied(&mut self) -> std::io::Result<Child> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ETXTBSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    thread::sleep(Duration::from_millis(2));
+                }
+                result => return result,
+            }
+        }
     }
 }
 
