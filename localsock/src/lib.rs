@@ -161,6 +161,9 @@ mod listener;
 mod message;
 mod name;
 pub mod os;
+#[cfg(all(feature = "shm", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "shm", target_os = "linux"))))]
+pub mod shm;
 mod stream;
 mod sys;
 #[cfg(feature = "tokio")]
@@ -211,6 +214,8 @@ pub use crate::message::{
     MAX_MESSAGE_LEN,
 };
 pub use crate::name::Name;
+#[cfg(all(feature = "shm", target_os = "linux"))]
+pub use crate::shm::{ShmOptions, ShmSlice, ShmStream};
 pub use crate::stream::{ConnectOptions, LocalStream, PeerCredentials, DEFAULT_CONNECT_TIMEOUT};
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ pub(crate) mod frame;
 mod inherit;
 mod listener;
 pub(crate) mod message;
+#[cfg(all(feature = "shm", target_os = "linux"))]
+pub(crate) mod shm;
 mod stream;
 
 #[cfg(feature = "systemd")]

@@ -1,0 +1,317 @@
+//! The OS side of the shared-memory data path (Linux): a sealed anonymous memory object
+//! (`memfd_create`), its mapping, the atomic and copying accesses to it, and the CPU hints that
+//! decide whether spinning can help.
+//!
+//! # What is sound about touching memory the peer can write
+//!
+//! The peer process maps the same pages and may write any byte at any moment (a hostile peer
+//! does). So this module never creates a Rust reference to plain bytes of the mapping (`&u8`,
+//! `&[u8]`, `&mut [u8]`): a reference promises the compiler that nobody else changes the memory
+//! while it lives, which the peer can break. Instead:
+//!
+//! - control words (ring indices, flags) are read and written only as atomics
+//!   (`AtomicU64`/`AtomicU32`/`AtomicU8`), which are allowed to change under us at any time;
+//! - data bytes are moved with raw-pointer copies (`ptr::copy_nonoverlapping`) between the
+//!   mapping and the caller's own buffer. A byte the peer changes during the copy just arrives
+//!   with an arbitrary value, and every `u8` value is valid: the caller treats them as untrusted
+//!   input, exactly like bytes read from a socket;
+//! - the zero-copy view hands out `&[AtomicU8]` only, for the same reason.
+//!
+//! The mapping cannot shrink under us (which would turn an access into `SIGBUS`): the object is
+//! sealed against shrinking and growing, and the seals themselves are sealed, before it is
+//! shared; the receiving side checks the seals and the size before mapping it.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
+
+use super::cvt;
+
+/// The seals a shared region must carry: it can neither shrink nor grow, and no seal can be
+/// added or removed any more.
+const REQUIRED_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// A shared mapping of a sealed memory object, unmapped on drop.
+///
+/// Invariant: `ptr` is the start of a live `MAP_SHARED` read/write mapping of exactly `len`
+/// bytes, page aligned, of an object that cannot shrink; it stays mapped until `drop`.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; all accesses through it are atomic
+// or raw copies that tolerate concurrent writers (see the module docs), so sharing it between
+// threads adds nothing the peer process cannot already do.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping this value created and nobody else unmaps;
+        // no reference into it outlives `self` (accessors borrow `self`).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Creates a sealed memory object of `len` bytes (zero-filled) and maps it.
+///
+/// The object has no name anyone can open (`memfd_create`: only descriptors reach it); it is
+/// close-on-exec. The descriptor is returned to be passed to the peer, then closed.
+pub(crate) fn create(len: usize) -> io::Result<(OwnedFd, Mapping)> {
+    const NAME: &CStr = c"localsock-shm";
+    // SAFETY: `NAME` is a valid NUL-terminated string for the whole call.
+    let raw =
+        unsafe { libc::memfd_create(NAME.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let raw = cvt(raw)?;
+    // SAFETY: `memfd_create` just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let size = libc::off_t::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: plain syscall on a descriptor we own.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+    // SAFETY: plain fcntl on a descriptor we own; the argument is an int.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, REQUIRED_SEALS) })?;
+    let map = map(fd.as_fd(), len)?;
+    Ok((fd, map))
+}
+
+/// Checks that `fd` is a memory object of exactly `len` bytes that can neither shrink nor grow
+/// and whose seals are final, then maps it. Anything else is `InvalidData`.
+pub(crate) fn open(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+    // SAFETY: plain fcntl on a descriptor we hold; no pointer argument.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals < 0 || seals & REQUIRED_SEALS != REQUIRED_SEALS {
+        return Err(invalid(
+            "the peer's shared memory is not a sealed memory object",
+        ));
+    }
+    let st = fstat(fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG
+        || u64::try_from(st.st_size).ok() != Some(len as u64)
+    {
+        return Err(invalid("the peer's shared memory has the wrong size"));
+    }
+    map(fd, len)
+}
+
+/// Whether `fd` is a socket (the peer's end of the wake-up channel must be one).
+pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(fstat(fd)?.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+}
+
+fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid for writes of one `stat` for the whole call.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: `fstat` succeeded, so it initialised `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+    // SAFETY: a fresh mapping chosen by the kernel (null hint) overlaps nothing of ours; `fd`
+    // is a memory object of at least `len` bytes that cannot shrink (checked or created so).
+    let ptr = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(io::ErrorKind::Other)?;
+    Ok(Mapping { ptr, len })
+}
+
+impl Mapping {
+    /// Its length in bytes.
+    #[cfg_attr(not(fuzzing), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Panics unless `[offset, offset + len)` lies in the mapping and `offset` is aligned to
+    /// `align`. The callers compute every offset from validated values; this is the last line.
+    fn check(&self, offset: usize, len: usize, align: usize) {
+        assert!(
+            offset % align == 0 && offset <= self.len && len <= self.len - offset,
+            "shared memory access out of bounds"
+        );
+    }
+
+    /// The 64-bit control word at `offset`.
+    pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        self.check(offset, 8, 8);
+        // SAFETY: in bounds and 8-aligned (checked; the mapping is page aligned); the memory
+        // lives as long as `&self`; every access to it, ours and (by contract) the peer's, is
+        // atomic, and atomics may be changed concurrently by anyone.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// The 32-bit control word at `offset`.
+    pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4, 4);
+        // SAFETY: as in `u64_at`, for 4 bytes, 4-aligned.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
+    }
+
+    /// `len` data bytes at `offset`, as atomics: the only shared view of data bytes handed out.
+    pub(crate) fn bytes_at(&self, offset: usize, len: usize) -> &[AtomicU8] {
+        self.check(offset, len, 1);
+        // SAFETY: in bounds (checked), alignment 1, lives as long as `&self`; `AtomicU8` has
+        // the layout of `u8` and may be changed concurrently by the peer.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<AtomicU8>(), len) }
+    }
+
+    /// Copies `dst.len()` bytes at `offset` out of the mapping into `dst`.
+    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        self.check(offset, dst.len(), 1);
+        // SAFETY: the source is in bounds (checked) of a live mapping; `dst` is our own buffer
+        // and cannot overlap the mapping (no reference into the mapping is ever created). If
+        // the peer writes the source concurrently, the copied bytes are arbitrary values,
+        // which every `u8` may hold; they are handed on as untrusted data, never interpreted.
+        unsafe {
+            ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len())
+        };
+    }
+
+    /// Copies `src` into the mapping at `offset`.
+    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
+        self.check(offset, src.len(), 1);
+        // SAFETY: the destination is in bounds (checked) of a live writable mapping and cannot
+        // overlap `src` (no reference into the mapping exists); concurrent writes by the peer
+        // can only change what it will read, not our memory.
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len()) };
+    }
+}
+
+/// The CPU this thread runs on now, or `u32::MAX` if unknown (a hint only).
+pub(crate) fn current_cpu() -> u32 {
+    // SAFETY: no arguments; returns -1 on failure.
+    let cpu = unsafe { libc::sched_getcpu() };
+    u32::try_from(cpu).unwrap_or(u32::MAX)
+}
+
+/// How many CPUs this thread may run on (1 when pinned to one CPU, or if unknown).
+pub(crate) fn allowed_cpus() -> usize {
+    // SAFETY: `cpu_set_t` is plain data; all-zero is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid for writes of `size_of::<cpu_set_t>()` bytes for the whole call.
+    let ret =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if ret != 0 {
+        return 1;
+    }
+    // SAFETY: `set` was filled in by the kernel.
+    (unsafe { libc::CPU_COUNT(&set) }).max(1) as usize
+}
+
+/// A connected `AF_UNIX` stream socket pair, close-on-exec, for the writers' wake-ups.
+pub(crate) fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is valid for writes of two ints for the whole call.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: `socketpair` succeeded: both are fresh descriptors nobody else owns.
+    let a = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let b = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((a, b))
+}
+
+/// One non-blocking `send` of a wake-up byte. A full socket buffer (the peer has plenty of
+/// unread wake-ups) is fine; a vanished peer is `BrokenPipe`.
+pub(crate) fn send_wake(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let byte = [1u8];
+    // SAFETY: `byte` is valid for reads of 1 byte for the whole call.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            byte.as_ptr().cast(),
+            1,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(()),
+            io::ErrorKind::ConnectionReset => Err(io::ErrorKind::BrokenPipe.into()),
+            _ => Err(err),
+        };
+    }
+    Ok(())
+}
+
+/// Blocks until a wake-up byte or end-of-file arrives on `fd` (a blocking socket), and
+/// discards the wake-ups queued. `Ok(false)` is end-of-file or a reset: the peer is gone. A
+/// socket read timeout shows as `WouldBlock`.
+pub(crate) fn wait_wake(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut buf = [0u8; 64];
+    // SAFETY: `buf` is valid for writes of 64 bytes for the whole call.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::Interrupted => Ok(true),
+            io::ErrorKind::ConnectionReset => Ok(false),
+            _ => Err(err),
+        };
+    }
+    Ok(n > 0)
+}
+
+/// Reads and discards queued wake-up bytes without blocking. `Ok(false)` is end-of-file.
+pub(crate) fn drain_wakes(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut buf = [0u8; 64];
+    // SAFETY: `buf` is valid for writes of 64 bytes for the whole call.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(true),
+            io::ErrorKind::ConnectionReset => Ok(false),
+            _ => Err(err),
+        };
+    }
+    Ok(n > 0)
+}
+
+/// Shuts both directions of the socket `fd` down (the peer sees end-of-file at once).
+pub(crate) fn shutdown(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we hold; no pointer argument.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) }).map(drop)
+}

@@ -1,0 +1,654 @@
+//! The shared-memory data path (feature `shm`, Linux): integrity in both directions at once
+//! (copying and zero-copy APIs), peer death (SIGKILL of a real child process, both roles),
+//! refusal, and a hostile peer (a Python process that speaks the negotiation and then scribbles
+//! over the shared control words).
+#![cfg(all(feature = "shm", target_os = "linux"))]
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{child, is_child, read_line, unique, watchdog};
+use localsock::{LocalListener, LocalStream, Name, ShmOptions, ShmStream};
+
+/// Tests that count this process's descriptors and mappings run one at a time (each takes
+/// this lock; the others take it too, so that no connection of theirs is counted).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connected pair negotiated with the given options: (offering client, answering server).
+fn shm_pair(tag: &str, offer: ShmOptions, answer: ShmOptions) -> (ShmStream, ShmStream) {
+    let (client, server) = common::pair(tag);
+    let offering = thread::spawn(move || offer.offer(client).unwrap());
+    let answered = answer.answer(server).unwrap();
+    (offering.join().unwrap(), answered)
+}
+
+fn small() -> ShmOptions {
+    let mut o = ShmOptions::new();
+    o.capacity(4096);
+    o
+}
+
+/// Mappings of our shared memory objects in this process (`/proc/self/maps`).
+fn shm_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:localsock-shm"))
+        .count()
+}
+
+/// This process's open descriptors, as their `/proc/self/fd` links (for a readable diff).
+fn fds() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            std::fs::read_link(e.path())
+                .ok()
+                .map(|l| format!("{} -> {}", e.file_name().to_string_lossy(), l.display()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// xorshift64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The byte at stream position `i` of the direction seeded `seed`: the receiver checks every
+/// byte against it, which is a stronger check than a checksum.
+fn pattern(seed: u64, i: u64) -> u8 {
+    let x = (i ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 56) as u8
+}
+
+#[test]
+fn bytes_flow_both_ways_then_eof() {
+    let _serial = serial();
+    let _dog = watchdog("bytes_flow_both_ways_then_eof", 30);
+    let (mut client, mut server) = shm_pair("flow", ShmOptions::new(), ShmOptions::new());
+    assert!(client.is_shared_memory() && server.is_shared_memory());
+    assert_eq!(shm_mappings(), 2);
+    client.write_all(b"hello").unwrap();
+    let mut buf = [0; 5];
+    server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    server.write_all(b"world").unwrap();
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"world");
+
+    // Bytes still in the ring when the writer goes are read, then end-of-file.
+    client.write_all(b"last words").unwrap();
+    drop(client);
+    let mut rest = Vec::new();
+    server.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"last words");
+    assert_eq!(server.read(&mut buf).unwrap(), 0);
+    // Writing to the gone peer fails (at the latest when its ring is full), never hangs.
+    let err = loop {
+        if let Err(e) = server.write(&[0; 4096]) {
+            break e;
+        }
+    };
+    assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    drop(server);
+    assert_eq!(shm_mappings(), 0);
+}
+
+#[test]
+fn shutdown_write_is_eof_for_the_peer_only_that_way() {
+    let _serial = serial();
+    let _dog = watchdog("shutdown_write", 30);
+    let (client, mut server) = shm_pair("shutdown", ShmOptions::new(), ShmOptions::new());
+    (&client).write_all(b"abc").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"abc");
+    assert_eq!(
+        (&client).write(b"x").unwrap_err().kind(),
+        io::ErrorKind::BrokenPipe
+    );
+    // The other direction still works.
+    server.write_all(b"reply").unwrap();
+    let mut reply = [0; 5];
+    (&client).read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"reply");
+}
+
+#[test]
+fn refused_by_the_answer_stays_a_socket() {
+    let _serial = serial();
+    let _dog = watchdog("refused_by_the_answer", 30);
+    let mut off = ShmOptions::new();
+    off.enabled(false);
+    let before = fds();
+    let (mut client, mut server) = shm_pair("refused", ShmOptions::new(), off);
+    assert!(!client.is_shared_memory() && !server.is_shared_memory());
+    assert_eq!(shm_mappings(), 0, "the refused offer is unmapped");
+    client.write_all(b"over the socket").unwrap();
+    let mut buf = [0; 15];
+    server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"over the socket");
+    server.write_all(b"ok").unwrap();
+    client.read_exact(&mut buf[..2]).unwrap();
+    assert_eq!(
+        client.read_in_place(|v| (v.len(), ())).unwrap_err().kind(),
+        io::ErrorKind::Unsupported
+    );
+    drop(client);
+    assert_eq!(server.read(&mut buf).unwrap(), 0);
+    drop(server);
+    assert_eq!(fds(), before);
+}
+
+#[test]
+fn not_offered_stays_a_socket() {
+    let _serial = serial();
+    let _dog = watchdog("not_offered", 30);
+    let mut off = ShmOptions::new();
+    off.enabled(false);
+    let (mut client, mut server) = shm_pair("not-offered", off, ShmOptions::new());
+    assert!(!client.is_shared_memory() && !server.is_shared_memory());
+    client.write_all(b"plain").unwrap();
+    let mut buf = [0; 5];
+    server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"plain");
+}
+
+#[test]
+fn a_peer_that_does_not_negotiate_is_invalid_data() {
+    let _serial = serial();
+    let _dog = watchdog("not_negotiating", 30);
+    let (mut client, server) = common::pair("garbage");
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let err = ShmOptions::new().answer(server).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+}
+
+/// Moves `total` bytes each way at once in random sizes, half of the operations through the
+/// zero-copy API, and checks every byte.
+fn bulk(total: u64, capacity: usize) {
+    let mut opts = ShmOptions::new();
+    opts.capacity(capacity);
+    let (client, server) = shm_pair("bulk", opts.clone(), opts);
+    let client = std::sync::Arc::new(client);
+    let server = std::sync::Arc::new(server);
+    let mut threads = Vec::new();
+    for (stream, seed) in [(client.clone(), 1u64), (server.clone(), 2u64)] {
+        // Writer of direction `seed`.
+        let s = stream.clone();
+        threads.push(thread::spawn(move || {
+            let mut rng = Rng(seed * 7919);
+            let mut sent = 0u64;
+            let mut chunk = vec![0u8; 256 * 1024];
+            while sent < total {
+                let r = rng.next();
+                let len = ((r >> 8) % (chunk.len() as u64) + 1).min(total - sent) as usize;
+                if r & 1 == 0 {
+                    for (k, b) in chunk[..len].iter_mut().enumerate() {
+                        *b = pattern(seed, sent + k as u64);
+                    }
+                    (&*s).write_all(&chunk[..len]).unwrap();
+                    sent += len as u64;
+                } else {
+                    let n = s
+                        .write_in_place(|view| {
+                            let n = view.len().min(len);
+                            for (k, b) in chunk[..n].iter_mut().enumerate() {
+                                *b = pattern(seed, sent + k as u64);
+                            }
+                            view.copy_from(0, &chunk[..n]);
+                            (n, n)
+                        })
+                        .unwrap();
+                    sent += n as u64;
+                }
+            }
+            s.shutdown(Shutdown::Write).unwrap();
+        }));
+        // Reader of the other direction.
+        let peer_seed = 3 - seed;
+        threads.push(thread::spawn(move || {
+            let mut rng = Rng(seed * 104_729);
+            let mut got = 0u64;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let r = rng.next();
+                let len = ((r >> 8) % (buf.len() as u64) + 1) as usize;
+                let n = if r & 1 == 0 {
+                    (&*stream).read(&mut buf[..len]).unwrap()
+                } else {
+                    stream
+                        .read_in_place(|view| {
+                            let n = view.len().min(len);
+                            view.copy_to(0, &mut buf[..n]);
+                            (n, n)
+                        })
+                        .unwrap()
+                };
+                if n == 0 {
+                    break;
+                }
+                for (k, b) in buf[..n].iter().enumerate() {
+                    assert_eq!(
+                        *b,
+                        pattern(peer_seed, got + k as u64),
+                        "at byte {}",
+                        got + k as u64
+                    );
+                }
+                got += n as u64;
+            }
+            assert_eq!(got, total);
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// How many bytes the bulk test moves each way: `LOCALSOCK_SHM_TEST_BYTES`, else 1 GiB in a
+/// release build and 64 MiB in a debug build (whose per-byte pattern check runs at tens of
+/// MB/s; CI runs the release size with `cargo test --release --features shm --test shm`).
+fn bulk_bytes() -> u64 {
+    if let Ok(v) = std::env::var("LOCALSOCK_SHM_TEST_BYTES") {
+        return v.parse().expect("LOCALSOCK_SHM_TEST_BYTES is a number");
+    }
+    if cfg!(debug_assertions) {
+        64 << 20
+    } else {
+        1 << 30
+    }
+}
+
+#[test]
+fn bulk_both_directions_random_sizes_checked() {
+    let _serial = serial();
+    let _dog = watchdog("bulk", 600);
+    bulk(bulk_bytes(), 1 << 20);
+}
+
+#[test]
+fn bulk_through_a_small_ring_wraps_often() {
+    let _serial = serial();
+    let _dog = watchdog("bulk_small", 300);
+    bulk(bulk_bytes() / 16, 4096);
+}
+
+// ---- peer death: a real child process, SIGKILLed mid-transfer ----
+
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    /// The child connects and offers.
+    ChildOffers,
+    /// The child listens and answers.
+    ChildAnswers,
+}
+
+fn child_traffic(stream: ShmStream) {
+    // Write and read without end, until killed.
+    let reader = {
+        let s = std::sync::Arc::new(stream);
+        let r = s.clone();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while (&*r).read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+        });
+        s
+    };
+    println!("CHILD ready");
+    let mut i = 0u64;
+    let buf = vec![0x5au8; 8192];
+    loop {
+        if (&*reader)
+            .write_all(&buf[..(i % 8191 + 1) as usize])
+            .is_err()
+        {
+            break;
+        }
+        i += 1;
+    }
+    thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+#[ignore = "child process entry point"]
+fn child_shm_client() {
+    if !is_child("child_shm_client") {
+        return;
+    }
+    let path = std::env::var("LOCALSOCK_TEST_PATH").unwrap();
+    let stream = LocalStream::connect(&Name::path(path).unwrap()).unwrap();
+    let stream = small().offer(stream).unwrap();
+    assert!(stream.is_shared_memory());
+    child_traffic(stream);
+}
+
+#[test]
+#[ignore = "child process entry point"]
+fn child_shm_server() {
+    if !is_child("child_shm_server") {
+        return;
+    }
+    let path = std::env::var("LOCALSOCK_TEST_PATH").unwrap();
+    let listener = LocalListener::bind(&Name::path(path).unwrap()).unwrap();
+    println!("CHILD listening");
+    let stream = small().answer(listener.accept().unwrap()).unwrap();
+    assert!(stream.is_shared_memory());
+    child_traffic(stream);
+}
+
+/// One round: the child and this process stream both ways; after a random number of bytes the
+/// child is SIGKILLed. This process must then see end-of-file on reads and `BrokenPipe` on
+/// writes, within a bound, and get its descriptors and mappings back.
+fn kill_round(role: Role, seed: u64, reader_stops: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let baseline_fds = fds();
+    let baseline_maps = shm_mappings();
+    let entry = match role {
+        Role::ChildOffers => "child_shm_client",
+        Role::ChildAnswers => "child_shm_server",
+    };
+    let listener = match role {
+        Role::ChildOffers => Some(LocalListener::bind(&Name::path(&path).unwrap()).unwrap()),
+        Role::ChildAnswers => None,
+    };
+    let mut kid = child(entry, &[("LOCALSOCK_TEST_PATH", path.to_str().unwrap())])
+        .spawn()
+        .unwrap();
+    let stream = match role {
+        Role::ChildOffers => small()
+            .answer(listener.as_ref().unwrap().accept().unwrap())
+            .unwrap(),
+        Role::ChildAnswers => {
+            assert_eq!(read_line(&mut kid), "listening");
+            small()
+                .offer(LocalStream::connect(&Name::path(&path).unwrap()).unwrap())
+                .unwrap()
+        }
+    };
+    drop(listener);
+    assert!(stream.is_shared_memory());
+    assert_eq!(read_line(&mut kid), "ready");
+    let stream = std::sync::Arc::new(stream);
+    let mut rng = Rng(seed);
+    let kill_after = rng.next() % (256 * 1024) + 1;
+
+    // Our writer: it blocks on the full ring when the child stops reading, and must fail
+    // with BrokenPipe once the child dies.
+    let w = stream.clone();
+    let writer = thread::spawn(move || {
+        let buf = vec![0xa5u8; 4096];
+        loop {
+            if let Err(e) = (&*w).write(&buf) {
+                return e;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0u64;
+    let mut killed = false;
+    let started = Instant::now();
+    loop {
+        if !killed && (got >= kill_after || reader_stops) {
+            kid.kill().unwrap();
+            kid.wait().unwrap();
+            killed = true;
+        }
+        if reader_stops && killed {
+            break;
+        }
+        match (&*stream).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n as u64,
+            Err(e) => panic!("read after the peer's death: {e}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no end-of-file"
+        );
+    }
+    assert!(killed, "end-of-file before the child was killed");
+    if reader_stops {
+        // Drain what is left: then end-of-file, no hang.
+        while (&*stream).read(&mut buf).unwrap() > 0 {}
+    }
+    let err = writer.join().unwrap();
+    assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
+    drop(stream);
+    drop(kid);
+    assert_eq!(shm_mappings(), baseline_maps);
+    assert_eq!(fds(), baseline_fds);
+}
+
+#[test]
+fn peer_killed_mid_transfer_child_offers() {
+    let _serial = serial();
+    let _dog = watchdog("peer_killed_child_offers", 120);
+    for seed in 1..=6u64 {
+        kill_round(Role::ChildOffers, seed * 0x9E37_79B9, seed % 3 == 0);
+    }
+}
+
+#[test]
+fn peer_killed_mid_transfer_child_answers() {
+    let _serial = serial();
+    let _dog = watchdog("peer_killed_child_answers", 120);
+    for seed in 1..=6u64 {
+        kill_round(Role::ChildAnswers, seed * 0x85EB_CA6B, seed % 3 == 0);
+    }
+}
+
+// ---- a hostile peer: Python speaks the negotiation, then scribbles over the control words ----
+
+/// A Python offerer: connects, sends the offer (a sealed memfd of the right size and one end of
+/// a socket pair), reads the answer, applies `attack` to the mapping, writes one wake-up byte
+/// on each socket and waits for the connection to close. `attack` is Python code over `m` (the
+/// mmap), `struct` and `cap`.
+const PY_OFFERER: &str = r#"
+import mmap, os, socket, struct, sys, fcntl
+path, cap, seals, size_delta, attack = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+size = 4096 + 2 * cap + size_delta
+fd = os.memfd_create("hostile", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+os.ftruncate(fd, size)
+if seals:
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+m = mmap.mmap(fd, size)
+a, b = socket.socketpair()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+hello = b"LSHM" + bytes([1, 1, 0, 0]) + struct.pack("<I", cap) + bytes(4)
+header = bytes([0]) + struct.pack("<IH", len(hello), 2)
+socket.send_fds(s, [header + hello], [fd, b.fileno()])
+b.close()
+answer = s.recv(7 + 16)
+print("ANSWER", answer[12] if len(answer) > 12 else -1, flush=True)
+exec(attack)
+print("ATTACKED", flush=True)
+for sock in (s, a):
+    try:
+        sock.send(b"\x01")
+    except OSError:
+        pass
+s.settimeout(20)
+try:
+    while s.recv(4096):
+        pass
+except OSError:
+    pass
+"#;
+
+fn python() -> Option<&'static str> {
+    Command::new("python3")
+        .arg("-c")
+        .arg("import os; os.memfd_create")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "python3")
+}
+
+/// Runs the Python offerer against our answer; returns our stream (or the answer's error) and
+/// the child.
+fn hostile(
+    tag: &str,
+    seals: bool,
+    size_delta: i64,
+    attack: &str,
+) -> (io::Result<ShmStream>, std::process::Child) {
+    let py = python().expect("python3 with os.memfd_create (3.8+) is needed: install python3");
+    let name = unique(tag);
+    let listener = LocalListener::bind(&name).unwrap();
+    let path = name.fs_path().unwrap().to_str().unwrap().to_owned();
+    let kid = Command::new(py)
+        .args([
+            "-c",
+            PY_OFFERER,
+            &path,
+            "4096",
+            if seals { "1" } else { "0" },
+            &size_delta.to_string(),
+            attack,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stream = listener.accept().unwrap();
+    (ShmOptions::new().answer(stream), kid)
+}
+
+fn py_line(kid: &mut std::process::Child) -> String {
+    let out = kid.stdout.as_mut().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+#[test]
+fn hostile_unsealed_memory_is_refused_as_invalid_data() {
+    let _serial = serial();
+    let _dog = watchdog("hostile_unsealed", 30);
+    let before = fds();
+    let (res, mut kid) = hostile("unsealed", false, 0, "pass");
+    assert_eq!(res.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    let _ = kid.kill();
+    kid.wait().unwrap();
+    drop(kid);
+    assert_eq!(shm_mappings(), 0);
+    assert_eq!(fds(), before);
+}
+
+#[test]
+fn hostile_wrong_size_is_refused_as_invalid_data() {
+    let _serial = serial();
+    let _dog = watchdog("hostile_size", 30);
+    let before = fds();
+    let (res, mut kid) = hostile("size", true, -4096, "pass");
+    assert_eq!(res.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    let _ = kid.kill();
+    kid.wait().unwrap();
+    drop(kid);
+    assert_eq!(fds(), before);
+}
+
+/// The peer's control words, as offsets into the mapping: ring 0 (the offerer's, which we
+/// read) tail at 0, closed at 8; ring 1 (ours) head at 256 + 128.
+#[test]
+fn hostile_indices_are_invalid_data_never_a_crash_or_hang() {
+    let attacks = [
+        // A write index far beyond the ring: we would read out of bounds.
+        ("tail-huge", "struct.pack_into('<Q', m, 0, 1 << 40)", true),
+        // A write index just one past the capacity.
+        (
+            "tail-cap-plus-one",
+            "struct.pack_into('<Q', m, 0, cap + 1)",
+            true,
+        ),
+        // Negative (wrapped) write index.
+        (
+            "tail-wrapped",
+            "struct.pack_into('<Q', m, 0, (1 << 64) - 1)",
+            true,
+        ),
+        // A read index that claims more was read than we ever wrote: our writer must not trust it.
+        (
+            "head-ahead",
+            "struct.pack_into('<Q', m, 256 + 128, 1 << 33)",
+            false,
+        ),
+    ];
+    let _serial = serial();
+    for (what, attack, reader) in attacks {
+        let _dog = watchdog("hostile_indices", 30);
+        let before = fds();
+        let (res, mut kid) = hostile(what, true, 0, attack);
+        let stream = res.unwrap();
+        assert!(stream.is_shared_memory());
+        assert_eq!(py_line(&mut kid), "ANSWER 3");
+        assert_eq!(py_line(&mut kid), "ATTACKED");
+        let err = if reader {
+            let mut buf = [0u8; 64];
+            (&stream).read(&mut buf).unwrap_err()
+        } else {
+            loop {
+                if let Err(e) = (&stream).write(&[7u8; 1000]) {
+                    break e;
+                }
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+        // Closed: the peer sees end-of-file, and every later call fails the same way.
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            (&stream).read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        kid.wait().unwrap();
+        drop(stream);
+        assert_eq!(shm_mappings(), 0, "{what}");
+        drop(kid);
+        assert_eq!(fds(), before, "{what}");
+    }
+}
+
+#[test]
+fn hostile_data_and_flags_are_only_data() {
+    // Garbage data and a consistent index: the bytes are delivered (as a socket delivers
+    // garbage), the "closed" flag is end-of-file; nothing else happens.
+    let _serial = serial();
+    let _dog = watchdog("hostile_data", 30);
+    let attack = "m[4096:4096+5] = b'\\xff\\x00\\xfe\\x01\\x02'; struct.pack_into('<Q', m, 0, 5); struct.pack_into('<I', m, 8, 0xdeadbeef)";
+    let (res, mut kid) = hostile("data", true, 0, attack);
+    let mut stream = res.unwrap();
+    assert_eq!(py_line(&mut kid), "ANSWER 3");
+    assert_eq!(py_line(&mut kid), "ATTACKED");
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    assert_eq!(got, [0xff, 0x00, 0xfe, 0x01, 0x02]);
+    drop(stream);
+    kid.wait().unwrap();
+}
