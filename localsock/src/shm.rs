@@ -20,8 +20,9 @@
 //!   direction), charged to the offering process;
 //! - CPU while waiting: a reader with an empty ring (or a writer with a full one) spins for up
 //!   to [`ShmOptions::spin`] (default 50 µs) before it sleeps on the socket. It does not spin
-//!   when it may only run on one CPU, nor when the peer last ran on the CPU it runs on (spinning
-//!   would only delay the peer). An idle connection sleeps in the kernel: 0 % CPU;
+//!   on a machine with one CPU online, nor when the peer last ran on the CPU it runs on
+//!   (spinning would only delay the peer: each side publishes its CPU, from `sched_getcpu`, in
+//!   the shared control page). An idle connection sleeps in the kernel: 0 % CPU;
 //! - a wake-up through the socket when the other side was asleep: about the cost of a socket
 //!   round trip, so a sleepy, rarely used connection gains nothing.
 //!
@@ -89,6 +90,8 @@ pub const MAX_CAPACITY: usize = 256 << 20;
 
 const DEFAULT_CAPACITY: usize = 1 << 20;
 const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+/// Reads and writes publish their index at least every this many bytes (see `Shared::read`).
+const PIECE: usize = 64 * 1024;
 
 // The shared layout: one 4 KiB page of control words, then ring 0 (written by the offering
 // side), then ring 1 (written by the answering side), `capacity` bytes each.
@@ -197,8 +200,8 @@ impl ShmOptions {
     }
 
     /// How long a reader with nothing to read, or a writer with no room, polls the ring before
-    /// it sleeps (default 50 µs; zero never spins). Spinning is skipped anyway when this thread
-    /// may run on only one CPU or the peer last ran on the same CPU.
+    /// it sleeps (default 50 µs; zero never spins). Spinning is skipped anyway on a machine with
+    /// one CPU online, and whenever the peer last ran on the CPU this thread runs on.
     pub fn spin(&mut self, spin: Duration) -> &mut Self {
         self.spin = spin;
         self
@@ -225,6 +228,11 @@ impl ShmOptions {
         }
         let capacity = self.capacity;
         let (memfd, map) = os::create(CONTROL_LEN + 2 * capacity)?;
+        for side in 0..2 {
+            // No CPU known yet (0 would be a real CPU).
+            map.u32_at(CPU_HINTS + 64 * side)
+                .store(u32::MAX, Ordering::Relaxed);
+        }
         let (aux, aux_peer) = os::socket_pair()?;
         frame::send(
             stream.inner.as_fd(),
@@ -408,7 +416,7 @@ impl ShmStream {
                 capacity,
                 side,
                 spin,
-                multi_cpu: os::allowed_cpus() > 1,
+                multi_cpu: os::online_cpus() > 1,
                 nonblocking: AtomicBool::new(false),
                 peer_gone: AtomicBool::new(false),
                 poisoned: AtomicBool::new(false),
@@ -513,7 +521,7 @@ impl ShmStream {
             len,
         };
         let (used, value) = f(&view);
-        shared.consume(&mut state, used.min(len));
+        shared.consume(&mut state, used.min(len), true);
         Ok(value)
     }
 
@@ -550,7 +558,7 @@ impl ShmStream {
             len,
         };
         let (used, value) = f(&view);
-        shared.commit(&mut state, used.min(len))?;
+        shared.commit(&mut state, used.min(len), true)?;
         Ok(value)
     }
 
@@ -769,8 +777,10 @@ impl Shared {
             != 0
     }
 
-    /// Whether to keep polling: spinning is enabled, we may use several CPUs, the peer did not
-    /// last run on our CPU, and the spin window has not passed.
+    /// Whether to keep polling: spinning is enabled, the machine has several CPUs online, the
+    /// peer did not last run on the CPU we run on (then spinning would only keep it from
+    /// running: the case of two processes pinned to one CPU, or a single-CPU affinity shared
+    /// by both), and the spin window has not passed.
     fn keep_spinning(&self, started: &mut Option<Instant>, rounds: &mut u32) -> bool {
         if self.spin.is_zero() || !self.multi_cpu {
             return false;
@@ -859,14 +869,17 @@ impl Shared {
         (self.data(self.rx()) + at, avail.min(self.capacity - at))
     }
 
-    fn consume(&self, state: &mut ReadState, n: usize) {
-        if n == 0 {
+    /// Hands `n` bytes back to the writer; with `wake`, wakes it if it sleeps.
+    fn consume(&self, state: &mut ReadState, n: usize, wake: bool) {
+        if n > 0 {
+            state.head = state.head.wrapping_add(n as u64);
+            self.map
+                .u64_at(Self::ctl(self.rx(), HEAD))
+                .store(state.head, Ordering::Release);
+        }
+        if !wake {
             return;
         }
-        state.head = state.head.wrapping_add(n as u64);
-        self.map
-            .u64_at(Self::ctl(self.rx(), HEAD))
-            .store(state.head, Ordering::Release);
         fence(Ordering::SeqCst);
         let waiting = self.map.u32_at(Self::ctl(self.rx(), WRITER_WAITING));
         if waiting.load(Ordering::Relaxed) != 0
@@ -884,13 +897,24 @@ impl Shared {
         let mut state = self.lock_reader();
         let avail = self.wait_data(&mut state)?;
         let n = avail.min(buf.len());
-        let (offset, first) = self.rx_piece(&state, n);
-        self.map.copy_out(offset, &mut buf[..first]);
-        if first < n {
-            self.map.copy_out(self.data(self.rx()), &mut buf[first..n]);
+        // Copy in pieces and hand each back at once, so that a writer on another CPU refills
+        // the ring while we copy the rest (a pipeline, not a stop-and-go).
+        let mut done = 0;
+        while done < n {
+            let step = (n - done).min(self.piece());
+            let (offset, first) = self.rx_piece(&state, step);
+            self.map.copy_out(offset, &mut buf[done..done + first]);
+            done += first;
+            // One wake-up at the end: waking a sleeping writer on our CPU mid-copy would let
+            // it preempt us for every piece. A spinning writer sees each piece at once.
+            self.consume(&mut state, first, done == n);
         }
-        self.consume(&mut state, n);
         Ok(n)
+    }
+
+    /// The most bytes copied before the index is published.
+    fn piece(&self) -> usize {
+        (self.capacity / 4).min(PIECE)
     }
 
     /// How much room the ring has, from the peer's read index, validated.
@@ -961,15 +985,17 @@ impl Shared {
         (self.data(self.tx()) + at, free.min(self.capacity - at))
     }
 
-    /// Publishes `n` more bytes and wakes the peer's reader if it sleeps.
-    fn commit(&self, state: &mut WriteState, n: usize) -> io::Result<()> {
-        if n == 0 {
+    /// Publishes `n` more bytes; with `wake`, wakes the peer's reader if it sleeps.
+    fn commit(&self, state: &mut WriteState, n: usize, wake: bool) -> io::Result<()> {
+        if n > 0 {
+            state.tail = state.tail.wrapping_add(n as u64);
+            self.map
+                .u64_at(Self::ctl(self.tx(), TAIL))
+                .store(state.tail, Ordering::Release);
+        }
+        if !wake {
             return Ok(());
         }
-        state.tail = state.tail.wrapping_add(n as u64);
-        self.map
-            .u64_at(Self::ctl(self.tx(), TAIL))
-            .store(state.tail, Ordering::Release);
         fence(Ordering::SeqCst);
         self.wake_reader()
     }
@@ -996,12 +1022,15 @@ impl Shared {
         let mut state = self.lock_writer();
         let free = self.wait_space(&mut state)?;
         let n = free.min(buf.len());
-        let (offset, first) = self.tx_piece(&state, n);
-        self.map.copy_in(offset, &buf[..first]);
-        if first < n {
-            self.map.copy_in(self.data(self.tx()), &buf[first..n]);
+        // Publish piece by piece, so that a reader on another CPU starts copying early.
+        let mut done = 0;
+        while done < n {
+            let step = (n - done).min(self.piece());
+            let (offset, first) = self.tx_piece(&state, step);
+            self.map.copy_in(offset, &buf[done..done + first]);
+            done += first;
+            self.commit(&mut state, first, done == n)?;
         }
-        self.commit(&mut state, n)?;
         self.publish_cpu();
         Ok(n)
     }

@@ -212,18 +212,11 @@ pub(crate) fn current_cpu() -> u32 {
     u32::try_from(cpu).unwrap_or(u32::MAX)
 }
 
-/// How many CPUs this thread may run on (1 when pinned to one CPU, or if unknown).
-pub(crate) fn allowed_cpus() -> usize {
-    // SAFETY: `cpu_set_t` is plain data; all-zero is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is valid for writes of `size_of::<cpu_set_t>()` bytes for the whole call.
-    let ret =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if ret != 0 {
-        return 1;
-    }
-    // SAFETY: `set` was filled in by the kernel.
-    (unsafe { libc::CPU_COUNT(&set) }).max(1) as usize
+/// How many CPUs are online (1 if unknown). Spinning can only help with two or more.
+pub(crate) fn online_cpus() -> usize {
+    // SAFETY: `sysconf` takes an int and returns a long; no memory is involved.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 /// A connected `AF_UNIX` stream socket pair, close-on-exec, for the writers' wake-ups.
