@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes localsock with libFuzzer for a fixed time, split between the targets: `name` (name
-# parsing) and `frame` (the framed message transport of Apple platforms, through a real socket
-# pair, on Linux).
+# parsing), `frame` (the framed message transport of Apple platforms, through a real socket
+# pair, on Linux) and `shm` (the shared-memory data path, its control words overwritten between
+# operations as a hostile peer would).
 #
 #   ci/fuzz.sh                 # 10 minutes (FUZZ_SECONDS=600)
 #   SMOKE=60 ci/fuzz.sh        # CI smoke run: 60 s of fuzzing, in total, after the build
@@ -38,12 +39,12 @@ if [ "$sanitizer" != none ]; then
   flags+=" -Zsanitizer=$sanitizer"
 fi
 
-targets=(name frame)
+targets=(name frame shm)
 echo "==> building the fuzz targets ${targets[*]} ($target, sanitizer $sanitizer)"
 start=$(date +%s)
 # --target keeps the instrumentation off build scripts and proc macros, as cargo-fuzz does.
 RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags" \
-  cargo build --release --locked --target "$target" --bin name --bin frame
+  cargo build --release --locked --target "$target" --bin name --bin frame --bin shm
 echo "    built in $(( $(date +%s) - start )) s"
 
 # Short names resolve into a private directory under TMPDIR: give the run its own.
@@ -57,6 +58,7 @@ share=$(( seconds / ${#targets[@]} ))
 declare -A what=(
   [name]="Name::new / path / abstract_name / qt"
   [frame]="the framed message transport (bytes and descriptors through a socket pair)"
+  [shm]="the shared-memory data path (control words overwritten between operations)"
 )
 for t in "${targets[@]}"; do
   mkdir -p "$out/corpus-$t"

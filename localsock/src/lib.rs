@@ -19,6 +19,9 @@
 //! - **Messages that carry open files, sockets and pipes** ([`MessageListener`],
 //!   [`MessageStream`]): whole messages with their boundaries, each with zero or more OS
 //!   handles attached, over the same names, options and guarantees.
+//! - **Shared memory** (feature `shm`, Linux): `ShmOptions` upgrades an established
+//!   connection to a data path through memory shared by the two peers only, negotiated (either
+//!   side may refuse) and validated against a hostile peer; see the `shm` module.
 //! - **Async, with tokio** (feature `tokio`): the same types in `localsock::tokio`, on tokio's
 //!   own reactor.
 //!
@@ -134,6 +137,8 @@
 //! The macOS frame transport is compile-checked for macOS and unit-tested and fuzzed on Linux
 //! (the same code over a Linux `SOCK_STREAM`), but has not been run on macOS itself yet.
 //! - `AF_UNIX` on Windows, and remote (`\\host\pipe\`) pipes.
+//! - Shared memory outside Linux, and async shared memory (the `shm` module is blocking, with a
+//!   non-blocking mode).
 //!
 //! # Security
 //!
@@ -198,6 +203,36 @@ pub mod __fuzz {
         check_fit: bool,
     ) -> io::Result<Option<usize>> {
         crate::sys::frame::recv(fd, buf, handles, max_handles, check_fit)
+    }
+
+    /// A connected, negotiated shared-memory pair over a socket pair: (offering, answering)
+    /// side, with rings of `capacity` bytes, no spinning and non-blocking.
+    #[cfg(all(feature = "shm", target_os = "linux"))]
+    pub fn shm_pair(capacity: usize) -> io::Result<(crate::ShmStream, crate::ShmStream)> {
+        let (a, b) = crate::sys::shm::socket_pair()?;
+        let a = crate::LocalStream {
+            inner: crate::sys::Stream::from(a),
+        };
+        let b = crate::LocalStream {
+            inner: crate::sys::Stream::from(b),
+        };
+        let mut options = crate::ShmOptions::new();
+        options.capacity(capacity).spin(std::time::Duration::ZERO);
+        let offering = {
+            let options = options.clone();
+            std::thread::spawn(move || options.offer(a))
+        };
+        let answered = options.answer(b)?;
+        let offered = offering.join().expect("offer thread")?;
+        offered.set_nonblocking(true)?;
+        answered.set_nonblocking(true)?;
+        Ok((offered, answered))
+    }
+
+    /// The whole shared mapping of `stream`, as the peer could write it.
+    #[cfg(all(feature = "shm", target_os = "linux"))]
+    pub fn shm_bytes(stream: &crate::ShmStream) -> Option<&[std::sync::atomic::AtomicU8]> {
+        stream.shared_bytes()
     }
 }
 

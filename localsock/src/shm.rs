@@ -221,10 +221,17 @@ impl ShmOptions {
     /// it), `UnexpectedEof` if it closes the connection, `WouldBlock`/`TimedOut` after the read
     /// timeout, or the OS error (e.g. `memfd_create` failing for lack of memory).
     pub fn offer(&self, stream: LocalStream) -> io::Result<ShmStream> {
+        let pending = self.send_offer(&stream)?;
+        let accepted = read_answer(&stream)?;
+        Ok(pending.finish(stream, accepted))
+    }
+
+    /// The first half of [`offer`](Self::offer): creates the memory (if enabled) and sends the
+    /// offer. Never waits for the peer (the offer is the first thing on the connection).
+    pub(crate) fn send_offer(&self, stream: &LocalStream) -> io::Result<Pending> {
         if !self.enabled {
             frame::send(stream.inner.as_fd(), &hello(KIND_NO_OFFER, 0), &[])?;
-            read_answer(&stream)?;
-            return Ok(ShmStream::on_socket(stream));
+            return Ok(Pending(None));
         }
         let capacity = self.capacity;
         let (memfd, map) = os::create(CONTROL_LEN + 2 * capacity)?;
@@ -239,13 +246,8 @@ impl ShmOptions {
             &hello(KIND_OFFER, capacity as u32),
             &[memfd.as_fd(), aux_peer.as_fd()],
         )?;
-        drop(memfd);
-        drop(aux_peer);
-        if read_answer(&stream)? {
-            Ok(ShmStream::shared(stream, aux, map, capacity, 0, self.spin))
-        } else {
-            Ok(ShmStream::on_socket(stream))
-        }
+        // Both descriptors close here: the peer has its own, the mapping stays.
+        Ok(Pending(Some((aux, map, capacity, self.spin))))
     }
 
     /// Answers the peer's [`offer`](Self::offer): accepts shared memory if this side is
@@ -257,42 +259,20 @@ impl ShmOptions {
     /// sound (memory that is not sealed, of the wrong size, a capacity out of range) — then
     /// the connection is closed; `UnexpectedEof` if it closes the connection; the OS error.
     pub fn answer(&self, stream: LocalStream) -> io::Result<ShmStream> {
-        let mut buf = [0u8; HELLO_LEN];
-        let mut handles: Vec<OwnedFd> = Vec::new();
-        let got = frame::recv(stream.inner.as_fd(), &mut buf, &mut handles, 2, true)?;
-        let Some(len) = got else {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        };
-        let (kind, capacity) = parse_hello(&buf[..len])?;
+        let offer = recv_offer(&stream)?;
+        self.reply(stream, offer)
+    }
+
+    /// The second half of [`answer`](Self::answer): maps an offer and accepts it, or refuses.
+    /// Never waits for the peer.
+    pub(crate) fn reply(&self, stream: LocalStream, offer: Offer) -> io::Result<ShmStream> {
         let refuse = |stream: LocalStream| -> io::Result<ShmStream> {
             frame::send(stream.inner.as_fd(), &hello(KIND_REFUSE, 0), &[])?;
             Ok(ShmStream::on_socket(stream))
         };
-        match kind {
-            KIND_NO_OFFER if handles.is_empty() => return refuse(stream),
-            KIND_OFFER if handles.len() == 2 => {}
-            _ => {
-                return Err(violation_at_start(
-                    &stream,
-                    "a malformed shared-memory offer",
-                ))
-            }
-        }
-        let capacity = capacity as usize;
-        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) || !capacity.is_power_of_two() {
-            return Err(violation_at_start(
-                &stream,
-                "a shared-memory capacity out of range",
-            ));
-        }
-        let aux = handles.pop().expect("two handles");
-        let memfd = handles.pop().expect("two handles");
-        if !os::is_socket(aux.as_fd())? {
-            return Err(violation_at_start(
-                &stream,
-                "a wake-up channel that is no socket",
-            ));
-        }
+        let Offer(Some((memfd, aux, capacity))) = offer else {
+            return refuse(stream);
+        };
         if !self.enabled {
             return refuse(stream);
         }
@@ -309,13 +289,70 @@ impl ShmOptions {
     }
 }
 
+/// An offer sent, its answer not read yet: the mapping and our end of the wake-up pair.
+pub(crate) struct Pending(Option<(OwnedFd, Mapping, usize, Duration)>);
+
+impl Pending {
+    /// The stream after the answer: on shared memory if it was accepted (and offered).
+    pub(crate) fn finish(self, stream: LocalStream, accepted: bool) -> ShmStream {
+        match self.0 {
+            Some((aux, map, capacity, spin)) if accepted => {
+                ShmStream::shared(stream, aux, map, capacity, 0, spin)
+            }
+            _ => ShmStream::on_socket(stream),
+        }
+    }
+}
+
+/// A received offer, checked: the memory object, the wake-up socket and the capacity, or none.
+pub(crate) struct Offer(Option<(OwnedFd, OwnedFd, usize)>);
+
+/// Receives and checks the peer's offer (`WouldBlock` on a non-blocking socket until it has
+/// arrived whole).
+pub(crate) fn recv_offer(stream: &LocalStream) -> io::Result<Offer> {
+    let mut buf = [0u8; HELLO_LEN];
+    let mut handles: Vec<OwnedFd> = Vec::new();
+    let got = frame::recv(stream.inner.as_fd(), &mut buf, &mut handles, 2, true)?;
+    let Some(len) = got else {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    };
+    let (kind, capacity) = parse_hello(&buf[..len])?;
+    match kind {
+        KIND_NO_OFFER if handles.is_empty() => return Ok(Offer(None)),
+        KIND_OFFER if handles.len() == 2 => {}
+        _ => {
+            return Err(violation_at_start(
+                stream,
+                "a malformed shared-memory offer",
+            ))
+        }
+    }
+    let capacity = capacity as usize;
+    if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) || !capacity.is_power_of_two() {
+        return Err(violation_at_start(
+            stream,
+            "a shared-memory capacity out of range",
+        ));
+    }
+    let aux = handles.pop().expect("two handles");
+    let memfd = handles.pop().expect("two handles");
+    if !os::is_socket(aux.as_fd())? {
+        return Err(violation_at_start(
+            stream,
+            "a wake-up channel that is no socket",
+        ));
+    }
+    Ok(Offer(Some((memfd, aux, capacity))))
+}
+
 fn violation_at_start(stream: &LocalStream, what: &str) -> io::Error {
     let _ = stream.shutdown(Shutdown::Both);
     invalid(&format!("shared-memory negotiation: the peer sent {what}"))
 }
 
-/// Reads the answer to an offer: `true` if accepted.
-fn read_answer(stream: &LocalStream) -> io::Result<bool> {
+/// Reads the answer to an offer: `true` if accepted (`WouldBlock` on a non-blocking socket
+/// until it has arrived whole).
+pub(crate) fn read_answer(stream: &LocalStream) -> io::Result<bool> {
     let mut buf = [0u8; HELLO_LEN];
     let mut handles = Vec::new();
     let Some(len) = frame::recv(stream.inner.as_fd(), &mut buf, &mut handles, 0, true)? else {
@@ -502,6 +539,7 @@ impl ShmStream {
     /// # Examples
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(stream: &localsock::ShmStream) -> std::io::Result<()> {
     /// // Sum the bytes without copying them out.
     /// let sum = stream.read_in_place(|view| {
@@ -538,6 +576,7 @@ impl ShmStream {
     /// # Examples
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(stream: &localsock::ShmStream) -> std::io::Result<()> {
     /// let header = *b"HDR1";
     /// stream.write_in_place(|view| {
@@ -583,6 +622,25 @@ impl ShmStream {
         match &self.inner {
             Inner::Socket(s) => (&*s).write(buf),
             Inner::Shared(s) => s.write(buf),
+        }
+    }
+
+    /// The sockets that become readable when a read (the first) or a write (the second) is
+    /// worth retrying, on shared memory.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn wake_fds(&self) -> Option<(BorrowedFd<'_>, BorrowedFd<'_>)> {
+        match &self.inner {
+            Inner::Shared(s) => Some((s.socket.inner.as_fd(), s.aux.as_fd())),
+            Inner::Socket(_) => None,
+        }
+    }
+
+    /// The socket, if the negotiation was refused.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn into_socket(self) -> Result<LocalStream, ShmStream> {
+        match self.inner {
+            Inner::Socket(s) => Ok(s),
+            inner => Err(ShmStream { inner }),
         }
     }
 

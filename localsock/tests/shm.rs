@@ -652,3 +652,124 @@ fn hostile_data_and_flags_are_only_data() {
     drop(stream);
     kid.wait().unwrap();
 }
+
+// ---- the async API (localsock::tokio::ShmStream) ----
+
+#[cfg(feature = "tokio")]
+// Each test has its own runtime, and the guard serialises whole tests (as in the blocking
+// tests): holding it across awaits blocks nothing but other tests.
+#[allow(clippy::await_holding_lock)]
+mod async_api {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    type AsyncShm = localsock::tokio::ShmStream;
+
+    async fn async_pair(offer: ShmOptions, answer: ShmOptions) -> (AsyncShm, AsyncShm) {
+        let dir = tempfile::tempdir().unwrap();
+        let name = Name::path(dir.path().join("a.sock")).unwrap();
+        let listener = localsock::tokio::LocalListener::bind(&name).unwrap();
+        let server = tokio::spawn(async move {
+            let stream = listener.accept().await.unwrap();
+            AsyncShm::answer(&answer, stream).await.unwrap()
+        });
+        let client = localsock::tokio::LocalStream::connect(&name).await.unwrap();
+        let client = AsyncShm::offer(&offer, client).await.unwrap();
+        (client, server.await.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_bulk_both_directions_checked() {
+        let _serial = serial();
+        let _dog = watchdog("async_bulk", 300);
+        let total = bulk_bytes() / 4;
+        let mut opts = ShmOptions::new();
+        opts.capacity(64 * 1024);
+        let (client, server) = async_pair(opts.clone(), opts).await;
+        assert!(client.is_shared_memory() && server.is_shared_memory());
+        let mut tasks = Vec::new();
+        for (stream, seed) in [(client, 1u64), (server, 2u64)] {
+            let (mut rd, mut wr) = tokio::io::split(stream);
+            tasks.push(tokio::spawn(async move {
+                let mut rng = Rng(seed);
+                let mut sent = 0u64;
+                let mut chunk = vec![0u8; 100_000];
+                while sent < total {
+                    let len = ((rng.next() % chunk.len() as u64) + 1).min(total - sent) as usize;
+                    for (k, b) in chunk[..len].iter_mut().enumerate() {
+                        *b = pattern(seed, sent + k as u64);
+                    }
+                    wr.write_all(&chunk[..len]).await.unwrap();
+                    sent += len as u64;
+                }
+                wr.shutdown().await.unwrap();
+            }));
+            tasks.push(tokio::spawn(async move {
+                let mut rng = Rng(seed * 31);
+                let mut got = 0u64;
+                let mut buf = vec![0u8; 100_000];
+                loop {
+                    let len = ((rng.next() % buf.len() as u64) + 1) as usize;
+                    let n = rd.read(&mut buf[..len]).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    for (k, b) in buf[..n].iter().enumerate() {
+                        assert_eq!(*b, pattern(3 - seed, got + k as u64));
+                    }
+                    got += n as u64;
+                }
+                assert_eq!(got, total);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn async_offer_blocking_answer_interoperate() {
+        let _serial = serial();
+        let _dog = watchdog("async_blocking_interop", 30);
+        let (client, server) = common::pair("async-interop");
+        let blocking = thread::spawn(move || {
+            let mut s = ShmOptions::new().answer(server).unwrap();
+            assert!(s.is_shared_memory());
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+        });
+        let client = localsock::tokio::LocalStream::from_std(client).unwrap();
+        let mut client = AsyncShm::offer(&ShmOptions::new(), client).await.unwrap();
+        assert!(client.is_shared_memory());
+        client.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 5];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello");
+        blocking.join().unwrap();
+        // The peer is gone: end-of-file, then BrokenPipe on writing.
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+        let err = loop {
+            if let Err(e) = client.write(&[0u8; 4096]).await {
+                break e;
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[tokio::test]
+    async fn async_refused_stays_a_socket() {
+        let _serial = serial();
+        let _dog = watchdog("async_refused", 30);
+        let mut off = ShmOptions::new();
+        off.enabled(false);
+        let (mut client, mut server) = async_pair(ShmOptions::new(), off).await;
+        assert!(!client.is_shared_memory() && !server.is_shared_memory());
+        client.write_all(b"socket").await.unwrap();
+        let mut buf = [0u8; 6];
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"socket");
+        drop(client);
+        assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+    }
+}

@@ -61,6 +61,8 @@
 mod listener;
 #[cfg(unix)]
 mod message;
+#[cfg(all(feature = "shm", target_os = "linux"))]
+mod shm;
 mod stream;
 
 #[cfg(unix)]
@@ -76,6 +78,9 @@ use self::windows as imp;
 pub use self::listener::LocalListener;
 #[cfg(unix)]
 pub use self::message::{MessageListener, MessageStream};
+#[cfg(all(feature = "shm", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "shm", target_os = "linux"))))]
+pub use self::shm::ShmStream;
 pub use self::stream::{
     ConnectOptions, LocalStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf,
 };
@@ -94,4 +99,6 @@ const _: () = {
     send_sync::<MessageStream>();
     #[cfg(unix)]
     send_sync::<MessageListener>();
+    #[cfg(all(feature = "shm", target_os = "linux"))]
+    send_sync::<ShmStream>();
 };
