@@ -137,8 +137,7 @@
 //! The macOS frame transport is compile-checked for macOS and unit-tested and fuzzed on Linux
 //! (the same code over a Linux `SOCK_STREAM`), but has not been run on macOS itself yet.
 //! - `AF_UNIX` on Windows, and remote (`\\host\pipe\`) pipes.
-//! - Shared memory outside Linux, and async shared memory (the `shm` module is blocking, with a
-//!   non-blocking mode).
+//! - Shared memory outside Linux (macOS/BSD `shm_open`, Windows sections: not yet).
 //!
 //! # Security
 //!

@@ -46,6 +46,9 @@
 //!
 //! # Examples
 //!
+//! The async twin is `localsock::tokio::ShmStream` (features `tokio` and `shm`): the same
+//! negotiation (either side may be blocking or async) and rings, waiting on tokio's reactor.
+//!
 //! ```
 //! use std::io::{Read, Write};
 //! use localsock::{LocalListener, LocalStream, Name, ShmOptions};
