@@ -547,7 +547,10 @@ fn pump(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if timed_out(&e) => {
-                let quiet = start.elapsed().as_millis() as u64 - activity.load(Ordering::Relaxed);
+                // The other direction may store a later time between the clock read and the
+                // load: saturate rather than wrap to a huge "quiet" that kills a busy connection.
+                let quiet = (start.elapsed().as_millis() as u64)
+                    .saturating_sub(activity.load(Ordering::Relaxed));
                 if shared.eof_unpassed.load(Ordering::Acquire) && quiet >= LINGER.as_millis() as u64
                 {
                     break End::Lingered;
