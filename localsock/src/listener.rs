@@ -287,7 +287,8 @@ impl LocalListener {
     ///
     /// The name is read back from the socket (`getsockname`). The socket file is not removed
     /// when the listener is dropped: whoever bound it owns it. Unlike the unchecked
-    /// `From<OwnedFd>`, a descriptor of the wrong kind is refused and closed.
+    /// `From<OwnedFd>`, a descriptor of the wrong kind is refused and closed. An adopted
+    /// socket is made blocking and close-on-exec, as the crate's own listeners are.
     ///
     /// # Errors
     ///

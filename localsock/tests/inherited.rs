@@ -82,6 +82,20 @@ fn a_listening_unix_socket_is_adopted_with_its_name_and_serves() {
     );
 }
 
+#[test]
+fn an_adopted_listener_is_close_on_exec_even_if_passed_without() {
+    use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let std_listener = UnixListener::bind(dir.path().join("noexec.sock")).unwrap();
+    // As a parent that passes the socket to its child leaves it: inheritable.
+    fcntl_setfd(&std_listener, FdFlags::empty()).unwrap();
+    let listener = LocalListener::from_inherited_fd(std_listener.into()).unwrap();
+    assert!(
+        fcntl_getfd(&listener).unwrap().contains(FdFlags::CLOEXEC),
+        "the adopted listener would leak into every process this one starts"
+    );
+}
+
 #[cfg(feature = "tokio")]
 #[test]
 fn tokio_from_inherited_fd_checks_too() {

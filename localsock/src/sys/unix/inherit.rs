@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use super::{cvt, getsockopt};
+use super::{cvt, getsockopt, set_cloexec};
 
 /// What kind of descriptor `fd` is, in words for an error message.
 fn describe(fd: BorrowedFd<'_>) -> io::Result<Described> {
@@ -72,7 +72,9 @@ fn type_name(ty: libc::c_int) -> String {
 }
 
 /// Checks that `fd` is a listening `AF_UNIX` stream socket; otherwise `InvalidInput` saying
-/// what it is instead.
+/// what it is instead. A socket that passes is made close-on-exec, like every listener the
+/// crate makes: a parent may pass it without the flag, and the processes this one starts must
+/// not hold (and keep alive) the listener it now owns.
 pub(crate) fn check_listening_unix_stream(fd: impl AsFd) -> io::Result<()> {
     let fd = fd.as_fd();
     let raw = fd.as_raw_fd();
@@ -101,5 +103,5 @@ pub(crate) fn check_listening_unix_stream(fd: impl AsFd) -> io::Result<()> {
                 .into(),
         ));
     }
-    Ok(())
+    set_cloexec(fd)
 }
