@@ -141,3 +141,39 @@ fn bound_not_listening(path: &std::path::Path) -> OwnedFd {
 fn pipe() -> (OwnedFd, OwnedFd) {
     rustix::pipe::pipe().unwrap()
 }
+
+/// `activation::take_listen_fds` hands the descriptors over once; a later call must return
+/// nothing and leave descriptors 3.. alone (by then they were closed, or are someone else's).
+/// Runs itself again under `sh`, which sets `LISTEN_PID` to the pid it then `exec`s into.
+#[cfg(feature = "systemd")]
+#[test]
+fn take_listen_fds_takes_once_and_then_leaves_the_descriptors_alone() {
+    const CHILD: &str = "LOCALSOCK_TEST_ACTIVATION_CHILD";
+    const ME: &str = "take_listen_fds_takes_once_and_then_leaves_the_descriptors_alone";
+    if std::env::var_os(CHILD).is_some() {
+        let first = localsock::activation::take_listen_fds().unwrap();
+        assert_eq!(first.len(), 1, "{first:?}");
+        drop(first); // closes descriptor 3
+        let second = localsock::activation::take_listen_fds();
+        assert!(
+            matches!(&second, Ok(fds) if fds.is_empty()),
+            "the second call must take nothing and touch nothing: {second:?}"
+        );
+        return;
+    }
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" --exact "$1" --test-threads=1 3</dev/null"#)
+        .arg(std::env::current_exe().unwrap())
+        .arg(ME)
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -12,6 +12,11 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// `LISTEN_FDNAMES` is unset), or nothing when `LISTEN_PID` is not this process. Only the first
 /// call in a process takes them; later calls return an empty list.
 pub(crate) fn take_listen_fds() -> io::Result<Vec<(String, OwnedFd)>> {
+    // Taken already: the environment still names descriptors 3.., which the taker may have
+    // closed (and the numbers been reused), so do not even look at them again.
+    if TAKEN.load(Ordering::Acquire) {
+        return Ok(Vec::new());
+    }
     // Parse first: an invalid environment leaves the descriptors to a later, fixed attempt.
     let fds: Vec<(std::os::fd::RawFd, String)> = sd_notify::listen_fds_with_names()?.collect();
     if fds.is_empty() || TAKEN.swap(true, Ordering::AcqRel) {
