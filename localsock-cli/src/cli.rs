@@ -238,8 +238,8 @@ pub(crate) struct ForwardArgs {
     /// never).
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_limit)]
     pub(crate) write_timeout: Limit,
-    /// Allow listening on a TCP address that is not loopback. Anyone who can reach that
-    /// address then reaches TO as this user.
+    /// Allow listening on a TCP address that is not loopback (also an inherited socket's, with
+    /// socket activation). Anyone who can reach that address then reaches TO as this user.
     #[arg(long)]
     pub(crate) allow_remote: bool,
     /// Who may connect when FROM is a local name.

@@ -280,7 +280,7 @@ fn all_loopback(addrs: &[SocketAddr]) -> bool {
 fn bind(from: &Endpoint, args: &ForwardArgs) -> io::Result<(Listener, Option<String>)> {
     #[cfg(unix)]
     if let Some(inherited) = serve::inherited(&args.from)? {
-        return Ok((adopt(inherited.fd, from)?, Some(inherited.origin)));
+        return Ok((adopt(inherited.fd, from, args)?, Some(inherited.origin)));
     }
     match from {
         Endpoint::Local(_) => {
@@ -291,15 +291,10 @@ fn bind(from: &Endpoint, args: &ForwardArgs) -> io::Result<(Listener, Option<Str
             let addrs = resolve(host, *port)?;
             if !args.allow_remote && !all_loopback(&addrs) {
                 let shown: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "refusing to listen on {from} ({}): it is not a loopback address, so \
-                         anyone who can reach this machine over the network would reach {} as \
-                         you; listen on tcp:127.0.0.1:{port} instead, or pass --allow-remote",
-                        shown.join(", "),
-                        args.to
-                    ),
+                return Err(not_loopback(
+                    &format!("refusing to listen on {from} ({})", shown.join(", ")),
+                    *port,
+                    args,
                 ));
             }
             let listener = TcpListener::bind(&addrs[..])
@@ -309,9 +304,24 @@ fn bind(from: &Endpoint, args: &ForwardArgs) -> io::Result<(Listener, Option<Str
     }
 }
 
-/// An inherited descriptor, checked to match FROM's kind.
+/// Listening on a non-loopback address without `--allow-remote`: `what` says where.
+fn not_loopback(what: &str, port: u16, args: &ForwardArgs) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{what}: it is not a loopback address, so anyone who can reach this machine over \
+             the network would reach {} as you; listen on tcp:127.0.0.1:{port} instead, or pass \
+             --allow-remote",
+            args.to
+        ),
+    )
+}
+
+/// An inherited descriptor, checked to match FROM's kind; a TCP one must be on a loopback
+/// address unless `--allow-remote` (the manager's `ListenStream=8080` listens on every
+/// interface, whatever FROM says).
 #[cfg(unix)]
-fn adopt(fd: std::os::fd::OwnedFd, from: &Endpoint) -> io::Result<Listener> {
+fn adopt(fd: std::os::fd::OwnedFd, from: &Endpoint, args: &ForwardArgs) -> io::Result<Listener> {
     match from {
         Endpoint::Local(_) => {
             let listener = LocalListener::from_inherited_fd(fd)
@@ -336,6 +346,14 @@ fn adopt(fd: std::os::fd::OwnedFd, from: &Endpoint) -> io::Result<Listener> {
                 ));
             }
             let listener = TcpListener::from(fd);
+            let addr = listener.local_addr()?;
+            if !args.allow_remote && !addr.ip().is_loopback() {
+                return Err(not_loopback(
+                    &format!("socket activation: refusing to serve the inherited socket on {addr}"),
+                    addr.port(),
+                    args,
+                ));
+            }
             listener.set_nonblocking(false)?;
             Ok(Listener::Tcp(listener))
         }

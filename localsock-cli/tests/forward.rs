@@ -721,3 +721,46 @@ fn forward_serves_an_inherited_tcp_socket() {
     c.read_to_end(&mut back).unwrap();
     assert_eq!(back, b"over inherited tcp");
 }
+
+/// An inherited TCP socket on every interface (systemd's `ListenStream=PORT`) exposes TO to
+/// the network just as `forward tcp:0.0.0.0:PORT` would: refused without --allow-remote,
+/// whatever FROM says.
+#[test]
+fn an_inherited_tcp_socket_that_is_not_loopback_needs_allow_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = dir.path().join("echo.sock");
+    let _echo = echo_server(&echo);
+    let probe = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let bin = env!("CARGO_BIN_EXE_localsock");
+    let activate = |extra: &[&str]| {
+        Proc::spawn(
+            Command::new("systemd-socket-activate")
+                .arg("-l")
+                .arg(format!("0.0.0.0:{port}"))
+                .args([bin, "forward"])
+                .args(extra)
+                .arg(format!("tcp:127.0.0.1:{port}"))
+                .arg(s(&echo)),
+        )
+    };
+    let activator = activate(&[]);
+    activator.line_with("Listening on");
+    // systemd-socket-activate starts the program at the first connection.
+    let _c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let line = activator.line_with("localsock: error:");
+    assert!(line.contains("not a loopback address"), "{line}");
+    assert!(line.contains("--allow-remote"), "{line}");
+    drop(activator);
+
+    let activator = activate(&["--allow-remote"]);
+    activator.line_with("Listening on");
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(BOUND)).unwrap();
+    c.write_all(b"allowed").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"allowed");
+}
