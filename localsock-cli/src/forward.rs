@@ -163,10 +163,7 @@ impl Listener {
                     Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("accept on {}: {e}", local_addr(l)),
-                        ))
+                        return Err(serve::context(e, format!("accept on {}", local_addr(l))))
                     }
                 }
             },
@@ -257,14 +254,13 @@ impl Target {
                 && Instant::now() + pause < deadline;
             if !retry {
                 let hint = if e.kind() == io::ErrorKind::ConnectionRefused {
-                    "no server is listening: "
+                    ": no server is listening"
                 } else {
                     ""
                 };
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("connect to tcp:{addr}: {hint}{e}"),
-                ));
+                // The OS error stays the source: out of descriptors, `connect` pauses and
+                // retries.
+                return Err(serve::context(e, format!("connect to tcp:{addr}{hint}")));
             }
             thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(100));

@@ -137,6 +137,37 @@ pub(crate) fn accept_failed(e: io::Error, last_warning: &mut Option<Instant>) ->
     Ok(())
 }
 
+/// An error that reads `message: e` and keeps `e` as its source (and its kind), so that the
+/// OS code stays visible to [`is_resource_shortage`] (an `io::Error::new(kind, String)` loses
+/// it, and EMFILE's kind says nothing).
+pub(crate) fn context(e: io::Error, message: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        Context {
+            message: format!("{message}: {e}"),
+            source: e,
+        },
+    )
+}
+
+#[derive(Debug)]
+struct Context {
+    message: String,
+    source: io::Error,
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 /// Whether `e` means the process or the system is out of descriptors, handles or memory: the
 /// library's classification (`localsock::is_resource_shortage`), which knows each OS's codes
 /// and finds them under the library's context too; for TCP errors as well.

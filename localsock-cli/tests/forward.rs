@@ -479,6 +479,46 @@ fn forward_pauses_when_out_of_descriptors_and_recovers() {
     );
 }
 
+/// The same over TCP: an `accept` that fails for lack of descriptors pauses forward (it used
+/// to lose the OS code in its message and exit).
+#[test]
+fn forward_on_tcp_pauses_when_out_of_descriptors_and_recovers() {
+    use rustix::process::{getrlimit, prlimit, Pid, Resource, Rlimit};
+    let dir = tempfile::tempdir().unwrap();
+    let echo = dir.path().join("echo.sock");
+    let _echo = echo_server(&echo);
+    let (fw, listening) = forward("tcp:127.0.0.1:0", s(&echo), &[]);
+    let port = tcp_port(&listening);
+    let open = fd_count(fw.pid()) as u64;
+    let hard = getrlimit(Resource::Nofile).maximum;
+    prlimit(
+        Some(Pid::from_child(&fw.child)),
+        Resource::Nofile,
+        Rlimit {
+            current: Some(open + 6),
+            maximum: hard,
+        },
+    )
+    .unwrap();
+    // (A forward that exited refuses the rest: the line below is then missing.)
+    let flood: Vec<TcpStream> = (0..50)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    let line = fw.line_with("pausing before accepting again");
+    assert!(line.contains(&listening["tcp:".len()..]), "{line}");
+    drop(flood);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(BOUND)).unwrap();
+    c.write_all(b"after").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(
+        back, b"after",
+        "not served again once descriptors were free"
+    );
+}
+
 #[test]
 fn listening_on_a_non_loopback_address_needs_allow_remote() {
     let dir = tempfile::tempdir().unwrap();
