@@ -549,6 +549,44 @@ impl PeerCredentials {
     pub fn user_sid(&self) -> Option<&str> {
         self.sid.as_deref()
     }
+
+    /// This process's own credentials, as its peers see them: pid, effective uid and gid on
+    /// Unix; pid and user SID on Windows.
+    ///
+    /// # Errors
+    ///
+    /// On Windows, the OS error if the process token cannot be read. Never on Unix.
+    ///
+    /// # Examples
+    ///
+    /// Serve only clients of this process's own user (what
+    /// [`ListenerOptions::require_same_user`](crate::ListenerOptions::require_same_user) does
+    /// for a whole listener):
+    ///
+    /// ```
+    /// use localsock::PeerCredentials;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let me = PeerCredentials::current()?;
+    /// # let peer = me.clone();
+    /// if !peer.same_user(&me) {
+    ///     return Err(std::io::ErrorKind::PermissionDenied.into());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn current() -> io::Result<PeerCredentials> {
+        crate::sys::own_credentials()
+    }
+
+    /// Whether `self` and `other` run as the same user: their uids are known and equal (Unix),
+    /// or their user SIDs are known and equal (Windows). Unknown fields never match.
+    pub fn same_user(&self, other: &PeerCredentials) -> bool {
+        match (self.uid, other.uid, self.user_sid(), other.user_sid()) {
+            (Some(a), Some(b), _, _) => a == b,
+            (None, None, Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]

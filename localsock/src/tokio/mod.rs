@@ -16,6 +16,52 @@
 //! - [`LocalStream`] implements `AsyncRead` and `AsyncWrite`, and splits into borrowed
 //!   ([`LocalStream::split`]) or owned ([`LocalStream::into_split`]) halves.
 //!
+//! # HTTP and gRPC
+//!
+//! With opt-in features, the listener serves axum, tonic and hyper, and every request carries
+//! its caller's [`PeerCredentials`](crate::PeerCredentials) (pid and uid/gid on Unix, pid
+//! and user SID on Windows), read by the OS when the client connected:
+//!
+//! | feature | server | client |
+//! |---|---|---|
+//! | `axum` (axum 0.8) | `axum::serve(listener, app)`; handlers take `ConnectInfo<PeerCredentials>` | |
+//! | `tonic` (tonic 0.14) | `serve_with_incoming(listener.incoming())` ([`LocalListener::incoming`]); `request.extensions().get::<PeerCredentials>()` | `Endpoint::connect_with_connector(Connector::new(name))` |
+//! | `hyper` (hyper 1, hyper-util 0.1) | `hyper_util::server::conn::auto::Builder` on `TokioIo::new(stream)`, see below | hyper-util's `Client::builder(..).build(Connector::new(name))` ([`Connector`]) |
+//!
+//! These features need a newer Rust than the core crate (rust-version 1.77): `axum` 1.80
+//! (hyper-util 0.1.21 needs 1.85), `hyper` 1.85, `tonic` 1.88.
+//!
+//! With hyper alone, serve each accepted stream with hyper-util's `auto::Builder` (HTTP/1
+//! and HTTP/2), handing it the stream's credentials:
+//!
+//! ```no_run
+//! # #[cfg(feature = "hyper")]
+//! # mod hyper_server {
+//! use hyper::{body::Incoming, service::service_fn, Request, Response};
+//! use hyper_util::rt::{TokioExecutor, TokioIo};
+//! use hyper_util::server::conn::auto::Builder;
+//! use localsock::{tokio::LocalListener, Name};
+//!
+//! pub async fn serve() -> std::io::Result<()> {
+//!     let listener = LocalListener::bind(&Name::new("example-hyper")?)?;
+//!     loop {
+//!         let stream = listener.accept().await?;
+//!         let Ok(peer) = stream.peer_credentials() else { continue }; // already gone
+//!         tokio::spawn(async move {
+//!             let service = service_fn(move |_: Request<Incoming>| {
+//!                 let body = format!("hello, pid {:?}\n", peer.pid());
+//!                 async move { Ok::<_, std::convert::Infallible>(Response::new(body)) }
+//!             });
+//!             let _ = Builder::new(TokioExecutor::new())
+//!                 .serve_connection(TokioIo::new(stream), service)
+//!                 .await;
+//!         });
+//!     }
+//! }
+//! # }
+//! # fn main() {}
+//! ```
+//!
 //! Objects can be dropped anywhere, also outside the runtime. Creating or connecting one needs
 //! a runtime with the I/O driver (and the time driver for connects): `enable_all()`, as
 //! `#[tokio::main]` does.
@@ -58,11 +104,15 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "hyper")]
+mod connector;
 mod listener;
 #[cfg(unix)]
 mod message;
 #[cfg(all(feature = "shm", target_os = "linux"))]
 mod shm;
+#[cfg(any(feature = "axum", feature = "tonic"))]
+mod serve;
 mod stream;
 
 #[cfg(unix)]
@@ -75,12 +125,18 @@ mod windows;
 #[cfg(windows)]
 use self::windows as imp;
 
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub use self::connector::{Connecting, Connector};
 pub use self::listener::LocalListener;
 #[cfg(unix)]
 pub use self::message::{MessageListener, MessageStream};
 #[cfg(all(feature = "shm", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "shm", target_os = "linux"))))]
 pub use self::shm::ShmStream;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub use self::serve::{Accepted, Incoming};
 pub use self::stream::{
     ConnectOptions, LocalStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf,
 };

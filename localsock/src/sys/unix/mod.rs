@@ -319,6 +319,18 @@ pub(super) fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// This process as a peer sees it: pid, effective uid and gid.
+pub(crate) fn own_credentials() -> io::Result<crate::PeerCredentials> {
+    // SAFETY: `getegid` cannot fail and has no preconditions.
+    let gid = unsafe { libc::getegid() };
+    Ok(crate::PeerCredentials {
+        pid: Some(std::process::id()),
+        uid: Some(geteuid()),
+        gid: Some(gid),
+        sid: None,
+    })
+}
+
 /// The per-user private directory of short names: `$XDG_RUNTIME_DIR` when set, else
 /// `<temp dir>/localsock-<euid>`.
 ///

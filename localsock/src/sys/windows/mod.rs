@@ -38,6 +38,16 @@ use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE,
 use crate::name::Repr;
 use crate::{LocalStream, MessageStream, Name};
 
+/// This process as a peer sees it: pid and user SID.
+pub(crate) fn own_credentials() -> io::Result<crate::PeerCredentials> {
+    Ok(crate::PeerCredentials {
+        pid: Some(std::process::id()),
+        uid: None,
+        gid: None,
+        sid: Some(security::current_user_sid()?),
+    })
+}
+
 /// The last Win32 error of this thread, as a raw code.
 /// Whether the OS error `code` means the process or the system is out of handles or memory
 /// (`ERROR_NO_SYSTEM_RESOURCES`, `ERROR_NOT_ENOUGH_MEMORY`, `ERROR_OUTOFMEMORY`,
