@@ -1,0 +1,571 @@
+//! gRPC and HTTP over localsock (issue 14): tonic, axum and hyper served on a
+//! `localsock::tokio::LocalListener` and reached through `localsock::tokio::Connector`, with
+//! the caller's credentials in every request.
+//!
+//! Runs on Unix and on Windows (named pipes; under Wine in CI). Unix also checks clients
+//! nobody here wrote: curl (`--unix-socket`) and Python's grpcio; the grpcio test is ignored
+//! unless grpcio is installed (`pip install grpcio`), and CI runs it with `--ignored`:
+//!
+//! ```text
+//! cargo test -p localsock --all-features --test http
+//! cargo test -p localsock --all-features --test http -- --ignored   # + grpcio
+//! ```
+//!
+//! The servers run in the test process, built from the same `helloworld` module as the
+//! `grpc_greeter` example, with a greeter that answers with what it saw of its caller.
+
+mod common;
+#[path = "../examples/helloworld/mod.rs"]
+mod helloworld;
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use helloworld::{Greeter, GreeterClient, GreeterServer, HelloReply, HelloRequest};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use localsock::tokio::{ConnectOptions, Connector, LocalListener, LocalStream};
+use localsock::{Name, PeerCredentials};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Response, Status};
+
+/// How a greeter reply or `/whoami` names a caller: `pid P uid U` or `pid P sid S`.
+fn who(peer: &PeerCredentials) -> String {
+    let pid = peer.pid().map_or("?".to_string(), |p| p.to_string());
+    match (peer.uid(), peer.user_sid()) {
+        (Some(uid), _) => format!("pid {pid} uid {uid}"),
+        (None, Some(sid)) => format!("pid {pid} sid {sid}"),
+        (None, None) => format!("pid {pid} user ?"),
+    }
+}
+
+/// This process as its servers should see it.
+fn me() -> String {
+    who(&PeerCredentials::current().unwrap())
+}
+
+/// Answers `Hello NAME from <who the caller is>`.
+struct WhoGreeter;
+
+impl Greeter for WhoGreeter {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
+        let peer = request
+            .extensions()
+            .get::<PeerCredentials>()
+            .cloned()
+            .ok_or_else(|| Status::internal("no PeerCredentials in the request"))?;
+        let message = format!("Hello {} from {}", request.get_ref().name, who(&peer));
+        Ok(Response::new(HelloReply { message }))
+    }
+}
+
+/// A tonic server for `name`, stopped (gracefully) by sending on the returned channel.
+fn start_grpc(name: &Name) -> (JoinHandle<()>, oneshot::Sender<()>) {
+    let listener = LocalListener::bind(name).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        Server::builder()
+            .add_service(GreeterServer::new(WhoGreeter))
+            .serve_with_incoming_shutdown(listener.incoming(), async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("tonic server failed");
+    });
+    (server, stop)
+}
+
+async fn grpc_client(name: &Name) -> GreeterClient {
+    let channel: Channel = Endpoint::from_static("http://localhost")
+        .connect_with_connector(Connector::new(name.clone()))
+        .await
+        .expect("connect the tonic channel");
+    GreeterClient::new(channel)
+}
+
+async fn say_hello(client: &mut GreeterClient, name: &str) -> Result<String, Status> {
+    let request = HelloRequest { name: name.into() };
+    Ok(client.say_hello(request).await?.into_inner().message)
+}
+
+/// The axum app of the `axum_hello` example: `/` and `/whoami`.
+fn app() -> axum::Router {
+    axum::Router::new()
+        .route("/", get(|| async { "hello\n" }))
+        .route(
+            "/whoami",
+            get(|ConnectInfo(peer): ConnectInfo<PeerCredentials>| async move { who(&peer) }),
+        )
+}
+
+/// An axum server for `name`, stopped (gracefully) by sending on the returned channel.
+fn start_axum(name: &Name) -> (JoinHandle<()>, oneshot::Sender<()>) {
+    let listener = LocalListener::bind(name).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app().into_make_service_with_connect_info::<PeerCredentials>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("axum server failed");
+    });
+    (server, stop)
+}
+
+type HttpClient = Client<Connector, Body>;
+
+fn http_client(name: &Name) -> HttpClient {
+    Client::builder(TokioExecutor::new()).build(Connector::new(name.clone()))
+}
+
+async fn get_text(client: &HttpClient, path: &str) -> (u16, String) {
+    let uri = format!("http://localhost{path}").parse().unwrap();
+    let response = client.get(uri).await.expect("GET");
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(Body::new(response.into_body()), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Polls `done` until it holds, failing after `secs`.
+async fn eventually(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// After a server stopped, its name is free: nobody answers there, and on Unix its socket
+/// file is gone.
+async fn assert_name_free(name: &Name) {
+    #[cfg(unix)]
+    assert!(
+        !name.fs_path().unwrap().exists(),
+        "socket file left behind at {}",
+        name.fs_path().unwrap().display()
+    );
+    let err = LocalStream::connect(name).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_100_concurrent_calls_each_see_the_callers_pid_and_user() {
+    let _w = common::watchdog("tonic_100_concurrent_calls", 60);
+    let name = common::unique("grpc100");
+    let (server, stop) = start_grpc(&name);
+    let client = grpc_client(&name).await;
+    let calls = (0..100).map(|i| {
+        let mut client = client.clone();
+        tokio::spawn(async move { say_hello(&mut client, &format!("call{i}")).await })
+    });
+    let mut replies = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        replies.push(call.await.unwrap().expect("SayHello"));
+    }
+    let me = me();
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(reply, &format!("Hello call{i} from {me}"));
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap();
+    assert_name_free(&name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_handlers_see_the_callers_pid_and_user_through_the_hyper_client() {
+    let _w = common::watchdog("axum_handlers_see_the_caller", 60);
+    let name = common::unique("axum");
+    let (server, stop) = start_axum(&name);
+    let client = http_client(&name);
+    assert_eq!(get_text(&client, "/").await, (200, "hello\n".into()));
+    assert_eq!(get_text(&client, "/whoami").await, (200, me()));
+    assert_eq!(get_text(&client, "/nothing-here").await.0, 404);
+    // The pooled client reuses its connection: 20 more requests, all answered.
+    for _ in 0..20 {
+        assert_eq!(get_text(&client, "/whoami").await, (200, me()));
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap();
+    assert_name_free(&name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_local_addr_is_this_process() {
+    let name = common::unique("axum-local");
+    let listener = LocalListener::bind(&name).unwrap();
+    let serve = axum::serve(listener, app());
+    let local = serve.local_addr().unwrap();
+    assert_eq!(local, PeerCredentials::current().unwrap());
+    assert_eq!(local.pid(), Some(std::process::id()));
+}
+
+/// The HTTP/2 connection of a tonic client is served until the graceful shutdown ends it:
+/// a call made before the signal completes, the server returns, the name is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_graceful_shutdown_finishes_and_frees_the_name() {
+    let _w = common::watchdog("tonic_graceful_shutdown", 60);
+    let name = common::unique("grpc-stop");
+    let (server, stop) = start_grpc(&name);
+    let mut client = grpc_client(&name).await;
+    assert!(say_hello(&mut client, "before").await.is_ok());
+    stop.send(()).unwrap();
+    // The server waits for its connections to close: the client's goes with the client.
+    drop(client);
+    server.await.unwrap();
+    assert_name_free(&name).await;
+}
+
+/// A client started before its server: its connect (through the connector, with
+/// `wait_for_server`) fails at first, keeps trying, and connects once the server is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_started_before_its_server_connects_once_the_server_is_up() {
+    let _w = common::watchdog("client_started_before_its_server", 60);
+    let name = common::unique("grpc-late");
+    let mut options = ConnectOptions::new();
+    options
+        .timeout(Duration::from_secs(20))
+        .wait_for_server(true);
+    let tried = Arc::new(tokio::sync::Notify::new());
+    let connector = Observed {
+        inner: Connector::with_options(name.clone(), options),
+        tried: Arc::clone(&tried),
+    };
+    let started = Instant::now();
+    let client = tokio::spawn(async move {
+        let channel = Endpoint::from_static("http://localhost")
+            .connect_with_connector(connector)
+            .await?;
+        say_hello(&mut GreeterClient::new(channel), "early")
+            .await
+            .map_err(|s| s.to_string().into())
+    });
+    // The client has tried, found no server, and is waiting to retry: only now the server.
+    tried.notified().await;
+    assert!(!client.is_finished());
+    let (server, stop) = start_grpc(&name);
+    let reply: Result<String, Box<dyn std::error::Error + Send + Sync>> = client.await.unwrap();
+    assert_eq!(reply.unwrap(), format!("Hello early from {}", me()));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}
+
+/// A `Connector` that notifies once its connect is pending (has tried and is waiting).
+#[derive(Clone)]
+struct Observed {
+    inner: Connector,
+    tried: Arc<tokio::sync::Notify>,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = io::Result<TokioIo<LocalStream>>> + Send>>;
+
+impl tower_service::Service<http::Uri> for Observed {
+    type Response = TokioIo<LocalStream>;
+    type Error = io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Connecting {
+        let mut connect = self.inner.call(uri);
+        let tried = Arc::clone(&self.tried);
+        Box::pin(poll_fn(move |cx| {
+            let poll = connect.as_mut().poll(cx);
+            if poll.is_pending() {
+                tried.notify_one();
+            }
+            poll
+        }))
+    }
+}
+
+/// No server and no waiting: the channel fails at once, and the error it gives leads back
+/// to localsock's own `NotFound`, which names the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_errors_are_localsocks_own() {
+    let name = common::unique("nobody");
+    let err = Endpoint::from_static("http://localhost")
+        .connect_with_connector(Connector::new(name.clone()))
+        .await
+        .unwrap_err();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    let mut found = None;
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            found = Some(io);
+            break;
+        }
+        source = e.source();
+    }
+    let io = found.unwrap_or_else(|| panic!("no io::Error under {err:?}"));
+    assert_eq!(io.kind(), io::ErrorKind::NotFound, "{io}");
+    let shown = io.to_string();
+    assert!(shown.contains(&name.to_string()), "{shown}");
+}
+
+/// What misbehaving clients do.
+const GARBAGE: &[u8] = b"\x00\xff\x13 this is neither HTTP/1 nor HTTP/2 \xfe\r\n\r\n";
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Clients that send garbage, or start a request and vanish, while a good client keeps
+/// calling: every good call succeeds, the garbage connections are closed by the server, and
+/// (Linux, in a child process of its own) the server's descriptors return to their baseline.
+async fn misbehaving_clients_do_not_disturb_others(count_fds: bool) {
+    let grpc_name = common::unique("grpc-garbage");
+    let http_name = common::unique("http-garbage");
+    let (grpc_server, grpc_stop) = start_grpc(&grpc_name);
+    let (http_server, http_stop) = start_axum(&http_name);
+    let mut grpc = grpc_client(&grpc_name).await;
+    let http = http_client(&http_name);
+    assert!(say_hello(&mut grpc, "warm-up").await.is_ok());
+    assert_eq!(get_text(&http, "/").await.0, 200);
+    let baseline = fd_count();
+
+    let good = tokio::spawn(async move {
+        for i in 0..100 {
+            let reply = say_hello(&mut grpc, &format!("good{i}"))
+                .await
+                .expect("good call");
+            assert!(reply.starts_with(&format!("Hello good{i} from")), "{reply}");
+            assert_eq!(get_text(&http, "/").await, (200, "hello\n".into()));
+        }
+        (grpc, http)
+    });
+    for round in 0..10 {
+        for name in [&grpc_name, &http_name] {
+            // Garbage: the server answers (HTTP/1: 400) or not, and closes the connection.
+            let mut bad = LocalStream::connect(name).await.unwrap();
+            bad.write_all(GARBAGE).await.unwrap();
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), bad.read_to_end(&mut rest));
+            let closed = read
+                .await
+                .expect("the server did not close a garbage connection");
+            // A reset (the server closed with our bytes unread) is a close too.
+            assert!(
+                closed.is_ok() || closed.as_ref().unwrap_err().kind() != io::ErrorKind::WouldBlock
+            );
+            // Half a request, then gone: an HTTP/2 preface with half a frame, or HTTP/1
+            // headers promising a body that never comes.
+            let mut half = LocalStream::connect(name).await.unwrap();
+            if round % 2 == 0 {
+                half.write_all(H2_PREFACE).await.unwrap();
+                half.write_all(&[0, 0, 18, 4, 0, 0, 0]).await.unwrap();
+            } else {
+                half.write_all(
+                    b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nabc",
+                )
+                .await
+                .unwrap();
+            }
+            drop(half);
+        }
+    }
+    let (mut grpc, http) = good.await.expect("a good call failed");
+    // Still serving.
+    assert!(say_hello(&mut grpc, "after").await.is_ok());
+    assert_eq!(get_text(&http, "/whoami").await, (200, me()));
+    if count_fds {
+        let what = format!("descriptors back to the baseline of {baseline}");
+        eventually(&what, 20, || fd_count() <= baseline).await;
+    }
+    drop((grpc, http));
+    grpc_stop.send(()).unwrap();
+    http_stop.send(()).unwrap();
+    grpc_server.await.unwrap();
+    http_server.await.unwrap();
+    assert_name_free(&grpc_name).await;
+    assert_name_free(&http_name).await;
+}
+
+#[cfg(target_os = "linux")]
+fn fd_count() -> usize {
+    common::fd_count(std::process::id())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fd_count() -> usize {
+    0
+}
+
+/// Linux: in a child process of its own, so that no other test's descriptors count.
+#[cfg(target_os = "linux")]
+#[test]
+fn misbehaving_clients_do_not_disturb_other_calls_and_leak_nothing() {
+    let _w = common::watchdog("misbehaving_clients", 120);
+    let entry = "child_misbehaving_clients";
+    let mut child = common::child(entry, &[]).spawn().unwrap();
+    let (status, out) = common::wait_and_read_stdout(&mut child, 110);
+    assert!(status.success(), "child failed: {out}");
+    assert!(out.contains("CHILD done"), "{out}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "child process entry point"]
+fn child_misbehaving_clients() {
+    if !common::is_child("child_misbehaving_clients") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(misbehaving_clients_do_not_disturb_others(true));
+    println!("CHILD done");
+}
+
+/// Elsewhere (Windows): in the test process, without counting handles.
+#[cfg(not(target_os = "linux"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_clients_do_not_disturb_other_calls() {
+    let _w = common::watchdog("misbehaving_clients", 120);
+    misbehaving_clients_do_not_disturb_others(false).await;
+}
+
+#[cfg(unix)]
+mod foreign_clients {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// curl, over the socket file: `/` and `/whoami`, where the server sees curl's pid.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn curl_gets_hello_and_whoami_from_axum() {
+        let _w = common::watchdog("curl_gets_hello_and_whoami", 60);
+        let name = common::unique("curl");
+        let path = name.fs_path().unwrap().to_owned();
+        let (server, stop) = start_axum(&name);
+        let curl = |route: &'static str| {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let child = Command::new("curl")
+                    .args(["-sS", "--max-time", "10", "--unix-socket"])
+                    .arg(&path)
+                    .arg(format!("http://localhost{route}"))
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("run curl (apt-get install curl)");
+                let pid = child.id();
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "curl failed: {out:?}");
+                (pid, String::from_utf8(out.stdout).unwrap())
+            })
+        };
+        assert_eq!(curl("/").await.unwrap().1, "hello\n");
+        let (pid, whoami) = curl("/whoami").await.unwrap();
+        let uid = PeerCredentials::current().unwrap().uid().unwrap();
+        assert_eq!(whoami, format!("pid {pid} uid {uid}"));
+        stop.send(()).unwrap();
+        server.await.unwrap();
+        assert_name_free(&name).await;
+    }
+
+    /// Python's grpcio calling the tonic greeter over `unix:PATH`: 100 calls from 10 threads,
+    /// raw protobuf bytes on the canonical `/helloworld.Greeter/SayHello`; each reply names
+    /// the Python process as the caller.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Python's grpcio — pip install grpcio, then run with -- --ignored"]
+    async fn python_grpcio_100_calls_from_10_threads() {
+        let _w = common::watchdog("python_grpcio_100_calls", 120);
+        let name = common::unique("grpcio");
+        let path = name.fs_path().unwrap().to_owned();
+        let (server, stop) = start_grpc(&name);
+        let (pid, out) = tokio::task::spawn_blocking(move || {
+            let child = Command::new("python3")
+                .arg("-c")
+                .arg(GRPCIO_CLIENT)
+                .arg(&path)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run python3");
+            let pid = child.id();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "python grpcio client failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (pid, String::from_utf8(out.stdout).unwrap())
+        })
+        .await
+        .unwrap();
+        let uid = PeerCredentials::current().unwrap().uid().unwrap();
+        let mut replies: Vec<&str> = out.lines().collect();
+        replies.sort();
+        let mut expected: Vec<String> = (0..10)
+            .flat_map(|t| (0..10).map(move |i| format!("Hello py{t}-{i} from pid {pid} uid {uid}")))
+            .collect();
+        expected.sort();
+        assert_eq!(replies, expected);
+        stop.send(()).unwrap();
+        server.await.unwrap();
+        assert_name_free(&name).await;
+    }
+
+    /// 10 threads x 10 calls; prints each reply's message; exits 1 on any error.
+    const GRPCIO_CLIENT: &str = r#"
+import sys, threading, grpc
+
+def varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7f | 0x80); n >>= 7
+    out.append(n)
+    return bytes(out)
+
+def encode(s):  # helloworld.HelloRequest{name = s}
+    b = s.encode()
+    return b"\x0a" + varint(len(b)) + b
+
+def decode(b):  # helloworld.HelloReply -> message
+    assert b[0] == 0x0a, b
+    n, shift, i = 0, 0, 1
+    while True:
+        n |= (b[i] & 0x7f) << shift; shift += 7; i += 1
+        if b[i - 1] < 0x80: break
+    return b[i:i + n].decode()
+
+channel = grpc.insecure_channel("unix:" + sys.argv[1], options=[("grpc.default_authority", "localhost")])
+say_hello = channel.unary_unary("/helloworld.Greeter/SayHello")
+replies, errors, lock = [], [], threading.Lock()
+
+def worker(t):
+    for i in range(10):
+        try:
+            r = decode(say_hello(encode(f"py{t}-{i}"), timeout=20))
+            with lock: replies.append(r)
+        except Exception as e:
+            with lock: errors.append(repr(e))
+
+threads = [threading.Thread(target=worker, args=(t,)) for t in range(10)]
+for t in threads: t.start()
+for t in threads: t.join()
+for r in replies: print(r)
+for e in errors: print(e, file=sys.stderr)
+sys.exit(1 if errors else 0)
+"#;
+}
