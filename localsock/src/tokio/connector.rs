@@ -42,7 +42,7 @@ use crate::Name;
 /// # #[tokio::main]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = Client::builder(TokioExecutor::new())
-///     .build::<_, axum::body::Body>(Connector::new(Name::new("example-http")?));
+///     .build::<_, String>(Connector::new(Name::new("example-http")?)); // String: the request body
 /// let response = client.get("http://localhost/".parse()?).await?;
 /// println!("{}", response.status());
 /// # Ok(()) }
@@ -52,11 +52,12 @@ use crate::Name;
 /// five seconds for the server to come up:
 ///
 /// ```no_run
+/// # #![allow(unused_imports, dead_code)] // without feature "tonic" the example is not compiled
 /// use std::time::Duration;
 /// use localsock::{tokio::{ConnectOptions, Connector}, Name};
 ///
-/// # #[tokio::main]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[cfg(feature = "tonic")]
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// let mut options = ConnectOptions::new();
 /// options.timeout(Duration::from_secs(5)).wait_for_server(true);
 /// let connector = Connector::with_options(Name::new("example-grpc")?, options);
@@ -65,6 +66,7 @@ use crate::Name;
 ///     .await?;
 /// # drop(channel);
 /// # Ok(()) }
+/// # fn main() {}
 /// ```
 #[derive(Clone, Debug)]
 pub struct Connector {

@@ -59,7 +59,10 @@
 //!     }
 //! }
 //! # }
-//! # fn main() {}
+//! # fn main() {
+//! #     #[cfg(feature = "hyper")]
+//! #     let _ = hyper_server::serve;
+//! # }
 //! ```
 //!
 //! Objects can be dropped anywhere, also outside the runtime. Creating or connecting one needs

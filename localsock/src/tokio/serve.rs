@@ -77,9 +77,11 @@ mod axum_impl {
     ///         format!("pid {:?} uid {:?} sid {:?}", peer.pid(), peer.uid(), peer.user_sid())
     ///     }),
     /// );
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>(); // stop.send(()) stops it
+    /// # drop(stop);
     /// let listener = LocalListener::bind(&Name::new("example-http")?)?;
     /// axum::serve(listener, app.into_make_service_with_connect_info::<PeerCredentials>())
-    ///     .with_graceful_shutdown(async { tokio::signal::ctrl_c().await.unwrap() })
+    ///     .with_graceful_shutdown(async { stopped.await.unwrap_or(()) })
     ///     .await
     /// # }
     /// ```
@@ -152,11 +154,13 @@ mod tonic_impl {
         /// # #[tokio::main]
         /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
         /// # let greeter = tonic::service::Routes::default();
+        /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>(); // stop.send(()) stops it
+        /// # drop(stop);
         /// let listener = LocalListener::bind(&Name::new("example-grpc")?)?;
         /// tonic::transport::Server::builder()
         ///     .add_routes(greeter) // your services, as with TCP
         ///     .serve_with_incoming_shutdown(listener.incoming(), async {
-        ///         tokio::signal::ctrl_c().await.unwrap()
+        ///         stopped.await.unwrap_or(())
         ///     })
         ///     .await?;
         /// # Ok(()) }
