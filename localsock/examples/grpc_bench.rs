@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use helloworld::{Greeter, GreeterClient, GreeterServer, HelloReply, HelloRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -166,13 +167,19 @@ async fn main() -> Result<(), Error> {
     tokio::spawn(
         Server::builder()
             .add_service(GreeterServer::new(Hello))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_tcp)),
+            // TCP_NODELAY, as `Server::serve(addr)` sets it.
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(grpc_tcp).with_nodelay(Some(true)),
+            ),
     );
     let app = axum::Router::new().route("/", get(|| async { "hello" }));
     let http_local = LocalListener::bind(&http_name)?;
     tokio::spawn(axum::serve(http_local, app.clone()).into_future());
     let http_tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http_addr = http_tcp.local_addr()?;
+    let http_tcp = http_tcp.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(axum::serve(http_tcp, app).into_future());
 
     // Clients: one channel (HTTP/2, multiplexed) or one pooled client per transport.

@@ -85,7 +85,8 @@ async fn server(name: &str) -> Result<(), Error> {
     if let Some(addr) = name.strip_prefix("tcp:") {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("listening on tcp:{}", listener.local_addr()?);
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         router.serve_with_incoming_shutdown(incoming, stop).await?;
     } else {
         // The localsock lines: bind a name, serve its connections.
