@@ -3,7 +3,7 @@
 //! `GET /` with keep-alive (hyper-util's pooled client against axum, requests/s).
 //!
 //! ```text
-//! cargo run --release --features tonic,axum --example grpc_bench            # ~1 minute
+//! cargo run --release --features tonic,axum --example grpc_bench            # ~20 s
 //! cargo run --release --features tonic,axum --example grpc_bench -- --quick
 //! cargo run --release --features tonic,axum --example grpc_bench -- --rounds 9 --calls 5000
 //! ```
