@@ -3,12 +3,13 @@
 //! the caller's credentials in every request.
 //!
 //! Runs on Unix and on Windows (named pipes; under Wine in CI). Unix also checks clients
-//! nobody here wrote: curl (`--unix-socket`) and Python's grpcio; the grpcio test is ignored
-//! unless grpcio is installed (`pip install grpcio`), and CI runs it with `--ignored`:
+//! nobody here wrote: curl (`--unix-socket`) and Python's grpcio. Two tests are ignored, and
+//! CI runs them with `--ignored`: the grpcio one (`pip install grpcio`) and the one that runs
+//! curl as another user to be refused by its credentials (needs root):
 //!
 //! ```text
 //! cargo test -p localsock --all-features --test http
-//! cargo test -p localsock --all-features --test http -- --ignored   # + grpcio
+//! cargo test -p localsock --all-features --test http -- --ignored python_grpcio a_caller_of_another_user
 //! ```
 //!
 //! The servers run in the test process, built from the same `helloworld` module as the
@@ -481,6 +482,90 @@ mod foreign_clients {
         stop.send(()).unwrap();
         server.await.unwrap();
         assert_name_free(&name).await;
+    }
+
+    /// Authorisation by identity, attacked: a socket everyone may connect to, and a route that
+    /// serves only the server's own user. curl run as uid 65534 reaches the server, which sees
+    /// that uid and refuses (403); curl run as this user is served.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs root to run curl as another user (uid 65534) — run as root with -- --ignored"]
+    async fn a_caller_of_another_user_is_refused_by_its_credentials() {
+        use std::os::unix::process::CommandExt;
+
+        use axum::http::StatusCode;
+        use localsock::{Access, ListenerOptions};
+
+        assert!(
+            common::is_root(),
+            "this test plays another user: run it as root"
+        );
+        let _w = common::watchdog("a_caller_of_another_user_is_refused", 60);
+        let dir = tempfile::tempdir().unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(dir.path(), mode).unwrap();
+        let path = dir.path().join("authz.sock");
+        let name = Name::path(&path).unwrap();
+        let listener =
+            LocalListener::bind_with(&name, ListenerOptions::new().access(Access::Everyone))
+                .unwrap();
+        let me = PeerCredentials::current().unwrap();
+        let app = axum::Router::new().route(
+            "/mine",
+            get(
+                move |ConnectInfo(peer): ConnectInfo<PeerCredentials>| async move {
+                    if peer.same_user(&me) {
+                        (StatusCode::OK, who(&peer))
+                    } else {
+                        (StatusCode::FORBIDDEN, format!("refused {}", who(&peer)))
+                    }
+                },
+            ),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<PeerCredentials>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let curl = |uid: Option<u32>| {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut cmd = Command::new("curl");
+                cmd.args([
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "-w",
+                    " %{http_code}",
+                    "--unix-socket",
+                ])
+                .arg(&path)
+                .arg("http://localhost/mine")
+                .stdout(Stdio::piped());
+                if let Some(uid) = uid {
+                    cmd.uid(uid).gid(uid);
+                }
+                let child = cmd.spawn().expect("run curl");
+                let pid = child.id();
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "curl failed: {out:?}");
+                (pid, String::from_utf8(out.stdout).unwrap())
+            })
+        };
+        let (pid, out) = curl(None).await.unwrap();
+        assert_eq!(out, format!("pid {pid} uid 0 200"));
+        let (pid, out) = curl(Some(65534)).await.unwrap();
+        assert_eq!(out, format!("refused pid {pid} uid 65534 403"));
+        stop.send(()).unwrap();
+        server.await.unwrap();
+        assert!(!path.exists());
     }
 
     /// Python's grpcio calling the tonic greeter over `unix:PATH`: 100 calls from 10 threads,
