@@ -24,6 +24,9 @@
 //!   side may refuse) and validated against a hostile peer; see the `shm` module.
 //! - **Async, with tokio** (feature `tokio`): the same types in `localsock::tokio`, on tokio's
 //!   own reactor.
+//! - **gRPC and HTTP** (features `axum`, `tonic`, `hyper`): axum, tonic and hyper served on
+//!   the async listener and reaching a name as clients, every request carrying its caller's
+//!   [`PeerCredentials`]; see `localsock::tokio`.
 //!
 //! # Quick start
 //!
