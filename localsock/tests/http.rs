@@ -157,15 +157,45 @@ async fn eventually(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 
 /// After a server stopped, its name is free: nobody answers there, and on Unix its socket
 /// file is gone.
+#[cfg(unix)]
 async fn assert_name_free(name: &Name) {
-    #[cfg(unix)]
+    let path = name.fs_path().unwrap();
     assert!(
-        !name.fs_path().unwrap().exists(),
+        !path.exists(),
         "socket file left behind at {}",
-        name.fs_path().unwrap().display()
+        path.display()
     );
     let err = LocalStream::connect(name).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+}
+
+/// Windows: the listener's idle pipe instances close when tokio's reactor has processed the
+/// cancellation of their pending `ConnectNamedPipe` (mio defers the close until then), so
+/// for a moment after the server returned a client may still open one and read EOF at once.
+/// The name must be free soon after.
+#[cfg(windows)]
+async fn assert_name_free(name: &Name) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match LocalStream::connect(name).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => panic!("connect after the server stopped: {e}"),
+            Ok(mut ghost) => {
+                // Not served: a closing instance gives EOF (or an error), never data.
+                let mut buf = [0u8; 1];
+                let read = tokio::time::timeout(Duration::from_secs(5), ghost.read(&mut buf));
+                assert!(
+                    matches!(read.await, Ok(Ok(0)) | Ok(Err(_))),
+                    "a stopped server still serves"
+                );
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the name is still taken 10 s after the server stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +234,9 @@ async fn axum_handlers_see_the_callers_pid_and_user_through_the_hyper_client() {
     for _ in 0..20 {
         assert_eq!(get_text(&client, "/whoami").await, (200, me()));
     }
+    // A client's pipe handle keeps its (disconnected) instance, and so the name, alive on
+    // Windows: the client goes first.
+    drop(client);
     stop.send(()).unwrap();
     server.await.unwrap();
     assert_name_free(&name).await;
