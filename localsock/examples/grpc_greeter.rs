@@ -14,7 +14,9 @@
 //! The server prints one line per call, stops when its standard input ends (Enter, Ctrl-D),
 //! and then removes its socket file. The client waits up to 10 s for the server to come up,
 //! so it can be started first. Other gRPC clients can call the server too, e.g. Python's
-//! grpcio with `grpc.insecure_channel("unix:PATH")` (see `tests/http.rs`).
+//! grpcio (see `tests/http.rs`), told to send `localhost` as the HTTP/2 authority (by default
+//! it sends the socket path, which hyper's h2 rejects with `PROTOCOL_ERROR`):
+//! `grpc.insecure_channel("unix:PATH", options=[("grpc.default_authority", "localhost")])`.
 
 mod helloworld;
 

@@ -146,6 +146,12 @@ mod tonic_impl {
         /// the server stops, the stream is dropped and with it the listener, which removes
         /// its socket file (Unix).
         ///
+        /// Clients must send a valid HTTP/2 `:authority`, such as `localhost` (what
+        /// [`Connector`](crate::tokio::Connector) users, grpc-go and grpcurl send): grpc-core
+        /// (Python, C++, Ruby grpcio) sends the socket path by default, which hyper's h2
+        /// rejects with `PROTOCOL_ERROR` (hyperium/h2#487); set its
+        /// `grpc.default_authority` channel option to `localhost`.
+        ///
         /// # Examples
         ///
         /// ```no_run
