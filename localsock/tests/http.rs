@@ -242,6 +242,48 @@ async fn axum_handlers_see_the_callers_pid_and_user_through_the_hyper_client() {
     assert_name_free(&name).await;
 }
 
+/// The documented hyper-util use: each accepted stream served by `auto::Builder` (HTTP/1 and
+/// HTTP/2), with the stream's credentials handed to the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_util_auto_server_serves_http1_and_http2_with_the_callers_identity() {
+    use hyper::service::service_fn;
+    use hyper_util::server::conn::auto::Builder;
+
+    let _w = common::watchdog("hyper_util_auto_server", 60);
+    let name = common::unique("hyper-auto");
+    let listener = LocalListener::bind(&name).unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let stream = listener.accept().await.unwrap();
+            let Ok(peer) = stream.peer_credentials() else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let body = format!("{:?} {}", request.version(), who(&peer));
+                    async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+                });
+                let _ = Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let http1 = http_client(&name);
+    assert_eq!(
+        get_text(&http1, "/").await,
+        (200, format!("HTTP/1.1 {}", me()))
+    );
+    let http2: HttpClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(Connector::new(name.clone()));
+    assert_eq!(
+        get_text(&http2, "/").await,
+        (200, format!("HTTP/2.0 {}", me()))
+    );
+    server.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_local_addr_is_this_process() {
     let name = common::unique("axum-local");
