@@ -513,6 +513,120 @@ fn child_misbehaving_clients() {
     println!("CHILD done");
 }
 
+/// Out of descriptors (`EMFILE`) at accept: `Incoming` yields the error and pauses before the
+/// next accept instead of spinning (tonic just logs and polls again), and the client waiting
+/// in the backlog is served once descriptors are free again: nothing is lost.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_descriptors_at_accept_pauses_and_loses_no_connection() {
+    use std::io::{Read, Write};
+
+    let _w = common::watchdog("out_of_descriptors_at_accept", 60);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("emfile.sock");
+    let entry = "child_emfile_server";
+    let mut child = common::child(entry, &[("LOCALSOCK_TEST_PATH", path.to_str().unwrap())])
+        .spawn()
+        .unwrap();
+    assert_eq!(common::read_line(&mut child), "at-limit");
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut reply = String::new();
+    client.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "pong");
+    let line = common::read_line(&mut child);
+    let errors: usize = line
+        .strip_prefix("accepted after EMFILE errors: ")
+        .unwrap_or_else(|| panic!("child said {line:?}"))
+        .parse()
+        .unwrap();
+    // Descriptors stay exhausted for 500 ms with the 100 ms pause: about 5 errors; a
+    // spinning accept loop makes thousands.
+    assert!(
+        (1..=30).contains(&errors),
+        "{errors} accept errors in 500 ms"
+    );
+    let (status, out) = common::wait_and_read_stdout(&mut child, 30);
+    assert!(status.success(), "child failed: {out}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "child process entry point"]
+fn child_emfile_server() {
+    use futures_core::Stream;
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+
+    if !common::is_child("child_emfile_server") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let path = std::env::var("LOCALSOCK_TEST_PATH").unwrap();
+        let listener = LocalListener::bind(&Name::path(path).unwrap()).unwrap();
+        let mut incoming = listener.incoming();
+        // Exhaust the descriptors: a low limit, then /dev/null until EMFILE.
+        let open = fd_count() as u64;
+        let limit = getrlimit(Resource::Nofile);
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(open + 8),
+                maximum: limit.maximum,
+            },
+        )
+        .unwrap();
+        let mut held = Vec::new();
+        loop {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => held.push(f),
+                Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
+                Err(e) => panic!("open /dev/null: {e}"),
+            }
+        }
+        println!("CHILD at-limit");
+        let mut errors = 0;
+        let mut since = None;
+        let accepted = loop {
+            match poll_fn(|cx| Pin::new(&mut incoming).poll_next(cx)).await {
+                Some(Err(e)) => {
+                    // The OS error, under the context localsock adds (operation, endpoint).
+                    let os = e
+                        .get_ref()
+                        .and_then(|inner| inner.source())
+                        .and_then(|source| source.downcast_ref::<io::Error>())
+                        .and_then(io::Error::raw_os_error);
+                    assert_eq!(os, Some(libc::EMFILE), "{e}");
+                    errors += 1;
+                    let first = *since.get_or_insert_with(Instant::now);
+                    if first.elapsed() >= Duration::from_millis(500) {
+                        held.clear();
+                    }
+                }
+                Some(Ok(accepted)) => break accepted,
+                None => unreachable!("Incoming never ends"),
+            }
+        };
+        // The client is the test process that started this one.
+        let parent = std::os::unix::process::parent_id();
+        assert_eq!(accepted.peer_credentials().pid(), Some(parent));
+        let (mut stream, _peer) = accepted.into_parts();
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        stream.write_all(b"pong").await.unwrap();
+        drop(stream);
+        println!("CHILD accepted after EMFILE errors: {errors}");
+    });
+}
+
 /// Elsewhere (Windows): in the test process, without counting handles.
 #[cfg(not(target_os = "linux"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
