@@ -112,10 +112,10 @@ mod connector;
 mod listener;
 #[cfg(unix)]
 mod message;
-#[cfg(all(feature = "shm", target_os = "linux"))]
-mod shm;
 #[cfg(any(feature = "axum", feature = "tonic"))]
 mod serve;
+#[cfg(all(feature = "shm", target_os = "linux"))]
+mod shm;
 mod stream;
 
 #[cfg(unix)]
@@ -134,12 +134,12 @@ pub use self::connector::{Connecting, Connector};
 pub use self::listener::LocalListener;
 #[cfg(unix)]
 pub use self::message::{MessageListener, MessageStream};
-#[cfg(all(feature = "shm", target_os = "linux"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "shm", target_os = "linux"))))]
-pub use self::shm::ShmStream;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub use self::serve::{Accepted, Incoming};
+#[cfg(all(feature = "shm", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "shm", target_os = "linux"))))]
+pub use self::shm::ShmStream;
 pub use self::stream::{
     ConnectOptions, LocalStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf,
 };
