@@ -11,9 +11,9 @@ use std::time::Duration;
 use super::{LocalListener, LocalStream};
 use crate::PeerCredentials;
 
-/// How long a serving loop pauses after an accept error that is not about one connection
-/// (`EMFILE`, `ENFILE`, `ENOMEM`: the process or system is out of something that only time
-/// gives back), so that it does not spin. Errors about one connection are retried at once.
+/// How long a serving loop pauses after an accept error that is neither about one connection
+/// (retried at once) nor a resource shortage (already paused for by `accept` itself), so that
+/// it does not spin on an error that repeats.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 impl LocalListener {
@@ -30,8 +30,15 @@ impl LocalListener {
     }
 }
 
-/// How long to wait after accept failed with `e` before accepting again.
+/// How long to wait after accept failed with `e` before accepting again. Running out of
+/// descriptors or memory is not paused for here: [`LocalListener::accept`] has already waited
+/// before returning it (the one accept policy, `listener::pause_after_accept_error`), so
+/// pausing again would only double the wait. What is left is an error this code does not know,
+/// which may repeat at once; a serving loop that cannot return it (axum) must not spin on it.
 fn pause_after(e: &io::Error) -> Option<Duration> {
+    if crate::listener::pause_after_accept_error(e).is_some() {
+        return None;
+    }
     match e.kind() {
         io::ErrorKind::ConnectionAborted
         | io::ErrorKind::ConnectionReset
