@@ -1,7 +1,8 @@
 //! The async message API (`localsock::tokio::{MessageListener, MessageStream}`): boundaries,
 //! empty messages vs EOF, handles, refused handles, cancel safety of `recv`, and interplay
-//! with the blocking types.
-#![cfg(all(feature = "tokio", unix))]
+//! with the blocking types. Platform-neutral: the same tests on Unix (`SOCK_SEQPACKET`) and
+//! on Windows (message-mode pipes read between zero-byte readiness reads).
+#![cfg(feature = "tokio")]
 
 mod common;
 
@@ -133,5 +134,54 @@ fn blocking_and_async_message_endpoints_talk() {
         assert_eq!(got.bytes, b"from blocking");
         server.send(b"from async").await.unwrap();
         assert_eq!(blocking.await.unwrap(), b"from async");
+    });
+}
+
+#[test]
+fn two_tasks_receiving_on_one_stream_each_get_a_whole_message() {
+    run(30, async {
+        let name = unique("tk-two");
+        let listener = MessageListener::bind(&name).unwrap();
+        let client = MessageStream::connect(&name).await.unwrap();
+        let server = Arc::new(listener.accept().await.unwrap());
+        let receivers: Vec<_> = (0..2)
+            .map(|_| {
+                let server = Arc::clone(&server);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 16];
+                    let len = server.recv(&mut buf).await.unwrap().unwrap();
+                    buf[..len].to_vec()
+                })
+            })
+            .collect();
+        // Both are waiting (or about to) when the messages come.
+        tokio::task::yield_now().await;
+        client.send(b"first").await.unwrap();
+        client.send(b"second").await.unwrap();
+        let mut got = Vec::new();
+        for receiver in receivers {
+            got.push(receiver.await.unwrap());
+        }
+        got.sort();
+        assert_eq!(got, [b"first".to_vec(), b"second".to_vec()]);
+    });
+}
+
+#[test]
+fn dropping_a_stream_while_a_recv_waits_closes_it() {
+    run(30, async {
+        let name = unique("tk-dropwait");
+        let listener = MessageListener::bind(&name).unwrap();
+        let client = MessageStream::connect(&name).await.unwrap();
+        let server = listener.accept().await.unwrap();
+        let mut buf = [0u8; 16];
+        // A receive that starts waiting, then is dropped with the stream.
+        tokio::select! {
+            got = server.recv(&mut buf) => panic!("nothing was sent: {got:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        drop(server);
+        assert_eq!(client.recv(&mut buf).await.unwrap(), None);
+        assert!(client.send(b"late").await.is_err());
     });
 }

@@ -103,14 +103,7 @@ impl LocalListener {
         kind: Kind,
     ) -> io::Result<LocalListener> {
         // Errors come with their context (operation and endpoint) from the backend.
-        #[cfg(unix)]
         let inner = imp::Listener::bind(name, options, kind)?;
-        // The async message types are Unix only so far.
-        #[cfg(windows)]
-        let inner = {
-            debug_assert_eq!(kind, Kind::Bytes);
-            imp::Listener::bind(name, options)?
-        };
         Ok(LocalListener {
             inner,
             name: name.clone(),
@@ -147,20 +140,40 @@ impl LocalListener {
         loop {
             let inner = match self.inner.accept().await {
                 Ok(inner) => inner,
-                Err(e) => {
-                    let e = error::context(e, Op::Accept, &self.name);
-                    // The one accept policy, shared with the blocking `Incoming`.
-                    if let Some(pause) = crate::listener::pause_after_accept_error(&e) {
-                        tokio::time::sleep(pause).await;
-                    }
-                    return Err(e);
-                }
+                Err(e) => return Err(self.accept_failed(e).await),
             };
             if self.require_same_user && !imp::Listener::peer_uid_matches(&inner) {
                 continue;
             }
             return Ok(LocalStream { inner });
         }
+    }
+
+    /// [`accept`](Self::accept) of a message listener on Windows, whose streams tokio's pipe
+    /// types do not carry: the same policies, the stream kept out of tokio.
+    #[cfg(windows)]
+    pub(crate) async fn accept_message(&self) -> io::Result<imp::MessageStream> {
+        loop {
+            let inner = match self.inner.accept_message().await {
+                Ok(inner) => inner,
+                Err(e) => return Err(self.accept_failed(e).await),
+            };
+            if self.require_same_user && !inner.peer_is_same_user() {
+                continue;
+            }
+            return Ok(inner);
+        }
+    }
+
+    /// The error of a failed accept, with its context, after the pause the accept policy asks
+    /// for.
+    async fn accept_failed(&self, e: io::Error) -> io::Error {
+        let e = error::context(e, Op::Accept, &self.name);
+        // The one accept policy, shared with the blocking `Incoming`.
+        if let Some(pause) = crate::listener::pause_after_accept_error(&e) {
+            tokio::time::sleep(pause).await;
+        }
+        e
     }
 
     /// The name this listener was bound to.

@@ -78,10 +78,11 @@ impl MessageListener {
     ///
     /// Cancel safe, as [`LocalListener::accept`].
     pub async fn accept(&self) -> io::Result<MessageStream> {
-        let stream = self.inner.accept().await?;
-        Ok(MessageStream {
-            inner: imp::MessageStream::from_stream(stream.inner)?,
-        })
+        #[cfg(unix)]
+        let inner = imp::MessageStream::from_stream(self.inner.accept().await?.inner)?;
+        #[cfg(windows)]
+        let inner = self.inner.accept_message().await?;
+        Ok(MessageStream { inner })
     }
 
     /// The name this listener was bound to.
@@ -166,7 +167,9 @@ impl MessageStream {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a message is sent whole in one call or not at all.
+    /// Cancel safe: a message is sent whole or not at all. (On Windows the write runs on a
+    /// blocking thread, since it may wait for the peer to read: once it started, dropping the
+    /// future does not stop it, and the message is still written whole, in order.)
     pub async fn send(&self, bytes: &[u8]) -> io::Result<()> {
         self.inner.send(bytes, &[]).await
     }
@@ -180,7 +183,9 @@ impl MessageStream {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a message is sent whole in one call or not at all.
+    /// Cancel safe: a message is sent whole or not at all. (On Windows the write runs on a
+    /// blocking thread, since it may wait for the peer to read: once it started, dropping the
+    /// future does not stop it, and the message is still written whole, in order.)
     pub async fn send_with_handles(
         &self,
         bytes: &[u8],
@@ -198,7 +203,9 @@ impl MessageStream {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a message is sent whole in one call or not at all.
+    /// Cancel safe: a message is sent whole or not at all. (On Windows the write runs on a
+    /// blocking thread, since it may wait for the peer to read: once it started, dropping the
+    /// future does not stop it, and the message is still written whole, in order.)
     pub async fn send_with_files(&self, bytes: &[u8], files: &[&File]) -> io::Result<()> {
         let handles = crate::message::borrow_files(files);
         self.inner.send(bytes, &handles).await
@@ -295,6 +302,13 @@ impl MessageStream {
 impl std::os::fd::AsFd for MessageStream {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.inner.as_fd()
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsHandle for MessageStream {
+    fn as_handle(&self) -> std::os::windows::io::BorrowedHandle<'_> {
+        self.inner.as_handle()
     }
 }
 

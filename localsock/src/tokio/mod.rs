@@ -110,7 +110,6 @@
 #[cfg(feature = "hyper")]
 mod connector;
 mod listener;
-#[cfg(unix)]
 mod message;
 #[cfg(any(feature = "axum", feature = "tonic"))]
 mod serve;
@@ -132,7 +131,6 @@ use self::windows as imp;
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub use self::connector::{Connecting, Connector};
 pub use self::listener::LocalListener;
-#[cfg(unix)]
 pub use self::message::{MessageListener, MessageStream};
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
@@ -154,9 +152,7 @@ const _: () = {
     send_sync::<OwnedReadHalf>();
     send_sync::<OwnedWriteHalf>();
     send_sync::<ReuniteError>();
-    #[cfg(unix)]
     send_sync::<MessageStream>();
-    #[cfg(unix)]
     send_sync::<MessageListener>();
     #[cfg(all(feature = "shm", target_os = "linux"))]
     send_sync::<ShmStream>();

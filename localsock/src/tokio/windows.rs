@@ -28,6 +28,7 @@ use windows_sys::Win32::Foundation::{ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIP
 
 use crate::error::{self, Op};
 use crate::sys::async_pipe;
+use crate::sys::Kind;
 use crate::sys::{ConnectFailure, HalfClose};
 use crate::{ConnectOptions, ListenerOptions, Name, PeerCredentials};
 
@@ -492,8 +493,8 @@ impl Listener {
     /// As the blocking `bind`: the first instance with `FILE_FLAG_FIRST_PIPE_INSTANCE` (fails
     /// if anyone has the name already) and the spares, all with the listener's security
     /// descriptor.
-    pub(crate) fn bind(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
-        crate::sys::Listener::bind_async(name, opts)
+    pub(crate) fn bind(name: &Name, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener> {
+        crate::sys::Listener::bind_async(name, opts, kind)
             .map(|inner| Listener { inner })
             .map_err(|e| error::context(e, Op::Bind, name))
     }
@@ -507,6 +508,13 @@ impl Listener {
         Ok(Stream::new(PipeIo::Server(server)))
     }
 
+    /// [`accept`](Self::accept) of a message listener: the connected instance stays out of
+    /// tokio (see [`MessageStream`]).
+    pub(crate) async fn accept_message(&self) -> io::Result<MessageStream> {
+        let handle = poll_fn(|cx| self.inner.poll_accept(cx)).await?;
+        MessageStream::new(async_pipe::message_server(handle))
+    }
+
     pub(crate) fn peer_uid_matches(stream: &Stream) -> bool {
         async_pipe::peer_is_same_user(stream.as_handle())
     }
@@ -515,5 +523,115 @@ impl Listener {
 impl fmt::Debug for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.inner.fmt(f)
+    }
+}
+
+/// A connected message pipe end. Not tokio's pipe types: they read ahead and lose where a
+/// message ends. It is the blocking backend's stream, read with the blocking message code's
+/// "only what is there now" receive (`sys::message::try_recv`: whole messages, the read-ahead
+/// slot, the limits and the handle rules), between waits for readiness
+/// (`sys::async_pipe::ReadReady`, a zero-byte read that takes nothing, so a dropped `recv`
+/// loses nothing). A send gives its handles and builds its pipe message in the caller's task,
+/// then writes it on a blocking thread, in order (a write may wait for the peer to read); once
+/// handed there, it is written whole even if the caller stops waiting.
+pub(crate) struct MessageStream {
+    // Dropped first: it cancels its read on the pipe, which `stream` keeps open.
+    ready: async_pipe::ReadReady,
+    stream: Arc<crate::sys::Stream>,
+    writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl MessageStream {
+    fn new(stream: crate::sys::Stream) -> io::Result<MessageStream> {
+        Ok(MessageStream {
+            ready: async_pipe::ReadReady::new(stream.as_handle())?,
+            stream: Arc::new(stream),
+            writes: Arc::default(),
+        })
+    }
+
+    /// One connect attempt of the blocking backend (as [`Stream::connect_once`]).
+    pub(crate) fn connect_once(
+        name: &Name,
+        opts: &ConnectOptions,
+    ) -> Result<MessageStream, ConnectFailure> {
+        let stream = async_pipe::message_client(name, opts)?;
+        MessageStream::new(stream).map_err(ConnectFailure::Fatal)
+    }
+
+    pub(crate) fn server_user(&self) -> io::Result<crate::identity::ServerUser> {
+        self.stream.server_user()
+    }
+
+    pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        self.stream.peer_credentials()
+    }
+
+    pub(crate) fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.stream.as_handle()
+    }
+
+    pub(crate) fn peer_is_same_user(&self) -> bool {
+        async_pipe::peer_is_same_user(self.stream.as_handle())
+    }
+
+    pub(crate) async fn send(
+        &self,
+        bytes: &[u8],
+        handles: &[BorrowedHandle<'_>],
+    ) -> io::Result<()> {
+        // In line before the wait: the limits, the handles given to the peer, the message
+        // built; a future dropped before the write starts takes the handles back.
+        let prepared = crate::sys::message::prepare(&self.stream, bytes, handles)?;
+        let turn = Arc::clone(&self.writes).lock_owned().await;
+        let stream = Arc::clone(&self.stream);
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            prepared.write(&stream)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("the write task failed: {e}")))?
+    }
+
+    pub(crate) async fn recv(
+        &self,
+        buf: &mut [u8],
+        handles: &mut Vec<std::os::windows::io::OwnedHandle>,
+        max_handles: usize,
+        _check_fit: bool,
+    ) -> io::Result<Option<usize>> {
+        self.when_ready(|stream| crate::sys::message::try_recv(stream, buf, handles, max_handles))
+            .await
+    }
+
+    pub(crate) async fn peek_len(&self) -> io::Result<Option<usize>> {
+        self.when_ready(crate::sys::message::try_peek_len).await
+    }
+
+    /// Runs `attempt` until it does not block, waiting for readiness in between.
+    async fn when_ready<T>(
+        &self,
+        mut attempt: impl FnMut(&crate::sys::Stream) -> io::Result<T>,
+    ) -> io::Result<T> {
+        loop {
+            let notified = self.ready.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match attempt(&self.stream) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            if let async_pipe::Ready::Later = self.ready.arm()? {
+                notified.await;
+            }
+        }
+    }
+}
+
+impl fmt::Debug for MessageStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageStream")
+            .field("handle", &self.stream.as_handle())
+            .finish()
     }
 }

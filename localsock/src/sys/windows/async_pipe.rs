@@ -11,11 +11,22 @@
 //! - `shutdown` is [`HalfClose`](super::HalfClose), as for blocking streams.
 
 use std::io;
-use std::os::windows::io::{BorrowedHandle, IntoRawHandle, OwnedHandle};
+use std::os::windows::io::{AsRawHandle, BorrowedHandle, IntoRawHandle, OwnedHandle};
+use std::ptr;
 
 use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer};
 
-use super::{security, stream, Stream};
+use windows_sys::Win32::Foundation::{
+    ERROR_IO_PENDING, ERROR_MORE_DATA, HANDLE, INVALID_HANDLE_VALUE,
+};
+use windows_sys::Win32::Storage::FileSystem::ReadFile;
+use windows_sys::Win32::System::Threading::{
+    RegisterWaitForSingleObject, ResetEvent, UnregisterWaitEx, INFINITE, WT_EXECUTEONLYONCE,
+};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+
+use super::half_close::is_closed;
+use super::{last_error, overlapped, security, stream, Stream};
 use crate::sys::ConnectFailure;
 use crate::{ConnectOptions, Name, PeerCredentials};
 
@@ -66,4 +77,208 @@ pub(crate) fn server_user(pipe: BorrowedHandle<'_>) -> io::Result<crate::identit
 /// `require_same_user` check (from the client's token only, never a pid).
 pub(crate) fn peer_is_same_user(pipe: BorrowedHandle<'_>) -> bool {
     security::client_is_current_user(pipe).unwrap_or(false)
+}
+
+/// A message-mode server end from [`Listener::poll_accept`](super::Listener), kept out of
+/// tokio: the async message stream does its own reads (tokio's pipe types read ahead and lose
+/// where a message ends).
+pub(crate) fn message_server(handle: OwnedHandle) -> Stream {
+    Stream::new(handle, true)
+}
+
+/// One connect attempt of the blocking backend to a message listener, the handle kept out of
+/// tokio (see [`message_server`]).
+pub(crate) fn message_client(name: &Name, opts: &ConnectOptions) -> Result<Stream, ConnectFailure> {
+    Stream::connect(name, opts, crate::sys::Kind::Messages)
+}
+
+/// Readiness of a pipe for reading, for an async stream that does its own reads: a zero-byte
+/// overlapped `ReadFile` (it takes nothing: on a message pipe it completes with
+/// `ERROR_MORE_DATA` once a message is there, or with the error that ends the pipe), whose
+/// event a thread-pool wait (`RegisterWaitForSingleObject`) turns into a
+/// [`Notify`](tokio::sync::Notify) wake-up. Waiting this way takes no thread per pipe, and
+/// dropping a waiting future loses nothing: the data stays in the pipe.
+pub(crate) struct ReadReady {
+    op: Box<ReadyOp>,
+    state: std::sync::Mutex<ReadyState>,
+    /// The pipe the zero-byte reads are on; open for as long as this lives (see [`Self::new`]).
+    pipe: usize,
+}
+
+/// What the thread-pool callback and the kernel use: boxed, so its address is stable for as
+/// long as a read or a wait may use it.
+struct ReadyOp {
+    overlapped: std::cell::UnsafeCell<OVERLAPPED>,
+    event: OwnedHandle,
+    notify: tokio::sync::Notify,
+    byte: std::cell::UnsafeCell<u8>,
+}
+
+enum ReadyState {
+    Idle,
+    /// A zero-byte read is in flight, its completion waited for by this registered wait.
+    Waiting(usize),
+}
+
+// SAFETY: the `UnsafeCell`s are written only under `state`'s lock while no read is in flight
+// (then by the kernel, which the lock's owner reads only volatile or after completion); the
+// rest is `Send + Sync`. The raw values are handles, usable from any thread.
+unsafe impl Send for ReadReady {}
+// SAFETY: as above.
+unsafe impl Sync for ReadReady {}
+
+/// Whether the zero-byte read found the pipe readable.
+pub(crate) enum Ready {
+    /// Try the read now.
+    Now,
+    /// Wait for `notified` (enabled before the attempt that would block), then try again.
+    Later,
+}
+
+impl ReadReady {
+    /// Readiness of `pipe`. The caller keeps `pipe` open until this is dropped (it cancels its
+    /// read on it then).
+    pub(crate) fn new(pipe: BorrowedHandle<'_>) -> io::Result<ReadReady> {
+        Ok(ReadReady {
+            op: Box::new(ReadyOp {
+                overlapped: std::cell::UnsafeCell::new(OVERLAPPED::default()),
+                event: overlapped::new_event()?,
+                notify: tokio::sync::Notify::new(),
+                byte: std::cell::UnsafeCell::new(0),
+            }),
+            state: std::sync::Mutex::new(ReadyState::Idle),
+            pipe: pipe.as_raw_handle() as usize,
+        })
+    }
+
+    /// The wake-up of [`Ready::Later`]: take a `notified()` and `enable` it *before* the read
+    /// attempt that returned `WouldBlock`, so a message arriving in between is not missed.
+    pub(crate) fn notify(&self) -> &tokio::sync::Notify {
+        &self.op.notify
+    }
+
+    /// After a read attempt found nothing: makes sure a zero-byte read is waiting for data.
+    /// [`Ready::Now`] when data (or the end) came since the attempt.
+    ///
+    /// # Errors
+    ///
+    /// A zero-byte read or its wait that could not start.
+    pub(crate) fn arm(&self) -> io::Result<Ready> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ov = self.op.overlapped.get();
+        if let ReadyState::Waiting(wait) = *state {
+            if overlapped::is_pending(ov) {
+                return Ok(Ready::Later);
+            }
+            self.reap(wait);
+            *state = ReadyState::Idle;
+            return Ok(Ready::Now);
+        }
+        let event = self.op.event.as_raw_handle() as HANDLE;
+        // SAFETY: no read is in flight (Idle, under the lock), so nothing else uses the
+        // OVERLAPPED; `event` is our valid event.
+        unsafe {
+            *ov = OVERLAPPED {
+                hEvent: event,
+                ..OVERLAPPED::default()
+            };
+            ResetEvent(event);
+        }
+        // SAFETY: a zero-byte overlapped read on our open pipe, with the boxed OVERLAPPED and
+        // byte, which live (and stay put) until the read is over: `reap` or `drop` waits for it.
+        let ok = unsafe {
+            ReadFile(
+                self.pipe as HANDLE,
+                self.op.byte.get(),
+                0,
+                ptr::null_mut(),
+                ov,
+            )
+        };
+        if ok != 0 {
+            return Ok(Ready::Now);
+        }
+        let err = last_error();
+        if err == ERROR_MORE_DATA {
+            return Ok(Ready::Now);
+        }
+        if err != ERROR_IO_PENDING {
+            let e = io::Error::from_raw_os_error(err as i32);
+            // The end of the pipe: the read attempt reports it.
+            return if is_closed(&e) {
+                Ok(Ready::Now)
+            } else {
+                Err(e)
+            };
+        }
+        let mut wait: HANDLE = ptr::null_mut();
+        let context: *const ReadyOp = &*self.op;
+        // SAFETY: `wait` is valid for writes; `event` is ours; `context` points at the boxed
+        // ReadyOp, which outlives the wait: it is unregistered (waiting for a running callback)
+        // in `reap` or `drop` before the box goes.
+        let registered = unsafe {
+            RegisterWaitForSingleObject(
+                &mut wait,
+                event,
+                Some(ready_callback),
+                context.cast(),
+                INFINITE,
+                WT_EXECUTEONLYONCE,
+            )
+        };
+        if registered == 0 {
+            let e = io::Error::last_os_error();
+            self.cancel();
+            return Err(e);
+        }
+        *state = ReadyState::Waiting(wait as usize);
+        Ok(Ready::Later)
+    }
+
+    /// Ends a finished zero-byte read: its wait unregistered (after its callback ran).
+    fn reap(&self, wait: usize) {
+        // SAFETY: `wait` is our registered wait; INVALID_HANDLE_VALUE makes the call return
+        // only once its callback (if running) is over.
+        unsafe { UnregisterWaitEx(wait as HANDLE, INVALID_HANDLE_VALUE) };
+        let mut moved = 0u32;
+        // SAFETY: the read on our pipe with this OVERLAPPED is over (or being cancelled):
+        // waiting for its result leaves the kernel done with the OVERLAPPED and byte.
+        unsafe {
+            GetOverlappedResult(self.pipe as HANDLE, self.op.overlapped.get(), &mut moved, 1)
+        };
+    }
+
+    /// Cancels a zero-byte read in flight and waits until it is over.
+    fn cancel(&self) {
+        // SAFETY: our pipe is open; the OVERLAPPED is that of our read (fails harmlessly with
+        // ERROR_NOT_FOUND when it already completed).
+        unsafe { CancelIoEx(self.pipe as HANDLE, self.op.overlapped.get()) };
+        let mut moved = 0u32;
+        // SAFETY: as in `reap`: returns once the read is over.
+        unsafe {
+            GetOverlappedResult(self.pipe as HANDLE, self.op.overlapped.get(), &mut moved, 1)
+        };
+    }
+}
+
+impl Drop for ReadReady {
+    fn drop(&mut self) {
+        let state = std::mem::replace(
+            self.state.get_mut().unwrap_or_else(|e| e.into_inner()),
+            ReadyState::Idle,
+        );
+        if let ReadyState::Waiting(wait) = state {
+            self.cancel();
+            // SAFETY: as in `reap`; after this no callback uses the box.
+            unsafe { UnregisterWaitEx(wait as HANDLE, INVALID_HANDLE_VALUE) };
+        }
+    }
+}
+
+/// The thread-pool callback of a zero-byte read's event: wakes the waiting receivers.
+unsafe extern "system" fn ready_callback(context: *mut std::ffi::c_void, _timed_out: bool) {
+    // SAFETY: `context` is the boxed ReadyOp of a ReadReady, which unregisters this wait
+    // (waiting for this callback) before the box is freed.
+    let op = unsafe { &*(context as *const ReadyOp) };
+    op.notify.notify_waiters();
 }

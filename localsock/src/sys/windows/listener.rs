@@ -370,10 +370,15 @@ impl Listener {
         Listener::open(name, opts, kind, None)
     }
 
-    /// A listener for [`poll_accept`](Self::poll_accept) (the async `LocalListener`).
+    /// A listener for [`poll_accept`](Self::poll_accept) (the async `LocalListener` and
+    /// `MessageListener`), of `kind`.
     #[cfg(feature = "tokio")]
-    pub(crate) fn bind_async(name: &Name, opts: &ListenerOptions) -> io::Result<Listener> {
-        Listener::open(name, opts, Kind::Bytes, Some(Arc::default()))
+    pub(crate) fn bind_async(
+        name: &Name,
+        opts: &ListenerOptions,
+        kind: Kind,
+    ) -> io::Result<Listener> {
+        Listener::open(name, opts, kind, Some(Arc::default()))
     }
 
     fn open(
@@ -1027,7 +1032,7 @@ mod tests {
             }
         }
         let name = name("poll-accept");
-        let listener = Listener::bind_async(&name, &ListenerOptions::new()).unwrap();
+        let listener = Listener::bind_async(&name, &ListenerOptions::new(), Kind::Bytes).unwrap();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));
         let mut cx = Context::from_waker(&waker);

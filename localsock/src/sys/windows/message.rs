@@ -16,6 +16,7 @@
 use std::io;
 use std::os::windows::io::{AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
 use std::ptr;
+use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
     DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_INVALID_PARAMETER, HANDLE,
@@ -164,8 +165,26 @@ pub(crate) fn send(
     bytes: &[u8],
     handles: &[BorrowedHandle<'_>],
 ) -> io::Result<()> {
+    prepare(stream, bytes, handles)?.write(stream)
+}
+
+/// A message ready to be written: its handles already given to the peer (taken back if it is
+/// dropped unwritten), its pipe message built. The async stream prepares in the caller's task
+/// and writes where it may block.
+pub(crate) struct Prepared {
+    given: Option<Given>,
+    wire: Vec<u8>,
+}
+
+/// Checks a message against the limits, gives its handles to the peer and builds its pipe
+/// message.
+pub(crate) fn prepare(
+    stream: &Stream,
+    bytes: &[u8],
+    handles: &[BorrowedHandle<'_>],
+) -> io::Result<Prepared> {
     policy::check_send(bytes.len(), handles.len())?;
-    let mut given = if handles.is_empty() {
+    let given = if handles.is_empty() {
         None
     } else {
         Some(Given::to_peer(stream, handles)?)
@@ -178,28 +197,40 @@ pub(crate) fn send(
         wire.extend_from_slice(&(*value as u64).to_le_bytes());
     }
     wire.extend_from_slice(bytes);
-    let written = stream.write_message(&wire)?; // on error `given` is dropped: handles taken back
-    if let Some(given) = given.as_mut() {
-        // Part of a message may have reached the peer (a write timeout cut it): its handles
-        // are the peer's to close now, as far as it can parse them.
-        given.delivered = written > 0;
+    Ok(Prepared { given, wire })
+}
+
+impl Prepared {
+    /// Writes the message in one `WriteFile`, waiting as the stream's write timeout says.
+    pub(crate) fn write(mut self, stream: &Stream) -> io::Result<()> {
+        // On error `self.given` is dropped: the handles are taken back.
+        let written = stream.write_message(&self.wire)?;
+        if let Some(given) = self.given.as_mut() {
+            // Part of a message may have reached the peer (a write timeout cut it): its handles
+            // are the peer's to close now, as far as it can parse them.
+            given.delivered = written > 0;
+        }
+        if written != self.wire.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the write timed out after {written} of the message's {} bytes",
+                    self.wire.len()
+                ),
+            ));
+        }
+        Ok(())
     }
-    if written != wire.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "the write timed out after {written} of the message's {} bytes",
-                wire.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// One `ReadFile` of at most `buf.len()` bytes of the next pipe message: the bytes read, and
 /// whether the message goes on (`ERROR_MORE_DATA`); `None` at end-of-file.
-fn read_part(stream: &Stream, buf: &mut [u8]) -> io::Result<Option<(usize, bool)>> {
+///
+/// With `now`, only what can be read at once (`WouldBlock` otherwise, nothing taken): the async
+/// stream's read, which waits for readiness itself.
+fn read_part(stream: &Stream, buf: &mut [u8], now: bool) -> io::Result<Option<(usize, bool)>> {
     let (timeout, shut) = stream.read_wait();
+    let timeout = if now { Some(Duration::ZERO) } else { timeout };
     if shut {
         return Ok(None);
     }
@@ -285,9 +316,13 @@ fn parse(stream: &Stream, mut wire: Vec<u8>, n: usize) -> io::Result<Pending> {
 
 /// Reads the next whole pipe message; `None` at end-of-file. A message too long for any
 /// receiver is read to its end and dropped, its handles closed.
-fn read_message(stream: &Stream) -> io::Result<Option<Pending>> {
+///
+/// With `now`, the first part is read only if it is there at once (`WouldBlock` otherwise);
+/// the rest of a message already begun is in the pipe (a pipe message is written whole) and
+/// is read as the stream's own reads wait.
+fn read_message(stream: &Stream, now: bool) -> io::Result<Option<Pending>> {
     let mut wire = vec![0u8; MAX_WIRE];
-    let Some((n, more)) = read_part(stream, &mut wire)? else {
+    let Some((n, more)) = read_part(stream, &mut wire, now)? else {
         return Ok(None);
     };
     if !more {
@@ -312,7 +347,7 @@ fn read_message(stream: &Stream) -> io::Result<Option<Pending>> {
     let adopted = adopt(stream, &values);
     let mut total = n;
     loop {
-        match read_part(stream, &mut wire)? {
+        match read_part(stream, &mut wire, false)? {
             Some((part, true)) => total += part,
             Some((part, false)) => {
                 total += part;
@@ -336,10 +371,31 @@ pub(crate) fn recv(
     max_handles: usize,
     _check_fit: bool,
 ) -> io::Result<Option<usize>> {
+    recv_inner(stream, buf, handles, max_handles, false)
+}
+
+/// [`recv`] of a message that is there now: `WouldBlock` (nothing taken) otherwise. The async
+/// stream's receive, between its waits for readiness.
+pub(crate) fn try_recv(
+    stream: &Stream,
+    buf: &mut [u8],
+    handles: &mut Vec<OwnedHandle>,
+    max_handles: usize,
+) -> io::Result<Option<usize>> {
+    recv_inner(stream, buf, handles, max_handles, true)
+}
+
+fn recv_inner(
+    stream: &Stream,
+    buf: &mut [u8],
+    handles: &mut Vec<OwnedHandle>,
+    max_handles: usize,
+    now: bool,
+) -> io::Result<Option<usize>> {
     let mut pending = stream.pending();
     let message = match pending.take() {
         Some(message) => message,
-        None => match read_message(stream)? {
+        None => match read_message(stream, now)? {
             Some(message) => message,
             None => return Ok(None),
         },
@@ -359,11 +415,20 @@ pub(crate) fn recv(
 
 /// The length of the next message, read ahead and kept queued.
 pub(crate) fn peek_len(stream: &Stream) -> io::Result<Option<usize>> {
+    peek_len_inner(stream, false)
+}
+
+/// [`peek_len`] of a message that is there now: `WouldBlock` (nothing taken) otherwise.
+pub(crate) fn try_peek_len(stream: &Stream) -> io::Result<Option<usize>> {
+    peek_len_inner(stream, true)
+}
+
+fn peek_len_inner(stream: &Stream, now: bool) -> io::Result<Option<usize>> {
     let mut pending = stream.pending();
     if let Some(message) = pending.as_ref() {
         return Ok(Some(message.bytes.len()));
     }
-    match read_message(stream)? {
+    match read_message(stream, now)? {
         Some(message) => {
             let len = message.bytes.len();
             *pending = Some(message);

@@ -213,7 +213,7 @@ unsafe fn run_reporting_more(
 }
 
 /// Whether the kernel still owns `ov` (its status is `STATUS_PENDING`).
-fn is_pending(ov: *mut OVERLAPPED) -> bool {
+pub(super) fn is_pending(ov: *mut OVERLAPPED) -> bool {
     // SAFETY: `ov` points at a live OVERLAPPED; the kernel writes `Internal` when the
     // operation completes, so it is read volatile, as `HasOverlappedIoCompleted` does.
     let status = unsafe { ptr::read_volatile(ptr::addr_of!((*ov).Internal)) };
