@@ -185,3 +185,56 @@ fn dropping_a_stream_while_a_recv_waits_closes_it() {
         assert!(client.send(b"late").await.is_err());
     });
 }
+
+#[test]
+fn a_cancelled_send_sends_its_message_whole_or_not_at_all() {
+    run(60, async {
+        let name = unique("tk-cancelsend");
+        let listener = MessageListener::bind(&name).unwrap();
+        let client = MessageStream::connect(&name).await.unwrap();
+        let server = listener.accept().await.unwrap();
+        // Nobody reads: sends fill the way to the peer until one does not finish; that one is
+        // cancelled (its future dropped mid-send).
+        let mut sent = 0u32;
+        let mut cancelled = None;
+        for i in 0..1000u32 {
+            let mut message = vec![7u8; localsock::MAX_MESSAGE_LEN];
+            message[..4].copy_from_slice(&i.to_le_bytes());
+            tokio::select! {
+                done = client.send(&message) => {
+                    done.unwrap();
+                    sent += 1;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    cancelled = Some(i);
+                    break;
+                }
+            }
+        }
+        let cancelled = cancelled.expect("the way to a peer that does not read never filled");
+        let reader = tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let message = server.recv_message().await.unwrap().unwrap();
+                if message.bytes == b"end" {
+                    return ids;
+                }
+                assert_eq!(
+                    message.bytes.len(),
+                    localsock::MAX_MESSAGE_LEN,
+                    "a whole message"
+                );
+                ids.push(u32::from_le_bytes(message.bytes[..4].try_into().unwrap()));
+            }
+        });
+        client.send(b"end").await.unwrap();
+        let ids = reader.await.unwrap();
+        // Every completed send, in order; the cancelled one after them, whole, or not at all.
+        let completed: Vec<u32> = (0..sent).collect();
+        let with_cancelled: Vec<u32> = (0..=cancelled).collect();
+        assert!(
+            ids == completed || ids == with_cancelled,
+            "{ids:?} (cancelled {cancelled})"
+        );
+    });
+}
