@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -191,17 +191,103 @@ struct Target {
     wait: bool,
 }
 
+/// The one client allowed to wait for a descriptor to connect to TO, and the accept loop's
+/// pause while it waits.
+///
+/// Every accepted client holds a descriptor. If each client that found none left for its
+/// connection to TO waited for one, the accept loop would go on taking clients (each holding
+/// a descriptor the waiting ones need) until every descriptor was held by a waiting client and
+/// nothing moved until their timeouts ran out. So while one client waits, the accept loop
+/// accepts no one (new clients wait in the backlog), and a second client that finds no
+/// descriptor (one accepted before the first said so) is closed at once, which frees its
+/// descriptor for the first.
+struct Starved {
+    waiting: Mutex<bool>,
+    cleared: Condvar,
+    /// FROM, for the warning.
+    listening: String,
+    /// When a shortage was last reported (at most once a second), by the accept loop or a
+    /// waiting client.
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl Starved {
+    fn new(listening: String) -> Starved {
+        Starved {
+            waiting: Mutex::new(false),
+            cleared: Condvar::new(),
+            listening,
+            last_warning: Mutex::new(None),
+        }
+    }
+
+    /// Blocks the accept loop while a client waits for a descriptor.
+    fn wait_until_clear(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        while *waiting {
+            waiting = self
+                .cleared
+                .wait(waiting)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Makes the caller the waiting client, unless another one already is.
+    fn become_waiter(&self) -> Option<Waiter<'_>> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if *waiting {
+            return None;
+        }
+        *waiting = true;
+        Some(Waiter(self))
+    }
+}
+
+/// The waiting client's turn; dropping it lets the accept loop go on.
+struct Waiter<'a>(&'a Starved);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.0.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        *waiting = false;
+        self.0.cleared.notify_all();
+    }
+}
+
 impl Target {
-    /// Connects to TO; out of descriptors, retries after a pause until the timeout, as the
-    /// accept loop does.
-    fn connect(&self) -> io::Result<Conn> {
+    /// Connects to TO. Out of descriptors, one client at a time retries after a pause until
+    /// the timeout while the accept loop pauses; see [`Starved`].
+    fn connect(&self, starved: &Starved) -> io::Result<Conn> {
         let deadline = Instant::now() + self.timeout;
+        let mut turn = None;
         loop {
             match self.connect_once() {
                 Err(e)
                     if serve::is_resource_shortage(&e)
                         && Instant::now() + RESOURCE_PAUSE < deadline =>
                 {
+                    if turn.is_none() {
+                        turn = starved.become_waiter();
+                        if turn.is_none() {
+                            return Err(serve::context(
+                                e,
+                                "no descriptor left, and another client is already waiting \
+                                 for one",
+                            ));
+                        }
+                        let mut last = starved
+                            .last_warning
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            crate::warn(&format!(
+                                "{e}; a client waits for a descriptor, pausing before \
+                                 accepting again on {}",
+                                starved.listening
+                            ));
+                            *last = Some(Instant::now());
+                        }
+                    }
                     thread::sleep(RESOURCE_PAUSE)
                 }
                 other => return other,
@@ -389,14 +475,24 @@ pub(crate) fn run(args: ForwardArgs) -> io::Result<()> {
     };
     let slots = Slots::new(args.max_clients);
     let users = PerUser::new(per_user);
+    let starved = Arc::new(Starved::new(listener.describe()));
     let mut number: u64 = 0;
-    let mut last_warning: Option<Instant> = None;
     loop {
         slots.wait_for_free();
+        starved.wait_until_clear();
         let client = match listener.accept() {
             Ok(client) => client,
             Err(e) => {
-                serve::accept_failed(e, &mut last_warning)?;
+                // Not held across the pause `accept_failed` takes.
+                let mut last = *starved
+                    .last_warning
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                serve::accept_failed(e, &mut last)?;
+                *starved
+                    .last_warning
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = last;
                 continue;
             }
         };
@@ -412,6 +508,7 @@ pub(crate) fn run(args: ForwardArgs) -> io::Result<()> {
         };
         let guard = slots.take();
         let target = Arc::clone(&target);
+        let starved = Arc::clone(&starved);
         let spawned = thread::Builder::new()
             .name(format!("client-{number}"))
             .stack_size(CLIENT_STACK)
@@ -419,7 +516,7 @@ pub(crate) fn run(args: ForwardArgs) -> io::Result<()> {
                 // The user's count drops before the slot frees: the accept loop, woken by the slot,
                 // must see this user's connection gone.
                 let _guards = (user_guard, guard);
-                let line = serve_client(client, &target, limits);
+                let line = serve_client(client, &target, &starved, limits);
                 errln!("#{number} {peer} -> {}: {line}", target.to);
             });
         if let Err(e) = spawned {
@@ -464,9 +561,9 @@ enum End {
 const LINGER: Duration = Duration::from_millis(500);
 
 /// Connects to TO and copies both ways; returns the connection's log line (after the peer).
-fn serve_client(client: Conn, target: &Target, limits: Limits) -> String {
+fn serve_client(client: Conn, target: &Target, starved: &Starved, limits: Limits) -> String {
     let start = Instant::now();
-    let server = match target.connect() {
+    let server = match target.connect(starved) {
         Ok(server) => server,
         Err(e) => {
             let _ = client.shutdown(Shutdown::Both);
