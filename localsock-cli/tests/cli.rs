@@ -780,6 +780,46 @@ fn quit_after_keeps_the_sending_side_open_and_exits_when_the_peer_is_quiet() {
     assert_eq!(server.read(&mut byte).unwrap(), 0);
 }
 
+/// `listen --quit-after`: after stdin ends the listener keeps its sending side open (no
+/// half-close, which a Qt peer would take for a close), so the client's reply still arrives;
+/// it exits once the client has been quiet for the period.
+#[test]
+fn listen_quit_after_keeps_the_sending_side_open_and_exits_when_the_peer_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "quiet-listen.sock");
+    let mut server = Proc::spawn(localsock().args(["listen", "--quit-after", "300ms", s(&path)]));
+    wait_listening_by_file(&path);
+    let mut client = ConnectOptions::new()
+        .timeout(BOUND)
+        .connect(&Name::path(&path).unwrap())
+        .unwrap();
+    server.feed(b"greeting".to_vec()).join().unwrap();
+    let mut got = [0u8; 8];
+    client.set_read_timeout(Some(BOUND)).unwrap();
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"greeting");
+    // No EOF although the listener's stdin has ended.
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let e = client.read(&mut byte).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
+    client.write_all(b"reply").unwrap();
+    let (status, out, err) = server.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "reply");
+    // It closed after the quiet period: now the client reads EOF.
+    client.set_read_timeout(Some(BOUND)).unwrap();
+    assert_eq!(client.read(&mut byte).unwrap(), 0);
+}
+
 /// `--read-timeout`: a server that accepts and never answers does not keep connect forever.
 #[test]
 fn read_timeout_gives_up_on_a_silent_server() {

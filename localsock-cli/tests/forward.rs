@@ -465,6 +465,48 @@ fn either_side_killed_mid_stream_ends_the_other_without_leaks() {
     });
 }
 
+/// `--max-clients`: further clients wait in the backlog (connected, not served) until one
+/// leaves, as with `echo`.
+#[test]
+fn forward_max_clients_holds_further_clients_in_the_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = dir.path().join("echo.sock");
+    let _echo = echo_server(&echo);
+    let front = dir.path().join("front.sock");
+    let (fw, _) = forward(s(&front), s(&echo), &["--max-clients", "2"]);
+    let name = Name::path(&front).unwrap();
+    let connect = || {
+        let stream = ConnectOptions::new().timeout(BOUND).connect(&name).unwrap();
+        stream.set_read_timeout(Some(BOUND)).unwrap();
+        stream
+    };
+    let mut byte = [0u8; 1];
+    let mut served: Vec<LocalStream> = (0..2).map(|_| connect()).collect();
+    for client in &mut served {
+        client.write_all(b"a").unwrap();
+        client.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"a");
+    }
+    let mut third = connect();
+    third.write_all(b"c").unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let e = third.read_exact(&mut byte).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "the third client was served while two held both slots: {e}"
+    );
+    drop(served.pop());
+    fw.line_with("#");
+    third.set_read_timeout(Some(BOUND)).unwrap();
+    third.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"c", "served once a slot was free");
+}
+
 /// Out of descriptors: forward says so, pauses instead of spinning or exiting, and serves
 /// again once clients leave.
 #[test]

@@ -48,7 +48,8 @@ pub enum Access {
     /// Only the user who created the listener (the default).
     #[default]
     Owner,
-    /// The owner and the members of the owner's group.
+    /// The owner and the members of one group: on Unix the socket file's group (see above), on
+    /// Windows the group named with `os::windows::ListenerOptionsExt::group`.
     Group,
     /// Every local user.
     Everyone,

@@ -39,10 +39,11 @@
 //! - **Read and write**: overlapped I/O; a read or write timeout cancels the operation and
 //!   gives `TimedOut` (not `WouldBlock` as on Unix), non-blocking mode gives `WouldBlock`.
 //!   EOF is `ERROR_BROKEN_PIPE` (or `ERROR_PIPE_NOT_CONNECTED`); a foreign peer's 0-byte
-//!   write is not EOF for the blocking stream (the read goes on; the async stream reads
-//!   through tokio, which takes it for EOF). Empty writes are never sent, by the blocking and
-//!   the async streams alike, so two localsock ends never see a 0-byte read. Writing to a closed peer is `BrokenPipe`. Data written before a stream is
-//!   dropped stays readable by the peer. A handle adopted with `From<OwnedHandle>` must be
+//!   write is not EOF, for the blocking and the async stream alike: the read goes on (the
+//!   async stream reads through tokio, whose 0-byte completion looks like EOF, so it reads
+//!   once more to tell them apart). Empty writes are never sent, by the blocking and the async
+//!   streams alike, so two localsock ends never see a 0-byte read. Writing to a closed peer is
+//!   `BrokenPipe`. Data written before a stream is dropped stays readable by the peer. A handle adopted with `From<OwnedHandle>` must be
 //!   overlapped: see that impl on `LocalStream`.
 //! - **Write counts**: a write with a timeout, or in non-blocking mode, moves at most the pipe's
 //!   buffer size (its quota, from `GetNamedPipeInfo`). Windows reports 0 bytes for a pipe write
