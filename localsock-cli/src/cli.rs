@@ -103,6 +103,11 @@ pub(crate) struct ListenArgs {
     /// Who may connect (Unix: the socket file's mode; Windows: the pipe's DACL).
     #[arg(long, value_enum, default_value_t = AccessArg::Owner)]
     pub(crate) access: AccessArg,
+    /// With --access group on Windows, the group admitted: a SID (S-1-5-32-545) or an account
+    /// name (Users, DOMAIN\team); required there. Not used on Unix, where the group is the
+    /// socket file's (its directory's when that is set-group-ID).
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) group: Option<String>,
     #[command(flatten)]
     pub(crate) eof: EofArgs,
 }
@@ -205,6 +210,11 @@ pub(crate) struct EchoArgs {
     /// Who may connect.
     #[arg(long, value_enum, default_value_t = AccessArg::Owner)]
     pub(crate) access: AccessArg,
+    /// With --access group on Windows, the group admitted: a SID (S-1-5-32-545) or an account
+    /// name (Users, DOMAIN\team); required there. Not used on Unix, where the group is the
+    /// socket file's (its directory's when that is set-group-ID).
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) group: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +255,11 @@ pub(crate) struct ForwardArgs {
     /// Who may connect when FROM is a local name.
     #[arg(long, value_enum, default_value_t = AccessArg::Owner)]
     pub(crate) access: AccessArg,
+    /// With --access group on Windows, the group admitted: a SID (S-1-5-32-545) or an account
+    /// name (Users, DOMAIN\team); required there. Not used on Unix, where the group is the
+    /// socket file's (its directory's when that is set-group-ID).
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) group: Option<String>,
 }
 
 /// A time limit that can be turned off.

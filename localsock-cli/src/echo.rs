@@ -11,7 +11,8 @@ use crate::cli::{AccessArg, EchoArgs};
 use crate::serve::{self, PerUser, Slots, CLIENT_STACK, RESOURCE_PAUSE};
 
 pub(crate) fn run(args: EchoArgs) -> io::Result<()> {
-    let (listener, inherited) = serve::local_listener(&args.name, args.access)?;
+    let (listener, inherited) =
+        serve::local_listener(&args.name, args.access, args.group.as_deref())?;
     let per_user = args.max_per_user.unwrap_or_else(|| {
         serve::default_per_user(
             args.max_clients,

@@ -366,7 +366,8 @@ fn bind(from: &Endpoint, args: &ForwardArgs) -> io::Result<(Listener, Option<Str
     }
     match from {
         Endpoint::Local(_) => {
-            let (listener, origin) = serve::local_listener(&args.from, args.access)?;
+            let (listener, origin) =
+                serve::local_listener(&args.from, args.access, args.group.as_deref())?;
             Ok((Listener::Local(listener), origin))
         }
         Endpoint::Tcp { host, port } => {

@@ -153,7 +153,8 @@ pub(crate) fn access(arg: AccessArg) -> Access {
 }
 
 fn listen(args: ListenArgs) -> io::Result<()> {
-    let (listener, inherited) = serve::local_listener(&args.name, args.access)?;
+    let (listener, inherited) =
+        serve::local_listener(&args.name, args.access, args.group.as_deref())?;
     let name = listener.name().clone();
     let interactive = io::stderr().is_terminal();
     if let Some(origin) = &inherited {

@@ -235,6 +235,7 @@ pub(crate) fn inherited(arg: &str) -> io::Result<Option<Inherited>> {
 pub(crate) fn local_listener(
     arg: &str,
     access: crate::cli::AccessArg,
+    group: Option<&str>,
 ) -> io::Result<(localsock::LocalListener, Option<String>)> {
     #[cfg(unix)]
     if let Some(inherited) = inherited(arg)? {
@@ -252,8 +253,53 @@ pub(crate) fn local_listener(
         return Ok((listener, Some(inherited.origin)));
     }
     let name = crate::parse_name(arg)?;
-    let listener = localsock::ListenerOptions::new()
-        .access(crate::access(access))
-        .bind(&name)?;
+    let mut options = localsock::ListenerOptions::new();
+    options.access(crate::access(access));
+    if let Some(group) = group {
+        with_group(&mut options, group, access)?;
+    } else if cfg!(windows) && access == crate::cli::AccessArg::Group {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "listen on {name}: --access group needs --group GROUP on Windows (a SID such \
+                 as S-1-5-32-545, or a name such as Users): a pipe has no owner's group to \
+                 default to"
+            ),
+        ));
+    }
+    let listener = options.bind(&name)?;
     Ok((listener, None))
+}
+
+/// `--group`: the group `--access group` admits (Windows).
+#[cfg(windows)]
+fn with_group(
+    options: &mut localsock::ListenerOptions,
+    group: &str,
+    access: crate::cli::AccessArg,
+) -> io::Result<()> {
+    use localsock::os::windows::ListenerOptionsExt;
+    if access != crate::cli::AccessArg::Group {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--group names the group that --access group admits; add --access group",
+        ));
+    }
+    options.group(group);
+    Ok(())
+}
+
+/// `--group` on Unix: refused, saying how the group is chosen there.
+#[cfg(unix)]
+fn with_group(
+    _options: &mut localsock::ListenerOptions,
+    _group: &str,
+    _access: crate::cli::AccessArg,
+) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "--group is for Windows pipes; on Unix --access group admits the socket file's group, \
+         which is the directory's when the directory is set-group-ID (chmod g+s), else yours: \
+         listen in a directory of that group",
+    ))
 }

@@ -820,6 +820,20 @@ fn listen_quit_after_keeps_the_sending_side_open_and_exits_when_the_peer_is_quie
     assert_eq!(client.read(&mut byte).unwrap(), 0);
 }
 
+/// `--group` is for Windows pipes: on Unix it is refused with how the group is chosen there,
+/// and nothing is bound.
+#[test]
+fn group_flag_is_refused_on_unix_saying_how_the_group_is_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sock(&dir, "group.sock");
+    for command in ["listen", "echo"] {
+        let (status, _, err) = run(&[command, "--access", "group", "--group", "staff", s(&path)]);
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert_one_line_error(&err, "set-group-ID");
+        assert!(!path.exists(), "{command} bound {path:?}");
+    }
+}
+
 /// `--read-timeout`: a server that accepts and never answers does not keep connect forever.
 #[test]
 fn read_timeout_gives_up_on_a_silent_server() {

@@ -155,3 +155,46 @@ fn a_named_pipe_to_a_tcp_echo_server() {
     );
     assert!(line.contains(&format!("-> tcp:127.0.0.1:{port}")), "{line}");
 }
+
+/// `--access group` needs `--group` on Windows (a pipe has no owner's group); with a group
+/// (BUILTIN\Users by SID) `echo` binds and serves, and `--group` without `--access group` is
+/// refused.
+#[test]
+fn access_group_takes_its_group_from_the_group_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_localsock"))
+        .args(["echo", "--access", "group", &unique("nogroup")])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--group"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_localsock"))
+        .args(["echo", "--group", "S-1-5-32-545", &unique("groupalone")])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--access group"), "{err}");
+
+    let pipe = unique("group");
+    let echo = Proc::spawn(&[
+        "echo",
+        "--access",
+        "group",
+        "--group",
+        "S-1-5-32-545",
+        &pipe,
+    ]);
+    echo.line_with("listening on");
+    let mut client = ConnectOptions::new()
+        .timeout(BOUND)
+        .connect(&Name::new(&pipe).unwrap())
+        .unwrap();
+    client.write_all(b"members").unwrap();
+    let mut back = [0u8; 7];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"members");
+}
