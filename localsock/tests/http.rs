@@ -310,6 +310,75 @@ async fn tonic_graceful_shutdown_finishes_and_frees_the_name() {
     assert_name_free(&name).await;
 }
 
+/// axum's graceful shutdown over a localsock listener: a request in flight when the signal
+/// comes is answered in full, the server then returns once its connections are closed, and
+/// the name is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_graceful_shutdown_answers_the_request_in_flight_and_frees_the_name() {
+    let _w = common::watchdog("axum_graceful_shutdown", 60);
+    let name = common::unique("axum-stop");
+    let listener = LocalListener::bind(&name).unwrap();
+    let (entered_tx, entered) = oneshot::channel::<()>();
+    let entered_tx = Arc::new(std::sync::Mutex::new(Some(entered_tx)));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let handler_release = Arc::clone(&release);
+    let router = axum::Router::new().route(
+        "/slow",
+        get(move || {
+            let entered_tx = Arc::clone(&entered_tx);
+            let release = Arc::clone(&handler_release);
+            async move {
+                if let Some(tx) = entered_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                release.notified().await;
+                "finished\n"
+            }
+        }),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("axum server failed");
+    });
+    let client = http_client(&name);
+    let request = {
+        let client = client.clone();
+        tokio::spawn(async move { get_text(&client, "/slow").await })
+    };
+    entered.await.expect("the handler was entered");
+    stop.send(()).unwrap();
+    // The server stops listening (its listener is dropped, the name freed) but goes on
+    // serving the request in flight.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match LocalStream::connect(&name).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            // Still listening (the signal is not seen yet), or closing: poll again.
+            Ok(_) | Err(_) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still listening 10 s after the signal"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_name_free(&name).await;
+    assert!(
+        !server.is_finished(),
+        "the server returned with a request in flight"
+    );
+    release.notify_one();
+    assert_eq!(request.await.unwrap(), (200, "finished\n".to_owned()));
+    // The client's idle keep-alive connection goes with the client; then the server returns.
+    drop(client);
+    server.await.unwrap();
+}
+
 /// A client started before its server: its connect (through the connector, with
 /// `wait_for_server`) fails at first, keeps trying, and connects once the server is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

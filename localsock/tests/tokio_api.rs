@@ -290,6 +290,28 @@ fn second_bind_is_addr_in_use() {
     });
 }
 
+/// One error wording for both paths: a second bind says the same, blocking or async, whoever
+/// holds the name (the other kind of listener included), and keeps the OS error as its source.
+#[test]
+fn blocking_and_async_binds_word_addr_in_use_alike() {
+    run(10, async {
+        let name = unique("wording");
+        let _first = localsock::LocalListener::bind(&name).unwrap();
+        let blocking = localsock::LocalListener::bind(&name).unwrap_err();
+        let not_blocking = LocalListener::bind(&name).unwrap_err();
+        assert_eq!(blocking.kind(), ErrorKind::AddrInUse, "{blocking}");
+        assert_eq!(not_blocking.kind(), ErrorKind::AddrInUse, "{not_blocking}");
+        assert_eq!(blocking.to_string(), not_blocking.to_string());
+        let os_code = |e: &std::io::Error| {
+            std::error::Error::source(e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .and_then(|s| s.raw_os_error())
+                .or(e.raw_os_error())
+        };
+        assert_eq!(os_code(&blocking), os_code(&not_blocking));
+    });
+}
+
 #[test]
 fn owned_halves_work_from_two_tasks_and_reunite() {
     run(30, async {

@@ -1187,3 +1187,50 @@ fn require_same_user_refuses_a_client_it_cannot_identify() {
     );
     drop(anonymous);
 }
+
+/// A spare count beyond [`MAX_SPARE_INSTANCES`] is clamped where it is set (the listener waits
+/// on one event per instance, and a wait takes at most 64): such a listener binds and serves
+/// more clients at once than it keeps instances for (the others retry while busy).
+///
+/// [`MAX_SPARE_INSTANCES`]: localsock::os::windows::MAX_SPARE_INSTANCES
+#[test]
+fn a_spare_count_beyond_the_maximum_is_clamped_and_serves() {
+    let _w = watchdog(
+        "a_spare_count_beyond_the_maximum_is_clamped_and_serves",
+        120,
+    );
+    let name = unique("spares-clamped");
+    let listener = Arc::new(
+        ListenerOptions::new()
+            .spare_instances(10_000)
+            .bind(&name)
+            .unwrap(),
+    );
+    let clients = localsock::os::windows::MAX_SPARE_INSTANCES as usize + 8;
+    let connecting: Vec<_> = (0..clients)
+        .map(|i| {
+            let name = name.clone();
+            thread::spawn(move || {
+                let mut stream = ConnectOptions::new()
+                    .timeout(Duration::from_secs(60))
+                    .connect(&name)
+                    .unwrap();
+                stream.write_all(&[i as u8]).unwrap();
+                let mut back = [0u8; 1];
+                stream.read_exact(&mut back).unwrap();
+                assert_eq!(back[0], i as u8);
+            })
+        })
+        .collect();
+    let mut served = Vec::new();
+    for _ in 0..clients {
+        let mut server = listener.accept().unwrap();
+        let mut byte = [0u8; 1];
+        server.read_exact(&mut byte).unwrap();
+        server.write_all(&byte).unwrap();
+        served.push(server);
+    }
+    for client in connecting {
+        client.join().unwrap();
+    }
+}
