@@ -1,4 +1,5 @@
-//! A shared-memory data path between the two ends of a connection (feature `shm`, Linux).
+//! A shared-memory data path between the two ends of a connection (feature `shm`, Linux and
+//! Windows).
 //!
 //! [`ShmOptions::offer`] (one side) and [`ShmOptions::answer`] (the other side) turn an
 //! established [`LocalStream`] into a [`ShmStream`]. If both sides agree, the bytes then travel
@@ -39,10 +40,29 @@
 //! The peer can write anything into the shared memory at any moment. Every index and flag read
 //! from it is validated before use; a violation is an `InvalidData` error, and the connection is
 //! closed (both directions). Data bytes are copied out with raw copies, never seen through Rust
-//! references, and are untrusted input as with a socket. The memory object is a sealed
-//! `memfd_create` object passed over the connection as a descriptor: it has no name any other
-//! process could open, it cannot be resized under us, and it is unmapped when the stream is
-//! dropped. See SECURITY.md.
+//! references, and are untrusted input as with a socket. The memory object (a sealed
+//! `memfd_create` object on Linux, an unnamed section on Windows) is passed over the connection
+//! as a descriptor or handle: it has no name any other process could open, it cannot be
+//! resized under us, and it is unmapped when the stream is dropped. See SECURITY.md.
+//!
+//! # Platform-specific behavior
+//!
+//! - **Linux**: the memory is a sealed `memfd_create` object; a reader is woken by a byte on
+//!   the connection's socket, a writer by a byte on a socket pair made for the stream; the CPU
+//!   hint is `sched_getcpu`.
+//! - **Windows**: the memory is an unnamed, pagefile-backed section (`CreateFileMappingW` with
+//!   no name), its handle duplicated into the peer over the pipe as message attachments are;
+//!   the answering side maps it and refuses (`InvalidData`) a section that is smaller than
+//!   offered, not committed read/write memory, or a mapped file. Readers and writers sleep on
+//!   four unnamed events, duplicated the same way, and after the negotiation nothing travels
+//!   on the pipe: one pending 1-byte read on it (issued by a helper thread that lives as long
+//!   as the process) reports the peer's end. Shared memory is only offered to a peer of the
+//!   same user (the rule for handles, see `MessageStream`); with another user's peer the offer
+//!   becomes "no offer" and the stream stays on the pipe. [`ShmStream::socket`] is then not a
+//!   readiness source, and the async `localsock::tokio::ShmStream` is not available on
+//!   Windows yet. A reader's wait for data gives `TimedOut` after the pipe's read timeout (on
+//!   Linux the socket's `SO_RCVTIMEO` shows as `WouldBlock`). On the client end, a protocol
+//!   violation cannot disconnect the pipe: the peer sees the end when the stream is dropped.
 //!
 //! # Examples
 //!
@@ -56,7 +76,10 @@
 //! # fn main() -> std::io::Result<()> {
 //! # let dir = std::env::temp_dir().join(format!("localsock-doc-shm-{}", std::process::id()));
 //! # std::fs::create_dir_all(&dir)?;
+//! # #[cfg(unix)]
 //! # let name = Name::path(dir.join("shm.sock"))?;
+//! # #[cfg(windows)]
+//! # let name = Name::new(format!("localsock-doc-shm-{}", std::process::id()))?;
 //! let listener = LocalListener::bind(&name)?;
 //! let server = std::thread::spawn(move || -> std::io::Result<()> {
 //!     let mut stream = ShmOptions::new().answer(listener.accept()?)?;
@@ -77,13 +100,13 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(all(feature = "tokio", unix))]
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::sys::frame;
-use crate::sys::shm::{self as os, Mapping};
+use crate::sys::shm::{self as os, Mapping, OsHandle, Wakes};
 use crate::LocalStream;
 
 /// The smallest ring capacity, in bytes, per direction.
@@ -136,6 +159,14 @@ fn parse_hello(bytes: &[u8]) -> io::Result<(u8, u32)> {
     }
     let capacity = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     Ok((bytes[5], capacity))
+}
+
+/// Which side of a connection waits (or is woken): its reader, for bytes in the ring, or its
+/// writer, for room in the ring. The OS layer (`sys::shm`) keeps one wake-up channel for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waiter {
+    Reader,
+    Writer,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -213,10 +244,11 @@ impl ShmOptions {
     /// Offers shared memory to the peer, which must call [`answer`](Self::answer), and returns
     /// the stream, on shared memory if the peer accepted.
     ///
-    /// Creates the sealed memory object and a socket pair for wake-ups, sends both over
-    /// `stream` and waits for the peer's answer (for as long as `stream`'s read timeout allows;
-    /// `stream` must be blocking). If this side is not [`enabled`](Self::enabled) it tells the
-    /// peer so and keeps the socket.
+    /// Creates the memory object and the wake-up channel (a sealed memfd and a socket pair on
+    /// Linux; a section and four events on Windows), sends them over `stream` and waits for
+    /// the peer's answer (for as long as `stream`'s read timeout allows; `stream` must be
+    /// blocking). If this side is not [`enabled`](Self::enabled) (or, on Windows, the peer runs
+    /// as another user) it tells the peer so and keeps the socket.
     ///
     /// # Errors
     ///
@@ -232,8 +264,8 @@ impl ShmOptions {
     /// The first half of [`offer`](Self::offer): creates the memory (if enabled) and sends the
     /// offer. Never waits for the peer (the offer is the first thing on the connection).
     pub(crate) fn send_offer(&self, stream: &LocalStream) -> io::Result<Pending> {
-        if !self.enabled {
-            frame::send(stream.inner.as_fd(), &hello(KIND_NO_OFFER, 0), &[])?;
+        if !self.enabled || !os::can_share(&stream.inner)? {
+            os::send_hello(&stream.inner, &hello(KIND_NO_OFFER, 0), &[])?;
             return Ok(Pending(None));
         }
         let capacity = self.capacity;
@@ -243,13 +275,11 @@ impl ShmOptions {
             map.u32_at(CPU_HINTS + 64 * side)
                 .store(u32::MAX, Ordering::Relaxed);
         }
-        let (aux, aux_peer) = os::socket_pair()?;
-        frame::send(
-            stream.inner.as_fd(),
-            &hello(KIND_OFFER, capacity as u32),
-            &[memfd.as_fd(), aux_peer.as_fd()],
-        )?;
-        // Both descriptors close here: the peer has its own, the mapping stays.
+        let (aux, aux_peer) = os::wakes(&stream.inner)?;
+        let mut handles = vec![&memfd];
+        handles.extend(&aux_peer);
+        os::send_hello(&stream.inner, &hello(KIND_OFFER, capacity as u32), &handles)?;
+        // The handles sent close here: the peer has its own, the mapping stays.
         Ok(Pending(Some((aux, map, capacity, self.spin))))
     }
 
@@ -270,7 +300,7 @@ impl ShmOptions {
     /// Never waits for the peer.
     pub(crate) fn reply(&self, stream: LocalStream, offer: Offer) -> io::Result<ShmStream> {
         let refuse = |stream: LocalStream| -> io::Result<ShmStream> {
-            frame::send(stream.inner.as_fd(), &hello(KIND_REFUSE, 0), &[])?;
+            os::send_hello(&stream.inner, &hello(KIND_REFUSE, 0), &[])?;
             Ok(ShmStream::on_socket(stream))
         };
         let Offer(Some((memfd, aux, capacity))) = offer else {
@@ -279,7 +309,7 @@ impl ShmOptions {
         if !self.enabled {
             return refuse(stream);
         }
-        let map = match os::open(memfd.as_fd(), CONTROL_LEN + 2 * capacity) {
+        let map = match os::open_handle(&memfd, CONTROL_LEN + 2 * capacity) {
             Ok(map) => map,
             Err(e) => {
                 let _ = stream.shutdown(Shutdown::Both);
@@ -287,13 +317,13 @@ impl ShmOptions {
             }
         };
         drop(memfd);
-        frame::send(stream.inner.as_fd(), &hello(KIND_ACCEPT, 0), &[])?;
+        os::send_hello(&stream.inner, &hello(KIND_ACCEPT, 0), &[])?;
         Ok(ShmStream::shared(stream, aux, map, capacity, 1, self.spin))
     }
 }
 
 /// An offer sent, its answer not read yet: the mapping and our end of the wake-up pair.
-pub(crate) struct Pending(Option<(OwnedFd, Mapping, usize, Duration)>);
+pub(crate) struct Pending(Option<(Wakes, Mapping, usize, Duration)>);
 
 impl Pending {
     /// The stream after the answer: on shared memory if it was accepted (and offered).
@@ -307,22 +337,22 @@ impl Pending {
     }
 }
 
-/// A received offer, checked: the memory object, the wake-up socket and the capacity, or none.
-pub(crate) struct Offer(Option<(OwnedFd, OwnedFd, usize)>);
+/// A received offer, checked: the memory object, the wake-up channel and the capacity, or none.
+pub(crate) struct Offer(Option<(OsHandle, Wakes, usize)>);
 
 /// Receives and checks the peer's offer (`WouldBlock` on a non-blocking socket until it has
 /// arrived whole).
 pub(crate) fn recv_offer(stream: &LocalStream) -> io::Result<Offer> {
     let mut buf = [0u8; HELLO_LEN];
-    let mut handles: Vec<OwnedFd> = Vec::new();
-    let got = frame::recv(stream.inner.as_fd(), &mut buf, &mut handles, 2, true)?;
+    let mut handles: Vec<OsHandle> = Vec::new();
+    let got = os::recv_hello(&stream.inner, &mut buf, &mut handles, 1 + os::WAKE_HANDLES)?;
     let Some(len) = got else {
         return Err(io::ErrorKind::UnexpectedEof.into());
     };
     let (kind, capacity) = parse_hello(&buf[..len])?;
     match kind {
         KIND_NO_OFFER if handles.is_empty() => return Ok(Offer(None)),
-        KIND_OFFER if handles.len() == 2 => {}
+        KIND_OFFER if handles.len() == 1 + os::WAKE_HANDLES => {}
         _ => {
             return Err(violation_at_start(
                 stream,
@@ -337,14 +367,14 @@ pub(crate) fn recv_offer(stream: &LocalStream) -> io::Result<Offer> {
             "a shared-memory capacity out of range",
         ));
     }
-    let aux = handles.pop().expect("two handles");
-    let memfd = handles.pop().expect("two handles");
-    if !os::is_socket(aux.as_fd())? {
+    let wake_handles = handles.split_off(1);
+    let memfd = handles.pop().expect("the memory object");
+    let Some(aux) = os::wakes_from_peer(&stream.inner, wake_handles)? else {
         return Err(violation_at_start(
             stream,
-            "a wake-up channel that is no socket",
+            "a wake-up channel of the wrong kind",
         ));
-    }
+    };
     Ok(Offer(Some((memfd, aux, capacity))))
 }
 
@@ -358,7 +388,7 @@ fn violation_at_start(stream: &LocalStream, what: &str) -> io::Error {
 pub(crate) fn read_answer(stream: &LocalStream) -> io::Result<bool> {
     let mut buf = [0u8; HELLO_LEN];
     let mut handles = Vec::new();
-    let Some(len) = frame::recv(stream.inner.as_fd(), &mut buf, &mut handles, 0, true)? else {
+    let Some(len) = os::recv_hello(&stream.inner, &mut buf, &mut handles, 0)? else {
         return Err(io::ErrorKind::UnexpectedEof.into());
     };
     match parse_hello(&buf[..len])? {
@@ -386,8 +416,9 @@ enum Inner {
 
 struct Shared {
     socket: LocalStream,
-    /// Our end of the socket pair that carries wake-ups for writers.
-    aux: OwnedFd,
+    /// Our end of the wake-up channel: on Unix the socket pair that carries wake-ups for
+    /// writers (readers are woken through the connection's socket); on Windows events.
+    aux: Wakes,
     map: Mapping,
     capacity: usize,
     /// 0: the offering side (writes ring 0, reads ring 1); 1: the answering side.
@@ -442,12 +473,15 @@ impl ShmStream {
 
     fn shared(
         socket: LocalStream,
-        aux: OwnedFd,
+        aux: Wakes,
         map: Mapping,
         capacity: usize,
         side: usize,
         spin: Duration,
     ) -> ShmStream {
+        // From here on the connection carries nothing but wake-ups (and, on Windows, nothing
+        // at all): the OS layer may watch it for the peer's end.
+        os::watch(&socket.inner, &aux);
         ShmStream {
             inner: Inner::Shared(Box::new(Shared {
                 socket,
@@ -479,9 +513,9 @@ impl ShmStream {
         matches!(self.inner, Inner::Shared(_))
     }
 
-    /// The underlying socket (for peer credentials, or to wait on it in an event loop: it
-    /// becomes readable when a wake-up or end-of-file arrives). Do not read or write it while
-    /// on shared memory.
+    /// The underlying socket (for peer credentials, or, on Linux, to wait on it in an event
+    /// loop: it becomes readable when a wake-up or end-of-file arrives; on Windows nothing
+    /// travels on it after the negotiation). Do not read or write it while on shared memory.
     pub fn socket(&self) -> &LocalStream {
         match &self.inner {
             Inner::Socket(s) => s,
@@ -490,8 +524,8 @@ impl ShmStream {
     }
 
     /// Moves reads and writes into or out of non-blocking mode: `WouldBlock` instead of waiting
-    /// (after no spinning). On shared memory, the socket then becomes readable when it is worth
-    /// trying again.
+    /// (after no spinning). On shared memory on Linux, the socket then becomes readable when it
+    /// is worth trying again (Windows has no such readiness source yet).
     ///
     /// # Errors
     ///
@@ -630,7 +664,7 @@ impl ShmStream {
 
     /// The sockets that become readable when a read (the first) or a write (the second) is
     /// worth retrying, on shared memory.
-    #[cfg(feature = "tokio")]
+    #[cfg(all(feature = "tokio", unix))]
     pub(crate) fn wake_fds(&self) -> Option<(BorrowedFd<'_>, BorrowedFd<'_>)> {
         match &self.inner {
             Inner::Shared(s) => Some((s.socket.inner.as_fd(), s.aux.as_fd())),
@@ -639,7 +673,7 @@ impl ShmStream {
     }
 
     /// The socket, if the negotiation was refused.
-    #[cfg(feature = "tokio")]
+    #[cfg(all(feature = "tokio", unix))]
     pub(crate) fn into_socket(self) -> Result<LocalStream, ShmStream> {
         match self.inner {
             Inner::Socket(s) => Ok(s),
@@ -804,8 +838,7 @@ impl Shared {
     fn violation(&self, what: &str) -> io::Error {
         self.poisoned.store(true, Ordering::Relaxed);
         self.peer_gone.store(true, Ordering::Relaxed);
-        let _ = self.socket.shutdown(Shutdown::Both);
-        let _ = os_shutdown(self.aux.as_fd());
+        os::close_path(&self.socket.inner, &self.aux);
         invalid(&format!("shared memory: {what}; the connection is closed"))
     }
 
@@ -908,7 +941,7 @@ impl Shared {
             }
             if nonblocking {
                 // The peer wakes the socket when it publishes: poll it then.
-                if !os::drain_wakes(self.socket.inner.as_fd())? {
+                if !os::drain(&self.socket.inner, &self.aux, Waiter::Reader)? {
                     self.peer_gone.store(true, Ordering::Relaxed);
                     continue;
                 }
@@ -917,7 +950,7 @@ impl Shared {
                 }
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            if !os::wait_wake(self.socket.inner.as_fd())? {
+            if !os::wait(&self.socket.inner, &self.aux, Waiter::Reader)? {
                 self.peer_gone.store(true, Ordering::Relaxed);
             }
             started = None;
@@ -945,7 +978,7 @@ impl Shared {
         let waiting = self.map.u32_at(Self::ctl(self.rx(), WRITER_WAITING));
         if waiting.load(Ordering::Relaxed) != 0
             && waiting.swap(0, Ordering::SeqCst) != 0
-            && os::send_wake(self.aux.as_fd()).is_err()
+            && os::wake(&self.socket.inner, &self.aux, Waiter::Writer).is_err()
         {
             self.peer_gone.store(true, Ordering::Relaxed);
         }
@@ -1025,13 +1058,13 @@ impl Shared {
                 continue;
             }
             let alive = if nonblocking {
-                let alive = os::drain_wakes(self.aux.as_fd())?;
+                let alive = os::drain(&self.socket.inner, &self.aux, Waiter::Writer)?;
                 if alive && self.free(state)? == 0 {
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
                 alive
             } else {
-                os::wait_wake(self.aux.as_fd())?
+                os::wait(&self.socket.inner, &self.aux, Waiter::Writer)?
             };
             if !alive {
                 self.peer_gone.store(true, Ordering::Relaxed);
@@ -1064,7 +1097,7 @@ impl Shared {
     fn wake_reader(&self) -> io::Result<()> {
         let waiting = self.map.u32_at(Self::ctl(self.tx(), READER_WAITING));
         if waiting.load(Ordering::Relaxed) != 0 && waiting.swap(0, Ordering::SeqCst) != 0 {
-            if let Err(e) = os::send_wake(self.socket.inner.as_fd()) {
+            if let Err(e) = os::wake(&self.socket.inner, &self.aux, Waiter::Reader) {
                 self.peer_gone.store(true, Ordering::Relaxed);
                 return Err(if e.kind() == io::ErrorKind::BrokenPipe {
                     Self::broken_pipe()
@@ -1104,10 +1137,6 @@ impl Shared {
         fence(Ordering::SeqCst);
         let _ = self.wake_reader();
     }
-}
-
-fn os_shutdown(fd: BorrowedFd<'_>) -> io::Result<()> {
-    crate::sys::shm::shutdown(fd)
 }
 
 impl Drop for Shared {

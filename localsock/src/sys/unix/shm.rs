@@ -308,3 +308,111 @@ pub(crate) fn shutdown(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: plain syscall on a descriptor we hold; no pointer argument.
     cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) }).map(drop)
 }
+
+// ---- The names the portable layer (`crate::shm`) uses on every OS ----
+//
+// Unix wakes a reader through the connection's own socket and a writer through a socket pair
+// made for it: a wake-up is a byte, the peer's end is end-of-file.
+
+/// What the offer carries to the peer: descriptors.
+pub(crate) type OsHandle = OwnedFd;
+/// Our end of the writers' wake-up socket pair.
+pub(crate) type Wakes = OwnedFd;
+/// How many handles the offer's wake-up channel takes (the peer's end of the pair).
+pub(crate) const WAKE_HANDLES: usize = 1;
+
+/// Whether shared memory may be offered to the peer: always (descriptors go to any peer).
+pub(crate) fn can_share(_stream: &super::Stream) -> io::Result<bool> {
+    Ok(true)
+}
+
+/// Sends one negotiation frame with `handles` attached.
+pub(crate) fn send_hello(
+    stream: &super::Stream,
+    bytes: &[u8],
+    handles: &[&OwnedFd],
+) -> io::Result<()> {
+    let fds: Vec<BorrowedFd<'_>> = handles.iter().map(|h| h.as_fd()).collect();
+    super::frame::send(stream.as_fd(), bytes, &fds)
+}
+
+/// Receives one negotiation frame and at most `max_handles` handles (`None`: end-of-file).
+pub(crate) fn recv_hello(
+    stream: &super::Stream,
+    buf: &mut [u8],
+    handles: &mut Vec<OwnedFd>,
+    max_handles: usize,
+) -> io::Result<Option<usize>> {
+    super::frame::recv(stream.as_fd(), buf, handles, max_handles, true)
+}
+
+/// The writers' wake-up channel: our end, and what to send to the peer.
+pub(crate) fn wakes(_stream: &super::Stream) -> io::Result<(Wakes, Vec<OsHandle>)> {
+    let (ours, theirs) = socket_pair()?;
+    Ok((ours, vec![theirs]))
+}
+
+/// The wake-up channel from the peer's offer, if it is one (a socket).
+pub(crate) fn wakes_from_peer(
+    _stream: &super::Stream,
+    mut handles: Vec<OsHandle>,
+) -> io::Result<Option<Wakes>> {
+    match handles.pop() {
+        Some(fd) if handles.is_empty() && is_socket(fd.as_fd())? => Ok(Some(fd)),
+        _ => Ok(None),
+    }
+}
+
+/// Nothing to start on Unix: the sockets themselves report the peer's end.
+pub(crate) fn watch(_stream: &super::Stream, _wakes: &Wakes) {}
+
+/// Wakes the peer's reader (a byte on the connection) or writer (a byte on the pair).
+pub(crate) fn wake(
+    stream: &super::Stream,
+    wakes: &Wakes,
+    peer: crate::shm::Waiter,
+) -> io::Result<()> {
+    send_wake(channel(stream, wakes, peer))
+}
+
+/// Blocks until our reader or writer is woken; `Ok(false)`: the peer is gone.
+pub(crate) fn wait(
+    stream: &super::Stream,
+    wakes: &Wakes,
+    me: crate::shm::Waiter,
+) -> io::Result<bool> {
+    wait_wake(channel(stream, wakes, me))
+}
+
+/// Takes our reader's or writer's queued wake-ups without blocking; `Ok(false)`: the peer is
+/// gone.
+pub(crate) fn drain(
+    stream: &super::Stream,
+    wakes: &Wakes,
+    me: crate::shm::Waiter,
+) -> io::Result<bool> {
+    drain_wakes(channel(stream, wakes, me))
+}
+
+/// The peer broke the protocol: both sockets shut down, so that the peer sees end-of-file
+/// and our own waiters wake.
+pub(crate) fn close_path(stream: &super::Stream, wakes: &Wakes) {
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = shutdown(wakes.as_fd());
+}
+
+fn channel<'a>(
+    stream: &'a super::Stream,
+    wakes: &'a Wakes,
+    who: crate::shm::Waiter,
+) -> BorrowedFd<'a> {
+    match who {
+        crate::shm::Waiter::Reader => stream.as_fd(),
+        crate::shm::Waiter::Writer => wakes.as_fd(),
+    }
+}
+
+/// [`open`] for an owned descriptor.
+pub(crate) fn open_handle(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+    open(fd.as_fd(), len)
+}
