@@ -19,7 +19,7 @@
 //! - **Messages that carry open files, sockets and pipes** ([`MessageListener`],
 //!   [`MessageStream`]): whole messages with their boundaries, each with zero or more OS
 //!   handles attached, over the same names, options and guarantees.
-//! - **Shared memory** (feature `shm`, Linux): `ShmOptions` upgrades an established
+//! - **Shared memory** (feature `shm`, Linux and Windows): `ShmOptions` upgrades an established
 //!   connection to a data path through memory shared by the two peers only, negotiated (either
 //!   side may refuse) and validated against a hostile peer; see the `shm` module.
 //! - **Async, with tokio** (feature `tokio`): the same types in `localsock::tokio`, on tokio's
@@ -140,7 +140,8 @@
 //! The macOS frame transport is compile-checked for macOS and unit-tested and fuzzed on Linux
 //! (the same code over a Linux `SOCK_STREAM`), but has not been run on macOS itself yet.
 //! - `AF_UNIX` on Windows, and remote (`\\host\pipe\`) pipes.
-//! - Shared memory outside Linux (macOS/BSD `shm_open`, Windows sections: not yet).
+//! - Shared memory on macOS/BSD (`shm_open`: not yet), and the async `tokio::ShmStream` on
+//!   Windows (the blocking `ShmStream` works there).
 //!
 //! # Security
 //!
@@ -168,8 +169,11 @@ mod listener;
 mod message;
 mod name;
 pub mod os;
-#[cfg(all(feature = "shm", target_os = "linux"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "shm", target_os = "linux"))))]
+#[cfg(all(feature = "shm", any(target_os = "linux", windows)))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "shm", any(target_os = "linux", windows))))
+)]
 pub mod shm;
 mod stream;
 mod sys;
@@ -251,7 +255,7 @@ pub use crate::message::{
     MAX_MESSAGE_LEN,
 };
 pub use crate::name::Name;
-#[cfg(all(feature = "shm", target_os = "linux"))]
+#[cfg(all(feature = "shm", any(target_os = "linux", windows)))]
 pub use crate::shm::{ShmOptions, ShmSlice, ShmStream};
 pub use crate::stream::{ConnectOptions, LocalStream, PeerCredentials, DEFAULT_CONNECT_TIMEOUT};
 

@@ -81,14 +81,24 @@ fn peer_is_same_user(stream: &Stream) -> io::Result<(bool, u32)> {
 
 /// Handles duplicated into the peer process. Taken back (closed there) when dropped, unless
 /// the message that names them was delivered.
-struct Given {
+pub(super) struct Given {
     process: OwnedHandle,
     values: Vec<usize>,
     delivered: bool,
 }
 
 impl Given {
-    fn to_peer(stream: &Stream, handles: &[BorrowedHandle<'_>]) -> io::Result<Given> {
+    /// The handle values in the peer process, in the order given.
+    pub(super) fn values(&self) -> &[usize] {
+        &self.values
+    }
+
+    /// The message that names them reached the peer: they are its to close now.
+    pub(super) fn delivered(&mut self) {
+        self.delivered = true;
+    }
+
+    pub(super) fn to_peer(stream: &Stream, handles: &[BorrowedHandle<'_>]) -> io::Result<Given> {
         let denied = |why: String| {
             io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -244,7 +254,7 @@ fn read_part(stream: &Stream, buf: &mut [u8], now: bool) -> io::Result<Option<(u
 
 /// Adopts the handle values of a message from the peer: only from a peer of our user, only
 /// plausible values (non-zero, a multiple of 4, 32-bit), each once.
-fn adopt(stream: &Stream, values: &[u64]) -> io::Result<Vec<OwnedHandle>> {
+pub(super) fn adopt(stream: &Stream, values: &[u64]) -> io::Result<Vec<OwnedHandle>> {
     if values.is_empty() {
         return Ok(Vec::new());
     }

@@ -19,6 +19,8 @@ mod listener;
 pub(crate) mod message;
 mod overlapped;
 mod security;
+#[cfg(feature = "shm")]
+pub(crate) mod shm;
 mod stream;
 
 #[cfg(feature = "tokio")]

@@ -291,6 +291,12 @@ impl Stream {
         server_user(self.handle.as_handle())
     }
 
+    /// Whether this is the server end of the pipe.
+    #[cfg(feature = "shm")]
+    pub(super) fn is_server(&self) -> bool {
+        self.shared.half.is_server()
+    }
+
     /// The message read but not yet taken (message streams only).
     pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Option<super::message::Pending>> {
         self.shared
