@@ -1,18 +1,23 @@
-//! The shared-memory data path (feature `shm`, Linux): integrity in both directions at once
-//! (copying and zero-copy APIs), peer death (SIGKILL of a real child process, both roles),
-//! refusal, and a hostile peer (a Python process that speaks the negotiation and then scribbles
-//! over the shared control words).
-#![cfg(all(feature = "shm", target_os = "linux"))]
+//! The shared-memory data path (feature `shm`, Linux and Windows): integrity in both
+//! directions at once (copying and zero-copy APIs), peer death (a real child process killed,
+//! both roles), refusal, and a hostile peer that speaks the negotiation and then scribbles over
+//! the shared control words (on Linux a Python process; on Windows raw Win32 calls in this
+//! process, in `mod win_hostile`). The Windows leg runs under Wine (`ci/windows.sh`).
+#![cfg(all(feature = "shm", any(target_os = "linux", windows)))]
+// Windows: raw Win32 calls (the hostile peer, counting handles and views) need `unsafe`; the
+// crate's `unsafe_code = "deny"` is for the library, and every block here has its SAFETY note.
+#![cfg_attr(windows, allow(unsafe_code))]
 
 mod common;
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+#[cfg(target_os = "linux")]
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{child, is_child, read_line, unique, watchdog};
+use common::{child, is_child, read_line, watchdog};
 use localsock::{LocalListener, LocalStream, Name, ShmOptions, ShmStream};
 
 /// Tests that count this process's descriptors and mappings run one at a time (each takes
@@ -38,6 +43,7 @@ fn small() -> ShmOptions {
 }
 
 /// Mappings of our shared memory objects in this process (`/proc/self/maps`).
+#[cfg(unix)]
 fn shm_mappings() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap()
@@ -46,7 +52,57 @@ fn shm_mappings() -> usize {
         .count()
 }
 
+/// Read/write views of sections (`MEM_MAPPED`, committed, `PAGE_READWRITE`) in this process,
+/// found by walking the address space with `VirtualQuery`: what a shared-memory stream maps.
+#[cfg(windows)]
+fn shm_mappings() -> usize {
+    use windows_sys::Win32::System::Memory::{
+        VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_MAPPED, PAGE_READWRITE,
+    };
+    let mut count = 0;
+    let mut at = 0usize;
+    loop {
+        let mut info = MEMORY_BASIC_INFORMATION::default();
+        // SAFETY: `info` is valid for writes of its size; VirtualQuery only reads our process's
+        // memory map, and any address may be asked about.
+        let got = unsafe {
+            VirtualQuery(
+                at as *const _,
+                &mut info,
+                std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+            )
+        };
+        if got == 0 || info.RegionSize == 0 {
+            return count;
+        }
+        if info.Type == MEM_MAPPED && info.State == MEM_COMMIT && info.Protect == PAGE_READWRITE {
+            count += 1;
+        }
+        match (info.BaseAddress as usize).checked_add(info.RegionSize) {
+            Some(next) if next > at => at = next,
+            _ => return count,
+        }
+    }
+}
+
+/// This process's open handle count (Windows has no list to diff).
+#[cfg(windows)]
+fn fds() -> Vec<String> {
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessHandleCount};
+    let mut count = 0u32;
+    // SAFETY: the current-process pseudo-handle is always valid; `count` is valid for writes.
+    let ok = unsafe { GetProcessHandleCount(GetCurrentProcess(), &mut count) };
+    assert_ne!(
+        ok,
+        0,
+        "GetProcessHandleCount: {}",
+        io::Error::last_os_error()
+    );
+    vec![format!("{count} handles")]
+}
+
 /// This process's open descriptors, as their `/proc/self/fd` links (for a readable diff).
+#[cfg(unix)]
 fn fds() -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir("/proc/self/fd")
         .unwrap()
@@ -84,9 +140,10 @@ fn pattern(seed: u64, i: u64) -> u8 {
 fn bytes_flow_both_ways_then_eof() {
     let _serial = serial();
     let _dog = watchdog("bytes_flow_both_ways_then_eof", 30);
+    let maps = shm_mappings();
     let (mut client, mut server) = shm_pair("flow", ShmOptions::new(), ShmOptions::new());
     assert!(client.is_shared_memory() && server.is_shared_memory());
-    assert_eq!(shm_mappings(), 2);
+    assert_eq!(shm_mappings(), maps + 2);
     client.write_all(b"hello").unwrap();
     let mut buf = [0; 5];
     server.read_exact(&mut buf).unwrap();
@@ -110,7 +167,7 @@ fn bytes_flow_both_ways_then_eof() {
     };
     assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     drop(server);
-    assert_eq!(shm_mappings(), 0);
+    assert_eq!(shm_mappings(), maps);
 }
 
 #[test]
@@ -141,9 +198,10 @@ fn refused_by_the_answer_stays_a_socket() {
     let mut off = ShmOptions::new();
     off.enabled(false);
     let before = fds();
+    let maps = shm_mappings();
     let (mut client, mut server) = shm_pair("refused", ShmOptions::new(), off);
     assert!(!client.is_shared_memory() && !server.is_shared_memory());
-    assert_eq!(shm_mappings(), 0, "the refused offer is unmapped");
+    assert_eq!(shm_mappings(), maps, "the refused offer is unmapped");
     client.write_all(b"over the socket").unwrap();
     let mut buf = [0; 15];
     server.read_exact(&mut buf).unwrap();
@@ -336,8 +394,7 @@ fn child_shm_client() {
     if !is_child("child_shm_client") {
         return;
     }
-    let path = std::env::var("LOCALSOCK_TEST_PATH").unwrap();
-    let stream = LocalStream::connect(&Name::path(path).unwrap()).unwrap();
+    let stream = LocalStream::connect(&child_name()).unwrap();
     let stream = small().offer(stream).unwrap();
     assert!(stream.is_shared_memory());
     child_traffic(stream);
@@ -349,20 +406,39 @@ fn child_shm_server() {
     if !is_child("child_shm_server") {
         return;
     }
-    let path = std::env::var("LOCALSOCK_TEST_PATH").unwrap();
-    let listener = LocalListener::bind(&Name::path(path).unwrap()).unwrap();
+    let listener = LocalListener::bind(&child_name()).unwrap();
     println!("CHILD listening");
     let stream = small().answer(listener.accept().unwrap()).unwrap();
     assert!(stream.is_shared_memory());
     child_traffic(stream);
 }
 
+/// The name the parent passes to a child entry point (`LOCALSOCK_TEST_NAME`): a socket path
+/// on Unix, a short name (a pipe) on Windows.
+fn child_name() -> Name {
+    name_of(&std::env::var("LOCALSOCK_TEST_NAME").unwrap())
+}
+
+fn name_of(name: &str) -> Name {
+    if cfg!(windows) {
+        Name::new(name).unwrap()
+    } else {
+        Name::path(name).unwrap()
+    }
+}
+
 /// One round: the child and this process stream both ways; after a random number of bytes the
-/// child is SIGKILLed. This process must then see end-of-file on reads and `BrokenPipe` on
-/// writes, within a bound, and get its descriptors and mappings back.
+/// child is killed (SIGKILL; `TerminateProcess` on Windows). This process must then see
+/// end-of-file on reads and `BrokenPipe` on writes, within a bound, and get its descriptors
+/// (handles) and mappings back.
 fn kill_round(role: Role, seed: u64, reader_stops: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sock");
+    let path = if cfg!(windows) {
+        common::unique_str("kill")
+    } else {
+        dir.path().join("s.sock").to_str().unwrap().to_owned()
+    };
+    let name = name_of(&path);
     let baseline_fds = fds();
     let baseline_maps = shm_mappings();
     let entry = match role {
@@ -370,10 +446,10 @@ fn kill_round(role: Role, seed: u64, reader_stops: bool) {
         Role::ChildAnswers => "child_shm_server",
     };
     let listener = match role {
-        Role::ChildOffers => Some(LocalListener::bind(&Name::path(&path).unwrap()).unwrap()),
+        Role::ChildOffers => Some(LocalListener::bind(&name).unwrap()),
         Role::ChildAnswers => None,
     };
-    let mut kid = child(entry, &[("LOCALSOCK_TEST_PATH", path.to_str().unwrap())])
+    let mut kid = child(entry, &[("LOCALSOCK_TEST_NAME", &path)])
         .spawn()
         .unwrap();
     let stream = match role {
@@ -382,9 +458,7 @@ fn kill_round(role: Role, seed: u64, reader_stops: bool) {
             .unwrap(),
         Role::ChildAnswers => {
             assert_eq!(read_line(&mut kid), "listening");
-            small()
-                .offer(LocalStream::connect(&Name::path(&path).unwrap()).unwrap())
-                .unwrap()
+            small().offer(LocalStream::connect(&name).unwrap()).unwrap()
         }
     };
     drop(listener);
@@ -459,12 +533,13 @@ fn peer_killed_mid_transfer_child_answers() {
     }
 }
 
-// ---- a hostile peer: Python speaks the negotiation, then scribbles over the control words ----
+// ---- a hostile peer (Linux): Python speaks the negotiation, then scribbles over the control words ----
 
 /// A Python offerer: connects, sends the offer (a sealed memfd of the right size and one end of
 /// a socket pair), reads the answer, applies `attack` to the mapping, writes one wake-up byte
 /// on each socket and waits for the connection to close. `attack` is Python code over `m` (the
 /// mmap), `struct` and `cap`.
+#[cfg(target_os = "linux")]
 const PY_OFFERER: &str = r#"
 import mmap, os, socket, struct, sys, fcntl
 path, cap, seals, size_delta, attack = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -498,6 +573,7 @@ except OSError:
     pass
 "#;
 
+#[cfg(target_os = "linux")]
 fn python() -> Option<&'static str> {
     Command::new("python3")
         .arg("-c")
@@ -510,6 +586,7 @@ fn python() -> Option<&'static str> {
 
 /// Runs the Python offerer against our answer; returns our stream (or the answer's error) and
 /// the child.
+#[cfg(target_os = "linux")]
 fn hostile(
     tag: &str,
     seals: bool,
@@ -517,7 +594,7 @@ fn hostile(
     attack: &str,
 ) -> (io::Result<ShmStream>, std::process::Child) {
     let py = python().expect("python3 with os.memfd_create (3.8+) is needed: install python3");
-    let name = unique(tag);
+    let name = common::unique(tag);
     let listener = LocalListener::bind(&name).unwrap();
     let path = name.fs_path().unwrap().to_str().unwrap().to_owned();
     let kid = Command::new(py)
@@ -538,6 +615,7 @@ fn hostile(
     (ShmOptions::new().answer(stream), kid)
 }
 
+#[cfg(target_os = "linux")]
 fn py_line(kid: &mut std::process::Child) -> String {
     let out = kid.stdout.as_mut().unwrap();
     let mut line = Vec::new();
@@ -548,6 +626,7 @@ fn py_line(kid: &mut std::process::Child) -> String {
     String::from_utf8(line).unwrap()
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn hostile_unsealed_memory_is_refused_as_invalid_data() {
     let _serial = serial();
@@ -562,6 +641,7 @@ fn hostile_unsealed_memory_is_refused_as_invalid_data() {
     assert_eq!(fds(), before);
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn hostile_wrong_size_is_refused_as_invalid_data() {
     let _serial = serial();
@@ -577,6 +657,7 @@ fn hostile_wrong_size_is_refused_as_invalid_data() {
 
 /// The peer's control words, as offsets into the mapping: ring 0 (the offerer's, which we
 /// read) tail at 0, closed at 8; ring 1 (ours) head at 256 + 128.
+#[cfg(target_os = "linux")]
 #[test]
 fn hostile_indices_are_invalid_data_never_a_crash_or_hang() {
     let attacks = [
@@ -635,6 +716,7 @@ fn hostile_indices_are_invalid_data_never_a_crash_or_hang() {
     }
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn hostile_data_and_flags_are_only_data() {
     // Garbage data and a consistent index: the bytes are delivered (as a socket delivers
@@ -653,9 +735,256 @@ fn hostile_data_and_flags_are_only_data() {
     kid.wait().unwrap();
 }
 
+// ---- a hostile peer (Windows): raw Win32 calls in this process speak the negotiation ----
+
+/// The offering side written by hand, as a hostile peer would: a section, four events and the
+/// offer frame (their handle values, duplicated within this process, which is the peer), then
+/// our own view of the section to scribble on. The byte layout is the one `sys/windows/shm.rs`
+/// documents: tag 0, the length (`u32` LE), the handle count (`u16` LE), the handle values
+/// (`u64` LE), then the 16-byte hello.
+#[cfg(windows)]
+mod win_hostile {
+    use super::*;
+    use std::os::windows::io::{AsRawHandle, FromRawHandle, IntoRawHandle, OwnedHandle};
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::System::Memory::{
+        CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, FILE_MAP_READ, FILE_MAP_WRITE,
+        MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE, SEC_RESERVE,
+    };
+    use windows_sys::Win32::System::Threading::CreateEventW;
+
+    const CAP: usize = 4096;
+    const LEN: usize = 4096 + 2 * CAP;
+
+    fn owned(handle: HANDLE) -> OwnedHandle {
+        assert!(
+            !handle.is_null() && handle != INVALID_HANDLE_VALUE,
+            "{}",
+            io::Error::last_os_error()
+        );
+        // SAFETY: a handle just created for us alone (checked valid above).
+        unsafe { OwnedHandle::from_raw_handle(handle as _) }
+    }
+
+    /// Our own view of the section we offered: the hostile peer's pen.
+    struct View(*mut u8);
+
+    impl View {
+        fn u64_at(&self, offset: usize) -> &AtomicU64 {
+            assert!(offset % 8 == 0 && offset + 8 <= LEN);
+            // SAFETY: in bounds and aligned in a live view of LEN bytes; shared words are only
+            // ever accessed atomically.
+            unsafe { &*self.0.add(offset).cast::<AtomicU64>() }
+        }
+
+        fn u32_at(&self, offset: usize) -> &AtomicU32 {
+            assert!(offset % 4 == 0 && offset + 4 <= LEN);
+            // SAFETY: as in `u64_at`.
+            unsafe { &*self.0.add(offset).cast::<AtomicU32>() }
+        }
+
+        fn put(&self, offset: usize, bytes: &[u8]) {
+            assert!(offset + bytes.len() <= LEN);
+            // SAFETY: in bounds of a live read/write view; the other side reads these bytes
+            // only with raw copies.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.0.add(offset), bytes.len())
+            };
+        }
+    }
+
+    impl Drop for View {
+        fn drop(&mut self) {
+            // SAFETY: the base of a view we mapped; no reference into it outlives `self`.
+            unsafe {
+                UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
+                    Value: self.0.cast(),
+                })
+            };
+        }
+    }
+
+    /// How the offer is wrong (or not).
+    #[derive(Clone, Copy)]
+    enum Offer {
+        Sound,
+        /// A section one page smaller than the capacity needs.
+        Small,
+        /// A section whose pages are reserved, not committed (`SEC_RESERVE`).
+        Reserved,
+        /// The section handle again where the events should be.
+        NoEvents,
+    }
+
+    struct Peer {
+        /// The offering end of the connection, kept open.
+        _stream: LocalStream,
+        view: Option<View>,
+    }
+
+    /// Sends `offer` on a fresh connection and returns our answer to it.
+    fn hostile(tag: &str, offer: Offer) -> (io::Result<ShmStream>, Peer) {
+        let (client, server) = common::pair(tag);
+        let (size, flags) = match offer {
+            Offer::Small => (LEN - 4096, PAGE_READWRITE),
+            Offer::Reserved => (LEN, PAGE_READWRITE | SEC_RESERVE),
+            _ => (LEN, PAGE_READWRITE),
+        };
+        // SAFETY: pagefile-backed (INVALID_HANDLE_VALUE), default security, unnamed.
+        let section = owned(unsafe {
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                std::ptr::null(),
+                flags,
+                0,
+                size as u32,
+                std::ptr::null(),
+            )
+        });
+        let view = matches!(offer, Offer::Sound | Offer::NoEvents).then(|| {
+            // SAFETY: a section of LEN bytes we hold; the system picks the address.
+            let at = unsafe {
+                MapViewOfFile(
+                    section.as_raw_handle() as HANDLE,
+                    FILE_MAP_READ | FILE_MAP_WRITE,
+                    0,
+                    0,
+                    LEN,
+                )
+            };
+            assert!(!at.Value.is_null(), "{}", io::Error::last_os_error());
+            View(at.Value.cast())
+        });
+        // The handles the answer adopts: duplicates within this process, given away.
+        let mut values = vec![section.try_clone().unwrap().into_raw_handle() as u64];
+        for _ in 0..4 {
+            // SAFETY: null attributes and name: an unnamed auto-reset event.
+            let event = owned(unsafe { CreateEventW(std::ptr::null(), 0, 0, std::ptr::null()) });
+            let given = match offer {
+                Offer::NoEvents => section.try_clone().unwrap(),
+                _ => event,
+            };
+            values.push(given.into_raw_handle() as u64);
+        }
+        let mut hello = b"LSHM".to_vec();
+        hello.extend([1, 1, 0, 0]);
+        hello.extend((CAP as u32).to_le_bytes());
+        hello.extend([0; 4]);
+        let mut frame = vec![0u8];
+        frame.extend((hello.len() as u32).to_le_bytes());
+        frame.extend((values.len() as u16).to_le_bytes());
+        for value in values {
+            frame.extend(value.to_le_bytes());
+        }
+        frame.extend(&hello);
+        (&client).write_all(&frame).unwrap();
+        let answer = ShmOptions::new().answer(server);
+        (
+            answer,
+            Peer {
+                _stream: client,
+                view,
+            },
+        )
+    }
+
+    fn refused(tag: &'static str, offer: Offer) {
+        let _serial = serial();
+        let _dog = watchdog(tag, 30);
+        let before = fds();
+        let maps = shm_mappings();
+        let (res, peer) = hostile(tag, offer);
+        let err = res.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{tag}: {err}");
+        drop(peer);
+        assert_eq!(shm_mappings(), maps, "{tag}");
+        assert_eq!(fds(), before, "{tag}: every handle adopted is closed");
+    }
+
+    #[test]
+    fn hostile_small_section_is_refused_as_invalid_data() {
+        refused("hostile_small", Offer::Small);
+    }
+
+    #[test]
+    fn hostile_reserved_section_is_refused_as_invalid_data() {
+        refused("hostile_reserved", Offer::Reserved);
+    }
+
+    #[test]
+    fn hostile_wake_handles_that_are_not_events_are_invalid_data() {
+        refused("hostile_no_events", Offer::NoEvents);
+    }
+
+    /// The control words, as offsets into the section: ring 0 (the offerer's, which we read)
+    /// tail at 0, closed at 8; ring 1 (ours) head at 256 + 128.
+    #[test]
+    fn hostile_indices_are_invalid_data_never_a_crash_or_hang() {
+        let attacks: [(&str, usize, u64, bool); 4] = [
+            ("tail-huge", 0, 1 << 40, true),
+            ("tail-cap-plus-one", 0, CAP as u64 + 1, true),
+            ("tail-wrapped", 0, u64::MAX, true),
+            ("head-ahead", 256 + 128, 1 << 33, false),
+        ];
+        let _serial = serial();
+        for (what, offset, value, reader) in attacks {
+            let _dog = watchdog("hostile_indices", 30);
+            let before = fds();
+            let maps = shm_mappings();
+            let (res, peer) = hostile(what, Offer::Sound);
+            let stream = res.unwrap();
+            assert!(stream.is_shared_memory());
+            peer.view
+                .as_ref()
+                .unwrap()
+                .u64_at(offset)
+                .store(value, Ordering::SeqCst);
+            let err = if reader {
+                let mut buf = [0u8; 64];
+                (&stream).read(&mut buf).unwrap_err()
+            } else {
+                loop {
+                    if let Err(e) = (&stream).write(&[7u8; 1000]) {
+                        break e;
+                    }
+                }
+            };
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+            let mut buf = [0u8; 8];
+            assert_eq!(
+                (&stream).read(&mut buf).unwrap_err().kind(),
+                io::ErrorKind::InvalidData,
+                "{what}: every later call fails the same way"
+            );
+            drop(stream);
+            drop(peer);
+            assert_eq!(shm_mappings(), maps, "{what}");
+            assert_eq!(fds(), before, "{what}");
+        }
+    }
+
+    #[test]
+    fn hostile_data_and_flags_are_only_data() {
+        // Garbage data and a consistent index: the bytes are delivered (as a socket delivers
+        // garbage), the "closed" flag is end-of-file; nothing else happens.
+        let _serial = serial();
+        let _dog = watchdog("hostile_data", 30);
+        let (res, peer) = hostile("data", Offer::Sound);
+        let mut stream = res.unwrap();
+        let view = peer.view.as_ref().unwrap();
+        view.put(4096, &[0xff, 0x00, 0xfe, 0x01, 0x02]);
+        view.u64_at(0).store(5, Ordering::SeqCst);
+        view.u32_at(8).store(0xdead_beef, Ordering::SeqCst);
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).unwrap();
+        assert_eq!(got, [0xff, 0x00, 0xfe, 0x01, 0x02]);
+    }
+}
+
 // ---- the async API (localsock::tokio::ShmStream) ----
 
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 // Each test has its own runtime, and the guard serialises whole tests (as in the blocking
 // tests): holding it across awaits blocks nothing but other tests.
 #[allow(clippy::await_holding_lock)]
