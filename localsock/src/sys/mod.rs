@@ -45,6 +45,14 @@
 //!   [`crate::is_resource_shortage`]; no code outside `sys` knows OS error codes.
 //! - [`ConnectFailure`] (defined here): how one connect attempt failed, which decides whether
 //!   the portable retry policy (`crate::stream::Retry`) tries again.
+//! - `mod shm` (feature `shm`; Linux and Windows): what `crate::shm`'s one policy needs —
+//!   `Mapping` (bounds-checked atomic and raw-copy accesses, unmapped on drop), `create(len)`
+//!   and `open_handle(&OsHandle, len)` (the peer's object, checked: `InvalidData` if it could
+//!   fault or has the wrong size), `send_hello`/`recv_hello` (negotiation frames carrying
+//!   handles), `can_share(stream)`, the wake-up channel `Wakes` (`wakes`, `wakes_from_peer`,
+//!   `watch`, and `wake`/`wait`/`drain` for a `crate::shm::Waiter`: `wait`/`drain` return
+//!   `Ok(false)` once the peer is gone), `close_path` (after a violation: our waiters wake, the
+//!   peer sees the end where the OS can), `WAKE_HANDLES`, `current_cpu`, `online_cpus`.
 //!
 //! # What the async layer uses (feature `tokio`)
 //!
