@@ -815,6 +815,8 @@ mod win_hostile {
         Reserved,
         /// The section handle again where the events should be.
         NoEvents,
+        /// A section of a file (which could fault with an in-page error), not the pagefile.
+        File,
     }
 
     struct Peer {
@@ -831,10 +833,19 @@ mod win_hostile {
             Offer::Reserved => (LEN, PAGE_READWRITE | SEC_RESERVE),
             _ => (LEN, PAGE_READWRITE),
         };
-        // SAFETY: pagefile-backed (INVALID_HANDLE_VALUE), default security, unnamed.
+        let file = matches!(offer, Offer::File).then(|| {
+            let file = tempfile::tempfile().unwrap();
+            file.set_len(LEN as u64).unwrap();
+            file
+        });
+        let backing = file
+            .as_ref()
+            .map_or(INVALID_HANDLE_VALUE, |f| f.as_raw_handle() as HANDLE);
+        // SAFETY: pagefile-backed (INVALID_HANDLE_VALUE) or a file we hold open for the call;
+        // default security, unnamed.
         let section = owned(unsafe {
             CreateFileMappingW(
-                INVALID_HANDLE_VALUE,
+                backing,
                 std::ptr::null(),
                 flags,
                 0,
@@ -910,6 +921,11 @@ mod win_hostile {
     #[test]
     fn hostile_reserved_section_is_refused_as_invalid_data() {
         refused("hostile_reserved", Offer::Reserved);
+    }
+
+    #[test]
+    fn hostile_file_section_is_refused_as_invalid_data() {
+        refused("hostile_file", Offer::File);
     }
 
     #[test]
