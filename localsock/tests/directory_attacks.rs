@@ -87,22 +87,38 @@ fn snapshot(path: &Path) -> Option<(u32, u32, u64)> {
 /// How many binds the victim makes with each of `Group` and `Everyone`.
 const BINDS_EACH: usize = 200;
 /// The victim goes on binding (up to [`MAX_BINDS_EACH`]) until it has been attacked at least
-/// this often: how many binds the inotify-driven attacker catches depends on scheduling (from
-/// over half to a few dozen in 20,000 on an idle machine), so a fixed number of binds, or a
-/// higher floor, would sometimes test too little or fail for no fault of the bind. The old
-/// bind lost on the first swap, so 20 attacked binds still mean something.
+/// this often: how many binds the attacker catches depends on scheduling (about four in five
+/// with both pinned to one CPU, on one CPU or two, loaded or not; unpinned, a clean CI run on an
+/// idle machine saw 79 in 20,000), so a fixed number of binds would sometimes test too little.
+/// The old bind lost on the first swap, so 20 attacked binds still mean something.
 const MIN_SWAPS: usize = 20;
 /// The bound on the victim's binds with each access mode.
 const MAX_BINDS_EACH: usize = 10_000;
 
-/// The victim (root) binds `Group` and `Everyone` sockets (at least 200 of each, and on until the attacker has swapped 20
-/// of their temporary directories) in a `root:65534 0775`
-/// directory (no sticky bit: the group — exactly the users `Access::Group` admits — may rename
-/// entries in it). The attacker, uid/gid 65534, watches the directory with inotify and the
-/// moment the bind's temporary directory appears swaps it with `renameat2(RENAME_EXCHANGE)`
-/// for a decoy of its own: a directory holding `s -> <root's 0640 file>`, or a symlink to a
-/// root-owned directory holding a file `s`. The old bind then `chmod`ed the symlink's target,
-/// `link`ed the symlink to the socket path and unlinked the `s` the symlink's directory held.
+/// Pins the calling process to the first CPU it may run on. The victim and the attacker both
+/// do, so that the attacker, asleep in `read(2)` on inotify, is woken on the victim's CPU and
+/// preempts it right after the system call that raised the event. Woken on another, idle CPU
+/// it comes too late for most binds: a clean CI run on an idle 2-core machine saw the unpinned
+/// attacker catch 79 of 20,000.
+fn pin_to_the_shared_cpu() {
+    let allowed = rustix::thread::sched_getaffinity(None).unwrap();
+    let first = (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|cpu| allowed.is_set(*cpu))
+        .unwrap();
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(first);
+    rustix::thread::sched_setaffinity(None, &set).unwrap();
+}
+
+/// The victim (root) binds `Group` and `Everyone` sockets (at least 200 of each, and on until
+/// the attacker has swapped 20 of their temporary directories) in a `root:65534 0775` directory
+/// (no sticky bit: the group — exactly the users `Access::Group` admits — may rename entries in
+/// it). The attacker, uid/gid 65534, watches the directory with inotify and, at one of three
+/// moments of each bind (see [`child_directory_swapper`]), swaps the bind's temporary directory
+/// with `renameat2(RENAME_EXCHANGE)` for a decoy of its own: a directory holding
+/// `s -> <root's 0640 file>`, or a symlink to a root-owned directory holding a file `s`. The
+/// old bind then `chmod`ed the symlink's target, `link`ed the symlink to the socket path and
+/// unlinked the `s` the symlink's directory held.
 ///
 /// Checked after every bind: the bait files keep their mode, owner and content and still
 /// exist; a bind that succeeded left a socket (not a symlink) of exactly the requested mode at
@@ -241,6 +257,7 @@ fn child_group_everyone_binder() {
     if !is_child("child_group_everyone_binder") {
         return;
     }
+    pin_to_the_shared_cpu();
     let shared = PathBuf::from(std::env::var_os("LOCALSOCK_TEST_DIR").unwrap());
     let watched: Vec<PathBuf> = std::env::var("LOCALSOCK_TEST_WATCHED")
         .unwrap()
@@ -353,11 +370,15 @@ fn child_group_everyone_binder() {
     );
 }
 
-/// The attacker of the test above: waits for each temporary directory a bind creates in
-/// `LOCALSOCK_TEST_DIR` and exchanges it at once with a decoy, alternating a directory holding
-/// `s -> LOCALSOCK_TEST_BAIT_FILE` and a symlink to `LOCALSOCK_TEST_BAIT_DIR`. A file named
-/// `stop` ends it; it then prints how many exchanges succeeded. The moment of the exchange
-/// varies from at once to 160 µs after the directory appeared.
+/// The attacker of the test above: watches `LOCALSOCK_TEST_DIR` with inotify and exchanges
+/// each temporary directory a bind makes there with a decoy, alternating a directory holding
+/// `s -> LOCALSOCK_TEST_BAIT_FILE` and a symlink to `LOCALSOCK_TEST_BAIT_DIR`. It strikes at
+/// one of three moments of each bind in turn, each marked by an event the bind itself causes:
+/// the directory appears (before the victim opens it), the victim opens it (before the bind,
+/// `chmod` and `link` through the descriptor), and the socket is linked into place (before the
+/// cleanup). A file named `stop` ends it; it then prints how many exchanges succeeded.
+/// It runs on the victim's CPU ([`pin_to_the_shared_cpu`]), asleep in `read(2)` between
+/// events.
 #[test]
 #[ignore = "child process entry point"]
 #[allow(unsafe_code)]
@@ -370,6 +391,7 @@ fn child_directory_swapper() {
     let bait_dir = PathBuf::from(std::env::var_os("LOCALSOCK_TEST_BAIT_DIR").unwrap());
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
 
+    pin_to_the_shared_cpu();
     // SAFETY: plain FFI call with integer flags.
     let ifd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
     assert!(
@@ -378,7 +400,8 @@ fn child_directory_swapper() {
         std::io::Error::last_os_error()
     );
     // SAFETY: `ifd` is our inotify descriptor and the path is NUL-terminated.
-    let wd = unsafe { libc::inotify_add_watch(ifd, c(&dir).as_ptr(), libc::IN_CREATE) };
+    let wd =
+        unsafe { libc::inotify_add_watch(ifd, c(&dir).as_ptr(), libc::IN_CREATE | libc::IN_OPEN) };
     assert!(
         wd >= 0,
         "inotify_add_watch: {}",
@@ -397,9 +420,17 @@ fn child_directory_swapper() {
             l
         }
     };
-    let mut k = 0;
-    let mut decoy = make_decoy(k);
-    let mut swaps = 0usize;
+    /// When to strike at the bind in progress.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Moment {
+        Created,
+        Opened,
+        Linked,
+    }
+    let mut decoy = make_decoy(0);
+    let (mut swaps, mut binds) = (0usize, 0usize);
+    // The temporary directory of the bind in progress, and when to exchange it.
+    let mut target: Option<(std::ffi::OsString, Moment)> = None;
     println!("CHILD watching");
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -423,30 +454,40 @@ fn child_directory_swapper() {
                 println!("CHILD swaps {swaps}");
                 return;
             }
-            if ev.mask & libc::IN_ISDIR != 0 && name.as_bytes().starts_with(b".ls") {
-                let victim = dir.join(&name);
-                // Vary the moment: at once (before the victim opens its directory), or a little
-                // later (after it opened it, around its bind, chmod and link).
-                let spin = std::time::Duration::from_micros(40 * (swaps as u64 % 5));
-                let t0 = std::time::Instant::now();
-                while t0.elapsed() < spin {
-                    std::hint::spin_loop();
+            let is_dir = ev.mask & libc::IN_ISDIR != 0;
+            let created = ev.mask & libc::IN_CREATE != 0;
+            if is_dir && created && name.as_bytes().starts_with(b".ls") {
+                let moment = [Moment::Created, Moment::Opened, Moment::Linked][binds % 3];
+                binds += 1;
+                target = Some((name.clone(), moment));
+            }
+            let opened = ev.mask & libc::IN_OPEN != 0;
+            let strike = match &target {
+                Some((tmp, Moment::Created)) => created && is_dir && *tmp == name,
+                Some((tmp, Moment::Opened)) => opened && is_dir && *tmp == name,
+                // The socket file `sock-*` appeared: linked into place from the directory.
+                Some((_, Moment::Linked)) => {
+                    created && !is_dir && name.as_bytes().starts_with(b"sock-")
                 }
-                // SAFETY: both paths are NUL-terminated.
-                let r = unsafe {
-                    libc::renameat2(
-                        libc::AT_FDCWD,
-                        c(&victim).as_ptr(),
-                        libc::AT_FDCWD,
-                        c(&decoy).as_ptr(),
-                        libc::RENAME_EXCHANGE,
-                    )
-                };
-                if r == 0 {
-                    swaps += 1;
-                    k += 1;
-                    decoy = make_decoy(k);
-                }
+                None => false,
+            };
+            if !strike {
+                continue;
+            }
+            let (tmp, _) = target.take().unwrap();
+            // SAFETY: both paths are NUL-terminated.
+            let r = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    c(&dir.join(&tmp)).as_ptr(),
+                    libc::AT_FDCWD,
+                    c(&decoy).as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
+            };
+            if r == 0 {
+                swaps += 1;
+                decoy = make_decoy(swaps);
             }
         }
     }
