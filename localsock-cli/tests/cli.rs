@@ -233,8 +233,7 @@ fn listen_half_close_keeps_the_other_direction_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = sock(&dir, "half.sock");
     let mut server = Proc::spawn(localsock().args(["listen", s(&path)]));
-    wait_listening_by_file(&path);
-    let mut client = Proc::spawn(localsock().args(["connect", s(&path)]));
+    let mut client = Proc::spawn(localsock().args(["connect", "--wait", "-t", "10s", s(&path)]));
     client.feed(b"question\n".to_vec()).join().unwrap();
     // The client's stdin has ended, so it has shut down its sending side; once the server has
     // printed the question, the server answers and ends its own stdin.
@@ -248,8 +247,10 @@ fn listen_half_close_keeps_the_other_direction_open() {
     assert_eq!(out, "question\n");
 }
 
-/// For `listen` (one connection only), readiness is the socket file appearing.
-fn wait_listening_by_file(path: &Path) {
+/// Waits for the socket file. It appears at `bind(2)`, before `listen(2)`: it has its mode, but
+/// a connect right then may be refused, so a client of `listen` (which serves one connection,
+/// so no probe may take it) waits for the server itself (`--wait`, `wait_for_server`).
+fn wait_for_socket_file(path: &Path) {
     let start = Instant::now();
     while !path.exists() {
         assert!(start.elapsed() < BOUND, "{} never appeared", path.display());
@@ -601,7 +602,7 @@ fn listen_access_sets_the_socket_mode() {
     for (access, mode) in [("owner", 0o600), ("group", 0o660), ("everyone", 0o666)] {
         let path = sock(&dir, &format!("{access}.sock"));
         let server = Proc::spawn(localsock().args(["listen", "--access", access, s(&path)]));
-        wait_listening_by_file(&path);
+        wait_for_socket_file(&path);
         let actual = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(actual, mode, "--access {access}: mode {actual:o}");
         drop(server);
@@ -658,9 +659,9 @@ fn listen_ends_when_the_peer_closes_even_if_stdin_stays_open() {
     let path = sock(&dir, "hup.sock");
     // The test keeps the server's stdin open (as a terminal would be) for the whole test.
     let server = Proc::spawn(localsock().args(["listen", s(&path)]));
-    wait_listening_by_file(&path);
     let mut client = ConnectOptions::new()
         .timeout(BOUND)
+        .wait_for_server(true)
         .connect(&Name::path(&path).unwrap())
         .unwrap();
     client.write_all(b"last words\n").unwrap();
@@ -788,9 +789,9 @@ fn listen_quit_after_keeps_the_sending_side_open_and_exits_when_the_peer_is_quie
     let dir = tempfile::tempdir().unwrap();
     let path = sock(&dir, "quiet-listen.sock");
     let mut server = Proc::spawn(localsock().args(["listen", "--quit-after", "300ms", s(&path)]));
-    wait_listening_by_file(&path);
     let mut client = ConnectOptions::new()
         .timeout(BOUND)
+        .wait_for_server(true)
         .connect(&Name::path(&path).unwrap())
         .unwrap();
     server.feed(b"greeting".to_vec()).join().unwrap();
