@@ -132,10 +132,21 @@ fn qt_connect_refuses_a_server_of_another_user_unless_allowed() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from nobody\n");
 }
 
+/// Connects to the socket at `argv[1]`, waiting for its server: the file appears at `bind(2)`,
+/// before `listen(2)`, and a connect in between is refused (as `wait_for_server` retries).
 const CLIENT: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
+import socket, sys, time
+deadline = time.monotonic() + 20
+while True:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1])
+        break
+    except ConnectionRefusedError:
+        s.close()
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.005)
 print("ready", flush=True)
 try:
     s.sendall(b"from nobody\n")
