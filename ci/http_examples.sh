@@ -56,7 +56,9 @@ echo "== axum_hello + curl --unix-socket"
 SOCK=$DIR/hello.sock
 start_server hello "$EX/axum_hello" "$SOCK"
 exec 8> "$DIR/hello.in"
-for ((i = 0; i < 200; i++)); do [[ -S $SOCK ]] && break; sleep 0.05; done
+# Ready once it says so: the socket file appears at bind(2), before listen(2), and a connect
+# in between is refused.
+for ((i = 0; i < 600; i++)); do grep -q '^listening on ' "$DIR/hello.out" && break; sleep 0.05; done
 [[ $(curl -sS --max-time 10 --unix-socket "$SOCK" http://localhost/) == hello ]] || fail "GET /"
 curl -sS --max-time 10 --unix-socket "$SOCK" -o "$DIR/whoami.json" http://localhost/whoami &
 CURL=$!
