@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use localsock::{ConnectOptions, Name};
 
-const BOUND: Duration = Duration::from_secs(20);
+const BOUND: Duration = Duration::from_secs(30);
 
 fn localsock() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_localsock"));
@@ -204,7 +204,7 @@ fn listen_and_connect_pipe_both_directions_at_once() {
     let to_server = pattern(2, 3 << 20);
 
     let mut server = Proc::spawn(localsock().args(["listen", s(&path)]));
-    let mut client = Proc::spawn(localsock().args(["connect", "--wait", "-t", "10s", s(&path)]));
+    let mut client = Proc::spawn(localsock().args(["connect", "--wait", "-t", "20s", s(&path)]));
     let fed_server = server.feed(to_client.clone());
     let fed_client = client.feed(to_server.clone());
 
@@ -233,7 +233,7 @@ fn listen_half_close_keeps_the_other_direction_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = sock(&dir, "half.sock");
     let mut server = Proc::spawn(localsock().args(["listen", s(&path)]));
-    let mut client = Proc::spawn(localsock().args(["connect", "--wait", "-t", "10s", s(&path)]));
+    let mut client = Proc::spawn(localsock().args(["connect", "--wait", "-t", "20s", s(&path)]));
     client.feed(b"question\n".to_vec()).join().unwrap();
     // The client's stdin has ended, so it has shut down its sending side; once the server has
     // printed the question, the server answers and ends its own stdin.
@@ -266,7 +266,7 @@ fn listen_keep_open_serves_connections_one_after_another() {
     server.close_stdin();
     for word in ["first\n", "second\n", "third\n"] {
         let mut client =
-            Proc::spawn(localsock().args(["connect", "--wait", "--timeout", "10s", s(&path)]));
+            Proc::spawn(localsock().args(["connect", "--wait", "--timeout", "20s", s(&path)]));
         client.feed(word.as_bytes().to_vec()).join().unwrap();
         let (status, out, err) = client.finish();
         assert!(status.success(), "{err}");
