@@ -182,6 +182,10 @@ FAILED=()
 step "cargo clippy (windows target)" \
     cargo clippy "${BUILD_STD[@]}" --target "$TARGET" -p localsock -p localsock-cli --all-targets --all-features -- -D warnings \
     || FAILED+=(clippy)
+# Without features too: code only the async or shared-memory paths use must not be left unused.
+step "cargo clippy (windows target, no features)" \
+    cargo clippy "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-targets --no-default-features -- -D warnings \
+    || FAILED+=(clippy-no-features)
 # The Windows-only docs (os::windows, the sys::windows notes) are not built on Linux.
 step "cargo doc (windows target)" env RUSTDOCFLAGS=-Dwarnings \
     cargo doc "${BUILD_STD[@]}" --target "$TARGET" -p localsock --all-features --no-deps \

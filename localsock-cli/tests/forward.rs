@@ -408,8 +408,9 @@ fn either_side_killed_mid_stream_ends_the_other_without_leaks() {
     // TO: a `localsock listen` whose stdout we watch; it ends when its peer closes.
     let to = dir.path().join("to.sock");
     let listen = Proc::spawn(localsock().args(["listen", s(&to)]));
-    wait_until("listen is up", || to.exists());
-    let (fw, listening) = forward("tcp:127.0.0.1:0", s(&to), &[]);
+    // The file appears at bind, a moment before listen: `--wait` covers that gap.
+    wait_until("listen has bound", || to.exists());
+    let (fw, listening) = forward("tcp:127.0.0.1:0", s(&to), &["--wait"]);
     let port = tcp_port(&listening);
     let fds_before = fd_count(fw.pid());
 

@@ -89,11 +89,13 @@ pub(super) struct Given {
 
 impl Given {
     /// The handle values in the peer process, in the order given.
+    #[cfg(feature = "shm")]
     pub(super) fn values(&self) -> &[usize] {
         &self.values
     }
 
     /// The message that names them reached the peer: they are its to close now.
+    #[cfg(feature = "shm")]
     pub(super) fn delivered(&mut self) {
         self.delivered = true;
     }
@@ -386,6 +388,7 @@ pub(crate) fn recv(
 
 /// [`recv`] of a message that is there now: `WouldBlock` (nothing taken) otherwise. The async
 /// stream's receive, between its waits for readiness.
+#[cfg(feature = "tokio")]
 pub(crate) fn try_recv(
     stream: &Stream,
     buf: &mut [u8],
@@ -429,6 +432,7 @@ pub(crate) fn peek_len(stream: &Stream) -> io::Result<Option<usize>> {
 }
 
 /// [`peek_len`] of a message that is there now: `WouldBlock` (nothing taken) otherwise.
+#[cfg(feature = "tokio")]
 pub(crate) fn try_peek_len(stream: &Stream) -> io::Result<Option<usize>> {
     peek_len_inner(stream, true)
 }

@@ -25,6 +25,7 @@ mod stream;
 
 #[cfg(feature = "tokio")]
 pub(crate) use self::half_close::cancel_blocking_call;
+#[cfg(feature = "tokio")]
 pub(crate) use self::half_close::HalfClose;
 pub(crate) use self::listener::{peer_uid_matches, Listener};
 pub(crate) use self::stream::{admin_users, client_create_file_params, current_user, Stream};
