@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn message_names_operation_endpoint_and_cause() {
-        let name = Name::from_repr(crate::name::Repr::Path("/x/y.sock".into()));
+        let name = Name::from_addr(crate::sys::Addr::Path("/x/y.sock".into()));
         let err = context(io::Error::from_raw_os_error(2), Op::Connect, &name);
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         let msg = err.to_string();
@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn the_os_code_is_reachable_through_source_however_it_was_wrapped() {
-        let name = Name::from_repr(crate::name::Repr::Path("/x/y.sock".into()));
+        let name = Name::from_addr(crate::sys::Addr::Path("/x/y.sock".into()));
         let raw = || io::Error::from_raw_os_error(98);
         // An io::Error that carries the OS error as its payload: io::Error::source() skips
         // payloads, so the code is lost to a caller unless context digs it out.
@@ -315,7 +315,7 @@ mod tests {
             context(
                 refused(),
                 Op::Connect,
-                &Name::from_repr(crate::name::Repr::Path(path)),
+                &Name::from_addr(crate::sys::Addr::Path(path)),
             )
             .to_string()
         };
@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn refused_abstract_name_does_not_blame_a_stale_file() {
-        let name = Name::from_repr(crate::name::Repr::Abstract(b"svc".to_vec()));
+        let name = Name::from_addr(crate::sys::Addr::Abstract(b"svc".to_vec()));
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         let err = context(refused, Op::Connect, &name);
         let msg = err.to_string();

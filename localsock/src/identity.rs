@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_mismatch_is_permission_denied_naming_endpoint_and_both_identities() {
-        let name = Name::from_repr(crate::name::Repr::Pipe(r"\\.\pipe\svc".into()));
+        let name = Name::from_addr(crate::sys::Addr::Pipe(r"\\.\pipe\svc".into()));
         // Nobody is "uid u32::MAX - 1" / a made-up SID: the check must refuse.
         #[cfg(unix)]
         let stranger = UserId::Uid(u32::MAX - 1);

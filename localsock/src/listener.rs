@@ -174,11 +174,35 @@ impl ListenerOptions {
         self.bind_kind(name, Kind::Bytes)
     }
 
+    /// These options as the plain data a backend binds with.
+    pub(crate) fn bind_spec(&self, kind: Kind) -> sys::BindSpec {
+        sys::BindSpec {
+            kind,
+            access: match self.access {
+                Access::Owner => sys::AccessMode::Owner,
+                Access::Group => sys::AccessMode::Group,
+                Access::Everyone => sys::AccessMode::Everyone,
+            },
+            #[cfg(unix)]
+            backlog: self.backlog,
+            #[cfg(unix)]
+            reclaim_stale: self.reclaim_stale,
+            #[cfg(windows)]
+            sddl: self.windows.sddl.clone(),
+            #[cfg(windows)]
+            group: self.windows.group.clone(),
+            #[cfg(windows)]
+            spare_instances: self.windows.spare_instances,
+        }
+    }
+
     /// The bind for byte-stream and message listeners alike: a [`crate::MessageListener`]
     /// is a `LocalListener` whose socket (or pipe) is of the message kind.
     pub(crate) fn bind_kind(&self, name: &Name, kind: Kind) -> io::Result<LocalListener> {
-        let inner =
-            sys::Listener::bind(name, self, kind).map_err(|e| error::context(e, Op::Bind, name))?;
+        let inner = name
+            .bind_addr()
+            .and_then(|addr| sys::Listener::bind(addr, &self.bind_spec(kind)))
+            .map_err(|e| error::context(e, Op::Bind, name))?;
         let listener = LocalListener {
             inner,
             name: name.clone(),

@@ -9,8 +9,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-#[cfg(unix)]
-use crate::sys;
+use crate::sys::{self, Addr};
 
 /// The longest pipe name Windows accepts, in UTF-16 code units, prefix included.
 pub(crate) const PIPE_NAME_MAX: usize = 256;
@@ -51,7 +50,7 @@ pub(crate) const PIPE_PREFIX: &str = r"\\.\pipe\";
 /// ```
 #[derive(Clone)]
 pub struct Name {
-    repr: Repr,
+    addr: Addr,
     /// For a short name on Unix: its private directory, checked again on every bind and
     /// connect. Not part of the name's identity (equality, hash).
     #[cfg(unix)]
@@ -65,7 +64,7 @@ pub struct Name {
 
 impl PartialEq for Name {
     fn eq(&self, other: &Name) -> bool {
-        self.repr == other.repr
+        self.addr == other.addr
     }
 }
 
@@ -73,21 +72,8 @@ impl Eq for Name {}
 
 impl std::hash::Hash for Name {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.repr.hash(state);
+        self.addr.hash(state);
     }
-}
-
-/// The resolved form of a name. Every variant exists on every platform; the constructors
-/// decide which ones a platform can make.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(windows, allow(dead_code))] // Path and Abstract are never made on Windows
-pub(crate) enum Repr {
-    /// A socket file.
-    Path(PathBuf),
-    /// A Linux abstract address, without the leading NUL.
-    Abstract(Vec<u8>),
-    /// A full Windows pipe name, `\\.\pipe\...`.
-    Pipe(String),
 }
 
 impl Name {
@@ -135,24 +121,24 @@ impl Name {
         #[cfg(unix)]
         {
             let mut private_dir = None;
-            let repr = map_unix(name, sys::SUN_PATH_LEN, || {
+            let addr = map_unix(name, sys::SUN_PATH_LEN, || {
                 let dir = sys::PrivateDir::resolve()?;
                 let path = dir.path().to_path_buf();
                 private_dir = Some(dir);
                 Ok(path)
             })?;
-            Ok(Name { repr, private_dir })
+            Ok(Name { addr, private_dir })
         }
         #[cfg(windows)]
         {
-            let repr = map_windows(name)?;
+            let addr = map_windows(name)?;
             // The mapping succeeded; without a separator of either platform it was a short
             // name.
             let short = !name
                 .to_string_lossy()
                 .chars()
                 .any(|c| c == '/' || c == '\\');
-            Ok(Name { repr, short })
+            Ok(Name { addr, short })
         }
     }
 
@@ -169,7 +155,7 @@ impl Name {
         #[cfg(unix)]
         {
             check_path(path.as_os_str(), sys::SUN_PATH_LEN)?;
-            Ok(Name::from_repr(Repr::Path(path.to_path_buf())))
+            Ok(Name::from_addr(Addr::Path(path.to_path_buf())))
         }
         #[cfg(not(unix))]
         {
@@ -200,7 +186,7 @@ impl Name {
         if cfg!(any(target_os = "linux", target_os = "android")) {
             #[cfg(unix)]
             check_abstract(bytes, sys::SUN_PATH_LEN)?;
-            Ok(Name::from_repr(Repr::Abstract(bytes.to_vec())))
+            Ok(Name::from_addr(Addr::Abstract(bytes.to_vec())))
         } else {
             Err(unsupported(format!(
                 "abstract name {}: abstract socket names exist on Linux and Android only",
@@ -238,7 +224,7 @@ impl Name {
                 PathBuf::from(joined)
             };
             check_path(path.as_os_str(), sys::SUN_PATH_LEN)?;
-            Ok(Name::from_repr(Repr::Path(path)))
+            Ok(Name::from_addr(Addr::Path(path)))
         }
         #[cfg(windows)]
         {
@@ -250,41 +236,41 @@ impl Name {
                 format!("{PIPE_PREFIX}{s}")
             };
             check_pipe_len(&full)?;
-            Ok(Name::from_repr(Repr::Pipe(full)))
+            Ok(Name::from_addr(Addr::Pipe(full)))
         }
     }
 
     /// The socket file's path, for a filesystem name; `None` for abstract and pipe names.
     pub fn fs_path(&self) -> Option<&Path> {
-        match &self.repr {
-            Repr::Path(path) => Some(path),
+        match &self.addr {
+            Addr::Path(path) => Some(path),
             _ => None,
         }
     }
 
     /// The abstract name's bytes (without the leading NUL), for an abstract name.
     pub fn abstract_bytes(&self) -> Option<&[u8]> {
-        match &self.repr {
-            Repr::Abstract(bytes) => Some(bytes),
+        match &self.addr {
+            Addr::Abstract(bytes) => Some(bytes),
             _ => None,
         }
     }
 
     /// The full pipe name (`\\.\pipe\...`), for a Windows pipe name.
     pub fn pipe_name(&self) -> Option<&str> {
-        match &self.repr {
-            Repr::Pipe(name) => Some(name),
+        match &self.addr {
+            Addr::Pipe(name) => Some(name),
             _ => None,
         }
     }
 
-    pub(crate) fn repr(&self) -> &Repr {
-        &self.repr
+    pub(crate) fn addr(&self) -> &Addr {
+        &self.addr
     }
 
-    pub(crate) fn from_repr(repr: Repr) -> Name {
+    pub(crate) fn from_addr(addr: Addr) -> Name {
         Name {
-            repr,
+            addr,
             #[cfg(unix)]
             private_dir: None,
             #[cfg(windows)]
@@ -305,24 +291,43 @@ impl Name {
         }
     }
 
-    /// Checks the private directory of a short name again (Unix; nothing to do for other
-    /// names): creating it for a bind, refusing it if it is missing for a connect, and
-    /// refusing it whenever it is unsafe. Called by every bind and connect, blocking or async.
-    #[cfg(unix)]
-    pub(crate) fn check_private_dir(&self, what_for: sys::DirUse) -> io::Result<()> {
-        match &self.private_dir {
-            Some(dir) => dir.check(what_for),
-            None => Ok(()),
+    /// The address to bind, for every bind, blocking or async. A short name's private
+    /// directory is checked again first (Unix): created if it is ours and missing, refused
+    /// if it is unsafe.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`sys::PrivateDir::check`] (`PermissionDenied`, `NotFound`, `mkdir`'s).
+    pub(crate) fn bind_addr(&self) -> io::Result<&Addr> {
+        #[cfg(unix)]
+        if let Some(dir) = &self.private_dir {
+            dir.check(sys::DirUse::Bind)?;
         }
+        Ok(&self.addr)
+    }
+
+    /// The address for one connect attempt, blocking or async. A short name's private
+    /// directory is checked again first (Unix): a missing one means no server yet (a
+    /// server's bind creates it), an unsafe one is final.
+    pub(crate) fn connect_addr(&self) -> Result<&Addr, sys::ConnectFailure> {
+        #[cfg(unix)]
+        if let Some(dir) = &self.private_dir {
+            dir.check(sys::DirUse::Connect)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => sys::ConnectFailure::NoServer(e),
+                    _ => sys::ConnectFailure::Fatal(e),
+                })?;
+        }
+        Ok(&self.addr)
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.repr {
-            Repr::Path(path) => fmt::Display::fmt(&path.display(), f),
-            Repr::Abstract(bytes) => fmt::Display::fmt(&AbstractDisplay(bytes), f),
-            Repr::Pipe(name) => f.write_str(name),
+        match &self.addr {
+            Addr::Path(path) => fmt::Display::fmt(&path.display(), f),
+            Addr::Abstract(bytes) => fmt::Display::fmt(&AbstractDisplay(bytes), f),
+            Addr::Pipe(name) => f.write_str(name),
         }
     }
 }
@@ -472,11 +477,11 @@ pub(crate) fn map_unix(
     name: &OsStr,
     sun_path_len: usize,
     private_dir: impl FnOnce() -> io::Result<PathBuf>,
-) -> io::Result<Repr> {
+) -> io::Result<Addr> {
     check_not_empty_or_nul(name)?;
     if name.as_encoded_bytes().starts_with(b"/") {
         check_path(name, sun_path_len)?;
-        return Ok(Repr::Path(PathBuf::from(name)));
+        return Ok(Addr::Path(PathBuf::from(name)));
     }
     check_short(name)?;
     let dir = private_dir()?;
@@ -484,7 +489,7 @@ pub(crate) fn map_unix(
     full.push("/");
     full.push(name);
     check_path(&full, sun_path_len)?;
-    Ok(Repr::Path(PathBuf::from(full)))
+    Ok(Addr::Path(PathBuf::from(full)))
 }
 
 fn has_pipe_prefix(s: &str) -> bool {
@@ -514,7 +519,7 @@ fn check_pipe_len(full: &str) -> io::Result<()> {
 /// The Windows rule: `\\.\pipe\...` is used as is; a short name gets the prefix; anything else
 /// (remote pipes, paths) is refused.
 #[cfg_attr(not(windows), allow(dead_code))]
-pub(crate) fn map_windows(name: &OsStr) -> io::Result<Repr> {
+pub(crate) fn map_windows(name: &OsStr) -> io::Result<Addr> {
     check_not_empty_or_nul(name)?;
     let s = utf8(name)?;
     if has_pipe_prefix(s) {
@@ -524,7 +529,7 @@ pub(crate) fn map_windows(name: &OsStr) -> io::Result<Repr> {
             )));
         }
         check_pipe_len(s)?;
-        return Ok(Repr::Pipe(s.to_owned()));
+        return Ok(Addr::Pipe(s.to_owned()));
     }
     if s.starts_with(r"\\") || s.starts_with("//") {
         return Err(invalid(format!(
@@ -539,7 +544,7 @@ pub(crate) fn map_windows(name: &OsStr) -> io::Result<Repr> {
     check_short(name)?;
     let full = format!("{PIPE_PREFIX}{s}");
     check_pipe_len(&full)?;
-    Ok(Repr::Pipe(full))
+    Ok(Addr::Pipe(full))
 }
 
 #[cfg(test)]
@@ -554,13 +559,13 @@ mod tests {
     #[test]
     fn unix_short_name_goes_to_private_dir() {
         let repr = map_unix(OsStr::new("svc"), 108, dir).unwrap();
-        assert_eq!(repr, Repr::Path("/run/user/1000/svc".into()));
+        assert_eq!(repr, Addr::Path("/run/user/1000/svc".into()));
     }
 
     #[test]
     fn unix_absolute_path_is_used_as_is_without_touching_private_dir() {
         let repr = map_unix(OsStr::new("/a/b.sock"), 108, || panic!("not needed")).unwrap();
-        assert_eq!(repr, Repr::Path("/a/b.sock".into()));
+        assert_eq!(repr, Addr::Path("/a/b.sock".into()));
     }
 
     #[test]
@@ -615,15 +620,15 @@ mod tests {
     fn windows_mapping() {
         assert_eq!(
             map_windows(OsStr::new("svc")).unwrap(),
-            Repr::Pipe(r"\\.\pipe\svc".into())
+            Addr::Pipe(r"\\.\pipe\svc".into())
         );
         assert_eq!(
             map_windows(OsStr::new(r"\\.\pipe\a\b")).unwrap(),
-            Repr::Pipe(r"\\.\pipe\a\b".into())
+            Addr::Pipe(r"\\.\pipe\a\b".into())
         );
         assert_eq!(
             map_windows(OsStr::new(r"\\.\PIPE\x")).unwrap(),
-            Repr::Pipe(r"\\.\PIPE\x".into())
+            Addr::Pipe(r"\\.\PIPE\x".into())
         );
         for bad in [
             "",
@@ -665,10 +670,10 @@ mod tests {
 
     #[test]
     fn display_shows_the_endpoint() {
-        let n = Name::from_repr(Repr::Path("/x/y".into()));
+        let n = Name::from_addr(Addr::Path("/x/y".into()));
         assert_eq!(n.to_string(), "/x/y");
         assert_eq!(format!("{n:?}"), "Name(/x/y)");
-        let n = Name::from_repr(Repr::Pipe(r"\\.\pipe\a".into()));
+        let n = Name::from_addr(Addr::Pipe(r"\\.\pipe\a".into()));
         assert_eq!(n.to_string(), r"\\.\pipe\a");
     }
 }

@@ -332,6 +332,15 @@ impl ConnectOptions {
         self
     }
 
+    /// These options as the plain data a backend's one connect attempt takes.
+    pub(crate) fn connect_spec(&self, kind: Kind) -> sys::ConnectSpec {
+        sys::ConnectSpec {
+            kind,
+            #[cfg(windows)]
+            impersonation: self.windows.impersonation_level.into(),
+        }
+    }
+
     /// The server identity this connect to `name` requires (set, or the default for `name`).
     pub(crate) fn required_identity(&self, name: &Name) -> ServerIdentity {
         self.server_identity
@@ -367,7 +376,10 @@ impl ConnectOptions {
         let mut retry = Retry::new(self, name);
         let required = self.required_identity(name);
         loop {
-            match sys::Stream::connect(name, self, kind) {
+            match name
+                .connect_addr()
+                .and_then(|addr| sys::Stream::connect(addr, self.connect_spec(kind)))
+            {
                 Ok(inner) => {
                     identity::check(&required, name, || inner.server_user())?;
                     return Ok(inner);
@@ -375,7 +387,7 @@ impl ConnectOptions {
                 Err(failure) => {
                     let wait = retry.failed(failure)?;
                     if wait.busy {
-                        sys::Stream::wait_busy(name, wait.nap);
+                        sys::Stream::wait_busy(name.addr(), wait.nap);
                     } else {
                         thread::sleep(wait.nap);
                     }

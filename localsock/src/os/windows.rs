@@ -123,17 +123,13 @@ pub enum ImpersonationLevel {
     Delegation,
 }
 
-impl ImpersonationLevel {
-    pub(crate) fn flags(self) -> u32 {
-        use windows_sys::Win32::Storage::FileSystem::{
-            SECURITY_ANONYMOUS, SECURITY_DELEGATION, SECURITY_IDENTIFICATION,
-            SECURITY_IMPERSONATION,
-        };
-        match self {
-            ImpersonationLevel::Anonymous => SECURITY_ANONYMOUS,
-            ImpersonationLevel::Identification => SECURITY_IDENTIFICATION,
-            ImpersonationLevel::Impersonation => SECURITY_IMPERSONATION,
-            ImpersonationLevel::Delegation => SECURITY_DELEGATION,
+impl From<ImpersonationLevel> for crate::sys::SecurityQos {
+    fn from(level: ImpersonationLevel) -> crate::sys::SecurityQos {
+        match level {
+            ImpersonationLevel::Anonymous => crate::sys::SecurityQos::Anonymous,
+            ImpersonationLevel::Identification => crate::sys::SecurityQos::Identification,
+            ImpersonationLevel::Impersonation => crate::sys::SecurityQos::Impersonation,
+            ImpersonationLevel::Delegation => crate::sys::SecurityQos::Delegation,
         }
     }
 }
@@ -194,7 +190,7 @@ impl ConnectOptionsExt for ConnectOptions {
     }
 
     fn create_file_params(&self) -> (u32, u32) {
-        crate::sys::client_create_file_params(&self.windows)
+        crate::sys::client_create_file_params(self.windows.impersonation_level.into())
     }
 }
 
@@ -248,5 +244,38 @@ impl ListenerOptionsExt for ListenerOptions {
     fn group(&mut self, group: &str) -> &mut Self {
         self.windows.group = Some(group.to_owned());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::{Kind, SecurityQos};
+
+    /// The default client asks for `SECURITY_IDENTIFICATION` only (the backend's flags for each
+    /// level are tested in `sys::windows::stream`), and every level reaches the backend as is.
+    #[test]
+    fn the_default_impersonation_level_is_identification_and_each_level_passes_through() {
+        let mut opts = ConnectOptions::new();
+        assert_eq!(
+            opts.connect_spec(Kind::Bytes).impersonation,
+            SecurityQos::Identification
+        );
+        for (level, qos) in [
+            (ImpersonationLevel::Anonymous, SecurityQos::Anonymous),
+            (
+                ImpersonationLevel::Identification,
+                SecurityQos::Identification,
+            ),
+            (
+                ImpersonationLevel::Impersonation,
+                SecurityQos::Impersonation,
+            ),
+            (ImpersonationLevel::Delegation, SecurityQos::Delegation),
+        ] {
+            opts.impersonation_level(level);
+            assert_eq!(opts.connect_spec(Kind::Messages).impersonation, qos);
+            assert_eq!(opts.connect_spec(Kind::Messages).kind, Kind::Messages);
+        }
     }
 }

@@ -74,6 +74,7 @@
 //! resolving them into plain data first is an open point (issue 10).
 
 use std::io;
+use std::path::PathBuf;
 
 #[cfg(unix)]
 mod unix;
@@ -85,6 +86,20 @@ mod windows;
 #[cfg(windows)]
 pub(crate) use self::windows::*;
 
+/// Where a socket or pipe is: what a [`crate::Name`] resolved to, as plain data. Every
+/// variant exists on every platform; `Name`'s constructors decide which ones a platform can
+/// make, and a backend refuses the others with `InvalidInput`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(windows, allow(dead_code))] // Path and Abstract are never made on Windows
+pub(crate) enum Addr {
+    /// A socket file.
+    Path(PathBuf),
+    /// A Linux abstract address, without the leading NUL.
+    Abstract(Vec<u8>),
+    /// A full Windows pipe name, `\\.\pipe\...`.
+    Pipe(String),
+}
+
 /// What a connection carries: a byte stream ([`crate::LocalStream`]) or messages
 /// ([`crate::MessageStream`]). Everything else — names, bind, access modes, stale-file reclaim,
 /// connect retries, peer credentials — is the same code for both.
@@ -95,6 +110,62 @@ pub(crate) enum Kind {
     /// `SOCK_SEQPACKET` (a `SOCK_STREAM` carrying length-prefixed frames on Apple platforms);
     /// a message-mode pipe.
     Messages,
+}
+
+/// Who may connect to a listener: [`crate::Access`] as plain data. A backend maps it to a
+/// socket file mode (`0600`, `0660`, `0666`) or to a pipe DACL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AccessMode {
+    Owner,
+    Group,
+    Everyone,
+}
+
+/// How to bind: [`crate::ListenerOptions`] (and its Windows extension) resolved to plain data.
+/// Options that only the portable layer uses (`require_same_user`, `nonblocking`) are not here.
+#[derive(Clone, Debug)]
+pub(crate) struct BindSpec {
+    /// Bytes or messages; accepted streams are of the same kind.
+    pub(crate) kind: Kind,
+    pub(crate) access: AccessMode,
+    /// The `listen(2)` backlog, at least 1.
+    #[cfg(unix)]
+    pub(crate) backlog: u32,
+    /// Whether a stale socket file (one whose server is gone) may be taken over.
+    #[cfg(unix)]
+    pub(crate) reclaim_stale: bool,
+    /// A security descriptor in SDDL that replaces the default one for `access`.
+    #[cfg(windows)]
+    pub(crate) sddl: Option<String>,
+    /// The group (a SID or an account name) that `AccessMode::Group` admits.
+    #[cfg(windows)]
+    pub(crate) group: Option<String>,
+    /// How many instances listen besides the first; already clamped to
+    /// `os::windows::MAX_SPARE_INSTANCES`.
+    #[cfg(windows)]
+    pub(crate) spare_instances: u32,
+}
+
+/// How to connect, for one attempt: [`crate::ConnectOptions`] resolved to plain data (the
+/// deadline, backoff and server-identity check are portable policy and are not here).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnectSpec {
+    /// Bytes or messages; the server must be of the same kind.
+    pub(crate) kind: Kind,
+    /// The security quality of service the client grants the server.
+    #[cfg(windows)]
+    pub(crate) impersonation: SecurityQos,
+}
+
+/// How far a pipe server may act as its client (`os::windows::ImpersonationLevel` as plain
+/// data): the `SECURITY_*` flag a connect passes to `CreateFileW`.
+#[cfg(windows)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SecurityQos {
+    Anonymous,
+    Identification,
+    Impersonation,
+    Delegation,
 }
 
 /// Why one connect attempt failed, so the portable loop knows whether to retry.

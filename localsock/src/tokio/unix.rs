@@ -29,7 +29,8 @@ impl Stream {
         name: &Name,
         opts: &ConnectOptions,
     ) -> Result<Stream, ConnectFailure> {
-        let stream = sys::Stream::connect_nonblocking(name, opts, Kind::Bytes)?;
+        let stream =
+            sys::Stream::connect_nonblocking(name.connect_addr()?, opts.connect_spec(Kind::Bytes))?;
         let std = std::os::unix::net::UnixStream::from(OwnedFd::from(stream));
         Ok(Stream {
             io: UnixStream::from_std(std).map_err(ConnectFailure::Fatal)?,
@@ -351,7 +352,10 @@ impl MessageStream {
         name: &Name,
         opts: &ConnectOptions,
     ) -> Result<MessageStream, ConnectFailure> {
-        let stream = sys::Stream::connect_nonblocking(name, opts, Kind::Messages)?;
+        let stream = sys::Stream::connect_nonblocking(
+            name.connect_addr()?,
+            opts.connect_spec(Kind::Messages),
+        )?;
         let std = std::os::unix::net::UnixStream::from(OwnedFd::from(stream));
         Ok(MessageStream {
             io: UnixStream::from_std(std).map_err(ConnectFailure::Fatal)?,

@@ -312,7 +312,8 @@ impl Stream {
         name: &Name,
         opts: &ConnectOptions,
     ) -> Result<Stream, ConnectFailure> {
-        async_pipe::connect_client(name, opts).map(|client| Stream::new(PipeIo::Client(client)))
+        async_pipe::connect_client(name.connect_addr()?, opts.connect_spec(Kind::Bytes))
+            .map(|client| Stream::new(PipeIo::Client(client)))
     }
 
     fn new(io: PipeIo) -> Stream {
@@ -494,7 +495,8 @@ impl Listener {
     /// if anyone has the name already) and the spares, all with the listener's security
     /// descriptor.
     pub(crate) fn bind(name: &Name, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener> {
-        crate::sys::Listener::bind_async(name, opts, kind)
+        name.bind_addr()
+            .and_then(|addr| crate::sys::Listener::bind_async(addr, &opts.bind_spec(kind)))
             .map(|inner| Listener { inner })
             .map_err(|e| error::context(e, Op::Bind, name))
     }
@@ -555,7 +557,8 @@ impl MessageStream {
         name: &Name,
         opts: &ConnectOptions,
     ) -> Result<MessageStream, ConnectFailure> {
-        let stream = async_pipe::message_client(name, opts)?;
+        let stream =
+            async_pipe::message_client(name.connect_addr()?, opts.connect_spec(Kind::Messages))?;
         MessageStream::new(stream).map_err(ConnectFailure::Fatal)
     }
 

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{cstr, cvt, cvt_retry, lstat, new_socket, SockAddr, Stream};
 use crate::error;
-use crate::listener::Access;
-use crate::name::Repr;
-use crate::sys::Kind;
-use crate::{ListenerOptions, Name};
+use crate::sys::{AccessMode, Addr, BindSpec, Kind};
 
 pub(crate) struct Listener {
     /// The socket file to remove on drop, if this listener created it. Declared before `fd`
@@ -65,19 +62,16 @@ impl Drop for Cleanup {
 }
 
 impl Listener {
-    pub(crate) fn bind(name: &Name, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener> {
-        match name.repr() {
-            Repr::Abstract(_) => {
-                let fd = new_socket(kind, false)?;
-                bind_fd(&fd, name)?;
-                listen(&fd, opts.backlog)?;
+    pub(crate) fn bind(addr: &Addr, spec: &BindSpec) -> io::Result<Listener> {
+        match addr {
+            Addr::Abstract(_) => {
+                let fd = new_socket(spec.kind, false)?;
+                bind_fd(&fd, addr)?;
+                listen(&fd, spec.backlog)?;
                 Ok(Listener { fd, cleanup: None })
             }
-            Repr::Path(path) => {
-                name.check_private_dir(super::DirUse::Bind)?;
-                bind_path(name, path, opts, kind)
-            }
-            Repr::Pipe(_) => Err(io::Error::new(
+            Addr::Path(path) => bind_path(addr, path, spec),
+            Addr::Pipe(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a Windows pipe name cannot be bound on Unix",
             )),
@@ -176,8 +170,8 @@ fn accept_once(fd: BorrowedFd<'_>) -> io::Result<Stream> {
     Ok(Stream::from(owned))
 }
 
-fn bind_fd(fd: &OwnedFd, name: &Name) -> io::Result<()> {
-    let addr = SockAddr::new(name)?;
+fn bind_fd(fd: &OwnedFd, addr: &Addr) -> io::Result<()> {
+    let addr = SockAddr::new(addr)?;
     // SAFETY: `addr` is a valid `sockaddr_un` of `addr.len` bytes for the whole call.
     cvt(unsafe { libc::bind(fd.as_raw_fd(), addr.as_ptr(), addr.len) })?;
     Ok(())
@@ -190,11 +184,11 @@ fn listen(fd: &OwnedFd, backlog: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn mode_of(access: Access) -> libc::mode_t {
+fn mode_of(access: AccessMode) -> libc::mode_t {
     match access {
-        Access::Owner => 0o600,
-        Access::Group => 0o660,
-        Access::Everyone => 0o666,
+        AccessMode::Owner => 0o600,
+        AccessMode::Group => 0o660,
+        AccessMode::Everyone => 0o666,
     }
 }
 
@@ -210,57 +204,58 @@ fn mode_of(access: Access) -> libc::mode_t {
 ///    socket inode's mode less the umask, so never more than `0600`); otherwise bind inside a
 ///    fresh private directory, `chmod` there and `link` the file into place (see
 ///    [`bind_via_private_dir`]).
-fn bind_path(name: &Name, path: &Path, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener> {
+fn bind_path(addr: &Addr, path: &Path, spec: &BindSpec) -> io::Result<Listener> {
     let c_path = cstr(path)?;
     let (parent_path, base) = split_path(path)?;
     let parent = ParentDir::open(&parent_path);
     let reclaim_allowed = matches!(&parent, Ok(p) if p.locked);
 
     clear_stale(
-        name,
+        addr,
         path,
         &c_path,
         parent.as_ref().ok(),
         &base,
-        opts.reclaim_stale && reclaim_allowed,
+        spec.reclaim_stale && reclaim_allowed,
     )?;
 
-    let fd = new_socket(kind, false)?;
-    let mode = mode_of(opts.access);
-    let (dev, ino) =
-        if cfg!(any(target_os = "linux", target_os = "android")) && opts.access == Access::Owner {
-            // SAFETY: plain FFI call on a descriptor we own.
-            cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
-            bind_fd(&fd, name)?;
-            // Own the file from here on: if anything below fails, dropping the guard removes
-            // it, so a failed bind leaves no socket file behind to block the next one.
-            match lstat(&c_path) {
-                Ok(st) => (st.st_dev, st.st_ino),
-                Err(e) => {
-                    // SAFETY: `c_path` is NUL-terminated; the file is the one we just bound.
-                    unsafe { libc::unlink(c_path.as_ptr()) };
-                    return Err(e);
-                }
+    let fd = new_socket(spec.kind, false)?;
+    let mode = mode_of(spec.access);
+    let (dev, ino) = if cfg!(any(target_os = "linux", target_os = "android"))
+        && spec.access == AccessMode::Owner
+    {
+        // SAFETY: plain FFI call on a descriptor we own.
+        cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
+        bind_fd(&fd, addr)?;
+        // Own the file from here on: if anything below fails, dropping the guard removes
+        // it, so a failed bind leaves no socket file behind to block the next one.
+        match lstat(&c_path) {
+            Ok(st) => (st.st_dev, st.st_ino),
+            Err(e) => {
+                // SAFETY: `c_path` is NUL-terminated; the file is the one we just bound.
+                unsafe { libc::unlink(c_path.as_ptr()) };
+                return Err(e);
             }
-        } else {
-            let parent = parent.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot open the directory {} to bind in it safely: {e}",
-                        parent_path.display()
-                    ),
-                )
-            })?;
-            bind_via_private_dir(&fd, &parent, &parent_path, &base, path, mode)?
-        };
+        }
+    } else {
+        let parent = parent.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot open the directory {} to bind in it safely: {e}",
+                    parent_path.display()
+                ),
+            )
+        })?;
+        bind_via_private_dir(&fd, &parent, &parent_path, &base, path, mode)?
+    };
     let cleanup = Cleanup {
         path: c_path,
         dev,
         ino,
         pid: std::process::id(),
     };
-    listen(&fd, opts.backlog)?;
+    listen(&fd, spec.backlog)?;
     Ok(Listener {
         fd,
         cleanup: Some(cleanup),
@@ -299,7 +294,7 @@ fn split_path(path: &Path) -> io::Result<(PathBuf, CString)> {
 /// of it concerns the same directory, the one that is locked, even if someone renames
 /// directories above it meanwhile. Without it (the directory cannot be opened), by path.
 fn clear_stale(
-    name: &Name,
+    addr: &Addr,
     path: &Path,
     c_path: &CStr,
     parent: Option<&ParentDir>,
@@ -332,8 +327,8 @@ fn clear_stale(
     }
     let held = parent
         .and_then(|parent| via_proc(parent.fd.as_fd(), base))
-        .map(|p| Name::from_repr(Repr::Path(p)));
-    match probe(held.as_ref().unwrap_or(name)) {
+        .map(Addr::Path);
+    match probe(held.as_ref().unwrap_or(addr)) {
         Probe::Live => Err(in_use("a server is listening there")),
         Probe::Gone => Ok(()),
         Probe::Denied(e) => Err(error::with_cause(
@@ -410,8 +405,8 @@ enum Probe {
 
 /// Is a server behind the socket file? A connect that is refused means stale; one that
 /// succeeds or finds the backlog full means live.
-fn probe(name: &Name) -> Probe {
-    let Ok(addr) = SockAddr::new(name) else {
+fn probe(addr: &Addr) -> Probe {
+    let Ok(addr) = SockAddr::new(addr) else {
         return Probe::Gone;
     };
     // A byte-stream probe: a live server of the other kind answers `EPROTOTYPE` (alive, never
@@ -626,7 +621,9 @@ fn bind_in_dir(
     }
     let tmp_dir_path = parent_path.join(std::ffi::OsStr::from_bytes(tmp_name.to_bytes()));
     let tmp = tmp_dir_path.join(std::ffi::OsStr::from_bytes(TMP_SOCKET.to_bytes()));
-    if Name::path(&tmp).is_err() {
+    // The same limit as `Name::path`'s (the path has no NUL: its parts come from a `Name`
+    // and from NUL-terminated C strings).
+    if SockAddr::new(&Addr::Path(tmp.clone())).is_err() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -648,8 +645,7 @@ fn bind_in_dir(
 }
 
 fn bind_at_path(fd: &OwnedFd, path: &Path) -> io::Result<()> {
-    let name = Name::path(path)?;
-    bind_fd(fd, &name)
+    bind_fd(fd, &Addr::Path(path.to_path_buf()))
 }
 
 /// Removes our temporary directory (already emptied) only if the name still holds it: if

@@ -31,8 +31,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawF
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::Kind;
-use crate::name::Repr;
+use super::{Addr, Kind};
 use crate::{LocalListener, LocalStream, MessageListener, MessageStream, Name};
 
 /// Size of `sockaddr_un::sun_path`: 108 on Linux, 104 on macOS and the BSDs.
@@ -75,14 +74,14 @@ pub(super) struct SockAddr {
 }
 
 impl SockAddr {
-    pub(super) fn new(name: &Name) -> io::Result<SockAddr> {
+    pub(super) fn new(addr: &Addr) -> io::Result<SockAddr> {
         // SAFETY: `sockaddr_un` is plain old data; all-zero is a valid value.
-        let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        let (bytes, start) = match name.repr() {
-            Repr::Path(path) => (path.as_os_str().as_bytes(), 0),
-            Repr::Abstract(bytes) => (bytes.as_slice(), 1),
-            Repr::Pipe(_) => {
+        let mut raw: libc::sockaddr_un = unsafe { mem::zeroed() };
+        raw.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let (bytes, start) = match addr {
+            Addr::Path(path) => (path.as_os_str().as_bytes(), 0),
+            Addr::Abstract(bytes) => (bytes.as_slice(), 1),
+            Addr::Pipe(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "a Windows pipe name cannot be used with a Unix socket",
@@ -92,18 +91,18 @@ impl SockAddr {
         // Name's constructors checked the length; check again rather than trust it blindly.
         // Paths are counted with their NUL; abstract names are exactly their bytes.
         let needed = start + bytes.len() + usize::from(start == 0);
-        if needed > addr.sun_path.len() {
+        if needed > raw.sun_path.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "name too long for sun_path",
             ));
         }
-        for (dst, src) in addr.sun_path[start..].iter_mut().zip(bytes) {
+        for (dst, src) in raw.sun_path[start..].iter_mut().zip(bytes) {
             *dst = *src as libc::c_char;
         }
         let len = mem::offset_of!(libc::sockaddr_un, sun_path) + needed;
         Ok(SockAddr {
-            addr,
+            addr: raw,
             len: len as libc::socklen_t,
         })
     }
@@ -113,7 +112,7 @@ impl SockAddr {
     }
 
     /// Decodes an address filled in by the kernel (`getsockname`).
-    pub(super) fn to_name(&self) -> Option<Name> {
+    pub(super) fn to_addr(&self) -> Option<Addr> {
         let base = mem::offset_of!(libc::sockaddr_un, sun_path);
         let len = (self.len as usize).checked_sub(base)?;
         let raw: Vec<u8> = self.addr.sun_path[..len.min(self.addr.sun_path.len())]
@@ -122,12 +121,10 @@ impl SockAddr {
             .collect();
         match raw.first() {
             None => None,
-            Some(0) => Some(Name::from_repr(Repr::Abstract(raw[1..].to_vec()))),
+            Some(0) => Some(Addr::Abstract(raw[1..].to_vec())),
             Some(_) => {
                 let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
-                Some(Name::from_repr(Repr::Path(PathBuf::from(
-                    OsStr::from_bytes(&raw[..end]),
-                ))))
+                Some(Addr::Path(PathBuf::from(OsStr::from_bytes(&raw[..end]))))
             }
         }
     }
@@ -279,8 +276,8 @@ pub(super) fn getsockopt<T: Copy>(
     Ok(unsafe { value.assume_init() })
 }
 
-/// The address a socket is bound to.
-pub(super) fn local_name(fd: BorrowedFd<'_>) -> io::Result<Option<Name>> {
+/// The address a socket is bound to (`getsockname`); `None` for an unnamed socket.
+pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<Option<Addr>> {
     // SAFETY: `sockaddr_un` is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
     let mut len = mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
@@ -292,7 +289,7 @@ pub(super) fn local_name(fd: BorrowedFd<'_>) -> io::Result<Option<Name>> {
             &mut len,
         )
     })?;
-    Ok(SockAddr { addr, len }.to_name())
+    Ok(SockAddr { addr, len }.to_addr())
 }
 
 /// A path as a C string.
@@ -609,10 +606,11 @@ impl From<OwnedFd> for LocalListener {
     /// The listener's name is read back with `getsockname`; the socket file is *not* removed
     /// when this listener is dropped, since this listener did not create it.
     fn from(fd: OwnedFd) -> LocalListener {
-        let name = local_name(fd.as_fd())
+        let name = local_addr(fd.as_fd())
             .ok()
             .flatten()
-            .unwrap_or_else(|| Name::from_repr(Repr::Path(PathBuf::from("(unnamed)"))));
+            .map(Name::from_addr)
+            .unwrap_or_else(|| Name::from_addr(Addr::Path(PathBuf::from("(unnamed)"))));
         LocalListener::from_parts(Listener::from(fd), name, false)
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::{cvt, cvt_retry, getsockopt, new_socket, setsockopt, SockAddr};
 use crate::identity::{ServerUser, UserId};
-use crate::sys::{ConnectFailure, Kind};
-use crate::{ConnectOptions, Name, PeerCredentials};
+use crate::sys::{Addr, ConnectFailure, ConnectSpec};
+use crate::PeerCredentials;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(super) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
@@ -27,31 +27,19 @@ pub(crate) struct Stream {
 impl Stream {
     /// One connect attempt on a fresh non-blocking socket, so a full backlog is reported at
     /// once (`EAGAIN`) instead of blocking; the socket is made blocking again on success.
-    pub(crate) fn connect(
-        name: &Name,
-        opts: &ConnectOptions,
-        kind: Kind,
-    ) -> Result<Stream, ConnectFailure> {
-        let stream = Stream::connect_nonblocking(name, opts, kind)?;
+    pub(crate) fn connect(addr: &Addr, spec: ConnectSpec) -> Result<Stream, ConnectFailure> {
+        let stream = Stream::connect_nonblocking(addr, spec)?;
         super::set_nonblocking(stream.fd.as_fd(), false).map_err(ConnectFailure::Fatal)?;
         Ok(stream)
     }
 
     /// As [`connect`](Self::connect), the socket left non-blocking (for the async stream).
     pub(crate) fn connect_nonblocking(
-        name: &Name,
-        _opts: &ConnectOptions,
-        kind: Kind,
+        addr: &Addr,
+        spec: ConnectSpec,
     ) -> Result<Stream, ConnectFailure> {
-        // A short name's private directory is checked again on every attempt; a missing one
-        // means no server yet (a server's bind creates it).
-        name.check_private_dir(super::DirUse::Connect)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => ConnectFailure::NoServer(e),
-                _ => ConnectFailure::Fatal(e),
-            })?;
-        let addr = SockAddr::new(name).map_err(ConnectFailure::Fatal)?;
-        let fd = new_socket(kind, true).map_err(ConnectFailure::Fatal)?;
+        let addr = SockAddr::new(addr).map_err(ConnectFailure::Fatal)?;
+        let fd = new_socket(spec.kind, true).map_err(ConnectFailure::Fatal)?;
         // SAFETY: `addr` is a valid `sockaddr_un` of `addr.len` bytes for the whole call.
         let ret = cvt_retry(|| unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr(), addr.len) });
         match ret {
@@ -61,7 +49,7 @@ impl Stream {
     }
 
     /// Unix has no "wait until the server can accept" call: sleep.
-    pub(crate) fn wait_busy(_name: &Name, slice: Duration) {
+    pub(crate) fn wait_busy(_addr: &Addr, slice: Duration) {
         std::thread::sleep(slice);
     }
 

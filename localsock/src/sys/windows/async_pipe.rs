@@ -27,8 +27,8 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 
 use super::half_close::is_closed;
 use super::{last_error, overlapped, security, stream, Stream};
-use crate::sys::ConnectFailure;
-use crate::{ConnectOptions, Name, PeerCredentials};
+use crate::sys::{Addr, ConnectFailure, ConnectSpec};
+use crate::PeerCredentials;
 
 /// Registers a connected server-end handle from [`Listener::poll_accept`](super::Listener)
 /// with the current runtime.
@@ -49,10 +49,10 @@ pub(crate) fn adopt_server(handle: OwnedHandle) -> io::Result<NamedPipeServer> {
 ///
 /// Outside a tokio runtime with the I/O driver.
 pub(crate) fn connect_client(
-    name: &Name,
-    opts: &ConnectOptions,
+    addr: &Addr,
+    spec: ConnectSpec,
 ) -> Result<NamedPipeClient, ConnectFailure> {
-    let stream = Stream::connect(name, opts, crate::sys::Kind::Bytes)?;
+    let stream = Stream::connect(addr, spec)?;
     let handle = OwnedHandle::from(stream).into_raw_handle();
     // SAFETY: `handle` is an open, overlapped pipe client handle that nothing else owns and on
     // which no I/O was ever issued; tokio takes ownership (it is closed if this fails).
@@ -88,8 +88,8 @@ pub(crate) fn message_server(handle: OwnedHandle) -> Stream {
 
 /// One connect attempt of the blocking backend to a message listener, the handle kept out of
 /// tokio (see [`message_server`]).
-pub(crate) fn message_client(name: &Name, opts: &ConnectOptions) -> Result<Stream, ConnectFailure> {
-    Stream::connect(name, opts, crate::sys::Kind::Messages)
+pub(crate) fn message_client(addr: &Addr, spec: ConnectSpec) -> Result<Stream, ConnectFailure> {
+    Stream::connect(addr, spec)
 }
 
 /// Readiness of a pipe for reading, for an async stream that does its own reads: a zero-byte

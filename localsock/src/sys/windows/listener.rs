@@ -60,8 +60,7 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 use super::overlapped::new_event;
 use super::security::{self, SecurityDescriptor};
 use super::{cvt, last_error, owned_handle, pipe_name, wide, Stream};
-use crate::sys::Kind;
-use crate::{ListenerOptions, Name};
+use crate::sys::{Addr, BindSpec, Kind};
 
 /// Byte stream, blocking mode (the waiting is bounded by overlapped I/O), and local clients
 /// only: a client on another machine (a `\\host\pipe\...` name, over SMB) is refused.
@@ -366,34 +365,25 @@ fn unread_bytes(handle: &OwnedHandle) -> u32 {
 
 impl Listener {
     /// A listener for blocking `accept`s, of `kind` (byte or message pipes).
-    pub(crate) fn bind(name: &Name, opts: &ListenerOptions, kind: Kind) -> io::Result<Listener> {
-        Listener::open(name, opts, kind, None)
+    pub(crate) fn bind(addr: &Addr, spec: &BindSpec) -> io::Result<Listener> {
+        Listener::open(addr, spec, None)
     }
 
     /// A listener for [`poll_accept`](Self::poll_accept) (the async `LocalListener` and
     /// `MessageListener`), of `kind`.
     #[cfg(feature = "tokio")]
-    pub(crate) fn bind_async(
-        name: &Name,
-        opts: &ListenerOptions,
-        kind: Kind,
-    ) -> io::Result<Listener> {
-        Listener::open(name, opts, kind, Some(Arc::default()))
+    pub(crate) fn bind_async(addr: &Addr, spec: &BindSpec) -> io::Result<Listener> {
+        Listener::open(addr, spec, Some(Arc::default()))
     }
 
-    fn open(
-        name: &Name,
-        opts: &ListenerOptions,
-        kind: Kind,
-        wakers: Option<Arc<Wakers>>,
-    ) -> io::Result<Listener> {
-        let pipe = pipe_name(name)?;
-        let security = security::listener_descriptor(opts)?;
+    fn open(addr: &Addr, spec: &BindSpec, wakers: Option<Arc<Wakers>>) -> io::Result<Listener> {
+        let pipe = pipe_name(addr)?;
+        let security = security::listener_descriptor(spec)?;
         // The spare count is clamped where it is set (`ListenerOptionsExt::spare_instances`).
-        let spares = opts.windows.spare_instances as usize;
+        let spares = spec.spare_instances as usize;
         let listener = Listener {
             pipe: wide(pipe),
-            mode: pipe_mode(kind),
+            mode: pipe_mode(spec.kind),
             security,
             listening: 1 + spares,
             pool: Mutex::new(Pool {
@@ -710,8 +700,8 @@ impl fmt::Debug for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listener::Access;
     use crate::sys::windows::security::{current_user_sid, CLIENT_RIGHTS};
+    use crate::sys::AccessMode;
     use std::ptr;
     use windows_sys::Win32::Foundation::{LocalFree, HLOCAL};
     use windows_sys::Win32::Security::Authorization::{
@@ -724,14 +714,28 @@ mod tests {
     use windows_sys::Win32::Storage::FileSystem::FILE_APPEND_DATA;
     use windows_sys::Win32::System::Pipes::PIPE_NOWAIT;
 
-    fn name(tag: &str) -> Name {
-        Name::new(format!("localsock-unit-{tag}-{}", std::process::id())).unwrap()
+    fn name(tag: &str) -> Addr {
+        Addr::Pipe(format!(
+            r"\\.\pipe\localsock-unit-{tag}-{}",
+            std::process::id()
+        ))
     }
 
-    fn bind(tag: &str, access: Access) -> Listener {
-        let mut opts = ListenerOptions::new();
-        opts.access(access);
-        Listener::bind(&name(tag), &opts, Kind::Bytes).unwrap()
+    /// What `ListenerOptions::new()` binds with: owner only, one spare instance.
+    fn spec() -> BindSpec {
+        BindSpec {
+            kind: Kind::Bytes,
+            access: AccessMode::Owner,
+            sddl: None,
+            group: None,
+            spare_instances: 1,
+        }
+    }
+
+    fn bind(tag: &str, access: AccessMode) -> Listener {
+        let mut spec = spec();
+        spec.access = access;
+        Listener::bind(&name(tag), &spec).unwrap()
     }
 
     /// The DACL of a live pipe instance, as the system reports it, in SDDL.
@@ -806,7 +810,7 @@ mod tests {
         use windows_sys::Win32::Foundation::{
             ERROR_NO_SYSTEM_RESOURCES, ERROR_TOO_MANY_OPEN_FILES,
         };
-        let name = Name::new("localsock-unit-next-instance").unwrap();
+        let name = crate::Name::new("localsock-unit-next-instance").unwrap();
         for code in [ERROR_NO_SYSTEM_RESOURCES, ERROR_TOO_MANY_OPEN_FILES] {
             let os = io::Error::from_raw_os_error(code as i32);
             let err = context(next_instance_failed(os), Op::Accept, &name);
@@ -825,15 +829,15 @@ mod tests {
         use crate::error::os_code;
         let denied = || io::Error::from_raw_os_error(ERROR_ACCESS_DENIED as i32);
         let free = name("denied-free");
-        let free_pipe = free.pipe_name().unwrap();
+        let free_pipe = pipe_name(&free).unwrap();
         let err = first_instance_failed(&wide(free_pipe), free_pipe, denied());
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
         assert!(err.to_string().contains("may not create"), "{err}");
         assert_eq!(os_code(&err), Some(ERROR_ACCESS_DENIED as i32), "{err}");
 
         let taken = name("denied-taken");
-        let _listener = Listener::bind(&taken, &ListenerOptions::new(), Kind::Bytes).unwrap();
-        let taken_pipe = taken.pipe_name().unwrap();
+        let _listener = Listener::bind(&taken, &spec()).unwrap();
+        let taken_pipe = pipe_name(&taken).unwrap();
         for cause in [
             denied(),
             io::Error::from_raw_os_error(ERROR_PIPE_BUSY as i32),
@@ -870,7 +874,7 @@ mod tests {
 
     #[test]
     fn default_dacl_is_the_owner_and_system_only_and_protected() {
-        let listener = bind("dacl-owner", Access::Owner);
+        let listener = bind("dacl-owner", AccessMode::Owner);
         let dacl = dacl_of(&listener);
         let me = current_user_sid().unwrap();
         assert!(dacl.starts_with("D:P"), "not protected: {dacl}");
@@ -882,7 +886,7 @@ mod tests {
 
     #[test]
     fn everyone_may_read_and_write_but_never_create_instances() {
-        let listener = bind("dacl-everyone", Access::Everyone);
+        let listener = bind("dacl-everyone", AccessMode::Everyone);
         let dacl = dacl_of(&listener);
         let rights = rights_of(&dacl, "WD").unwrap_or_else(|| panic!("no Everyone ACE: {dacl}"));
         let mask = u32::from_str_radix(rights.trim_start_matches("0x"), 16)
@@ -899,7 +903,7 @@ mod tests {
     /// names this user as the owner explicitly.
     #[test]
     fn default_descriptor_names_this_user_as_owner() {
-        let listener = bind("owner", Access::Owner);
+        let listener = bind("owner", AccessMode::Owner);
         let owner = descriptor_of(&listener, OWNER_SECURITY_INFORMATION);
         let me = current_user_sid().unwrap();
         assert_eq!(owner, format!("O:{me}"));
@@ -909,15 +913,15 @@ mod tests {
     /// only, and is refused without one: the token's primary group would be nearly everyone.
     #[test]
     fn group_access_needs_an_explicit_group_and_grants_it_client_rights() {
-        let mut opts = ListenerOptions::new();
-        opts.access(Access::Group);
-        let err = Listener::bind(&name("group-none"), &opts, Kind::Bytes).unwrap_err();
+        let mut opts = spec();
+        opts.access = AccessMode::Group;
+        let err = Listener::bind(&name("group-none"), &opts).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("explicit group"), "{err}");
 
         for group in ["S-1-5-32-545", "Users"] {
-            opts.windows.group = Some(group.to_owned());
-            let listener = Listener::bind(&name("group-users"), &opts, Kind::Bytes).unwrap();
+            opts.group = Some(group.to_owned());
+            let listener = Listener::bind(&name("group-users"), &opts).unwrap();
             let dacl = dacl_of(&listener);
             let rights = rights_of(&dacl, "BU")
                 .or_else(|| rights_of(&dacl, "S-1-5-32-545"))
@@ -927,14 +931,14 @@ mod tests {
             assert!(rights_of(&dacl, "WD").is_none(), "{dacl}");
         }
 
-        opts.windows.group = Some("no such group, surely".to_owned());
-        let err = Listener::bind(&name("group-bad"), &opts, Kind::Bytes).unwrap_err();
+        opts.group = Some("no such group, surely".to_owned());
+        let err = Listener::bind(&name("group-bad"), &opts).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
 
-        let mut opts = ListenerOptions::new();
-        opts.access(Access::Everyone);
-        opts.windows.group = Some("S-1-5-32-545".to_owned());
-        let err = Listener::bind(&name("group-everyone"), &opts, Kind::Bytes).unwrap_err();
+        let mut opts = spec();
+        opts.access = AccessMode::Everyone;
+        opts.group = Some("S-1-5-32-545".to_owned());
+        let err = Listener::bind(&name("group-everyone"), &opts).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     }
 
@@ -955,10 +959,10 @@ mod tests {
             ),
         ] {
             for spares in [0, 1] {
-                let mut opts = ListenerOptions::new();
-                opts.windows.sddl = Some(sddl.clone());
-                opts.windows.spare_instances = spares;
-                let err = Listener::bind(&name(tag), &opts, Kind::Bytes).unwrap_err();
+                let mut opts = spec();
+                opts.sddl = Some(sddl.clone());
+                opts.spare_instances = spares;
+                let err = Listener::bind(&name(tag), &opts).unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{sddl}: {err}");
                 assert!(
                     err.to_string().contains("FILE_CREATE_PIPE_INSTANCE"),
@@ -966,16 +970,19 @@ mod tests {
                 );
             }
         }
-        let mut opts = ListenerOptions::new();
-        opts.windows.sddl = Some(format!("D:P(A;;FA;;;{me})(A;;FA;;;SY)"));
-        opts.windows.spare_instances = 0;
-        Listener::bind(&name("sd-ok"), &opts, Kind::Bytes).unwrap();
+        let mut opts = spec();
+        opts.sddl = Some(format!("D:P(A;;FA;;;{me})(A;;FA;;;SY)"));
+        opts.spare_instances = 0;
+        Listener::bind(&name("sd-ok"), &opts).unwrap();
     }
 
     /// Connects a client of this process to `name` (one attempt: the instance is listening).
-    fn client(name: &Name) -> Stream {
-        Stream::connect(name, &crate::ConnectOptions::new(), Kind::Bytes)
-            .unwrap_or_else(|f| panic!("connect: {f:?}"))
+    fn client(name: &Addr) -> Stream {
+        let spec = crate::sys::ConnectSpec {
+            kind: Kind::Bytes,
+            impersonation: crate::sys::SecurityQos::Identification,
+        };
+        Stream::connect(name, spec).unwrap_or_else(|f| panic!("connect: {f:?}"))
     }
 
     /// Issue 11, suspicion 4, settled for both listeners (they share this code): when the
@@ -986,10 +993,9 @@ mod tests {
     fn a_failed_replacement_keeps_the_client_queued_and_the_pool_full() {
         for async_mode in [false, true] {
             let name = name(if async_mode { "refill-async" } else { "refill" });
-            let mut opts = ListenerOptions::new();
-            opts.windows.spare_instances = 0;
-            let listener =
-                Listener::open(&name, &opts, Kind::Bytes, async_mode.then(Arc::default)).unwrap();
+            let mut opts = spec();
+            opts.spare_instances = 0;
+            let listener = Listener::open(&name, &opts, async_mode.then(Arc::default)).unwrap();
             let c = client(&name);
             assert_eq!(c.write(b"queued").unwrap(), 6);
             listener.fail_creates.store(1, Ordering::SeqCst);
@@ -1032,7 +1038,7 @@ mod tests {
             }
         }
         let name = name("poll-accept");
-        let listener = Listener::bind_async(&name, &ListenerOptions::new(), Kind::Bytes).unwrap();
+        let listener = Listener::bind_async(&name, &spec()).unwrap();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));
         let mut cx = Context::from_waker(&waker);
@@ -1058,7 +1064,7 @@ mod tests {
         use windows_sys::Win32::Security::{ImpersonateSelf, RevertToSelf, SecurityImpersonation};
         use windows_sys::Win32::System::Threading::{GetCurrentThread, OpenThreadToken};
         let name = name("restore-token");
-        let listener = Listener::bind(&name, &ListenerOptions::new(), Kind::Bytes).unwrap();
+        let listener = Listener::bind(&name, &spec()).unwrap();
         let _c = client(&name);
         let server = listener.accept().unwrap();
         // SAFETY: plain call; the thread reverts below.

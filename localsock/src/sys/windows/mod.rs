@@ -38,8 +38,8 @@ use std::os::windows::io::{
 use windows_sys::core::BOOL;
 use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE, WIN32_ERROR};
 
-use crate::name::Repr;
-use crate::{LocalStream, MessageStream, Name};
+use super::Addr;
+use crate::{LocalStream, MessageStream};
 
 /// This process as a peer sees it: pid and user SID.
 pub(crate) fn own_credentials() -> io::Result<crate::PeerCredentials> {
@@ -99,11 +99,11 @@ pub(super) fn wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain(std::iter::once(0)).collect()
 }
 
-/// The full pipe name of `name`, or `InvalidInput` for a Unix name.
-pub(super) fn pipe_name(name: &Name) -> io::Result<&str> {
-    match name.repr() {
-        Repr::Pipe(pipe) => Ok(pipe),
-        Repr::Path(_) | Repr::Abstract(_) => Err(io::Error::new(
+/// The full pipe name of `addr`, or `InvalidInput` for a Unix address.
+pub(super) fn pipe_name(addr: &Addr) -> io::Result<&str> {
+    match addr {
+        Addr::Pipe(pipe) => Ok(pipe),
+        Addr::Path(_) | Addr::Abstract(_) => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "a Unix socket name cannot be used with a Windows named pipe",
         )),

@@ -34,11 +34,10 @@ use windows_sys::Win32::System::Threading::{
 
 use super::listener::WithCause;
 use super::{cvt, last_error, owned_handle, wide};
-use crate::listener::Access;
-use crate::ListenerOptions;
+use crate::sys::{AccessMode, BindSpec};
 
-/// What a client of another user may do with the pipe when [`Access::Group`] or
-/// [`Access::Everyone`] lets it in: read data, attributes and the DACL, write data and
+/// What a client of another user may do with the pipe when [`AccessMode::Group`] or
+/// [`AccessMode::Everyone`] lets it in: read data, attributes and the DACL, write data and
 /// attributes (`0x12018b`). Not `FILE_ALL_ACCESS`, and not `FILE_CREATE_PIPE_INSTANCE` (the
 /// same bit as `FILE_APPEND_DATA`, part of `GENERIC_WRITE`), which would let it create
 /// instances of our pipe and serve our clients. Clients that ask for `GENERIC_WRITE` (std's
@@ -63,12 +62,12 @@ const INSTANCE_RIGHTS: [(u32, &str); 9] = [
     (SYNCHRONIZE, "SYNCHRONIZE"),
 ];
 
-/// The one home of a listener's security descriptor: the SDDL of the options, or the default
-/// one for their `access` (and group).
-pub(super) fn listener_descriptor(opts: &ListenerOptions) -> io::Result<SecurityDescriptor> {
-    let sddl = match &opts.windows.sddl {
+/// The one home of a listener's security descriptor: the SDDL of the spec, or the default
+/// one for its `access` (and group).
+pub(super) fn listener_descriptor(spec: &BindSpec) -> io::Result<SecurityDescriptor> {
+    let sddl = match &spec.sddl {
         Some(sddl) => sddl.clone(),
-        None => default_sddl(opts.access, opts.windows.group.as_deref())?,
+        None => default_sddl(spec.access, spec.group.as_deref())?,
     };
     SecurityDescriptor::from_sddl(&sddl)
 }
@@ -76,19 +75,19 @@ pub(super) fn listener_descriptor(opts: &ListenerOptions) -> io::Result<Security
 /// The SDDL of the default security descriptor for `access`: this user as the owner (an
 /// elevated process's default owner would be Administrators), a protected DACL (nothing
 /// inherited) with full access for this user and SYSTEM, plus [`CLIENT_RIGHTS`] for the
-/// explicit `group` or Everyone. `Access::Group` without a group is refused: Windows has no
+/// explicit `group` or Everyone. `AccessMode::Group` without a group is refused: Windows has no
 /// "owner's group" in the Unix sense (the token's primary group is Domain Users, or "None",
 /// which holds every local account), so it would let in nearly everyone.
-pub(super) fn default_sddl(access: Access, group: Option<&str>) -> io::Result<String> {
+pub(super) fn default_sddl(access: AccessMode, group: Option<&str>) -> io::Result<String> {
     let owner = current_user_sid()?;
     let mut sddl = format!("O:{owner}D:P(A;;FA;;;{owner})(A;;FA;;;SY)");
     match (access, group) {
-        (Access::Owner, None) => {}
-        (Access::Group, Some(group)) => {
+        (AccessMode::Owner, None) => {}
+        (AccessMode::Group, Some(group)) => {
             let sid = resolve_group(group)?;
             sddl.push_str(&format!("(A;;{CLIENT_RIGHTS:#x};;;{sid})"));
         }
-        (Access::Group, None) => {
+        (AccessMode::Group, None) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "Access::Group on Windows needs an explicit group \
@@ -97,7 +96,7 @@ pub(super) fn default_sddl(access: Access, group: Option<&str>) -> io::Result<St
                  everyone",
             ))
         }
-        (Access::Everyone, None) => sddl.push_str(&format!("(A;;{CLIENT_RIGHTS:#x};;;WD)")),
+        (AccessMode::Everyone, None) => sddl.push_str(&format!("(A;;{CLIENT_RIGHTS:#x};;;WD)")),
         (_, Some(group)) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

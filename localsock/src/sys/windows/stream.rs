@@ -15,7 +15,8 @@ use windows_sys::Win32::Foundation::{
     ERROR_PIPE_BUSY, ERROR_SEM_TIMEOUT, GENERIC_READ, HANDLE, WIN32_ERROR,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, FILE_FLAG_OVERLAPPED, FILE_WRITE_DATA, OPEN_EXISTING, SECURITY_SQOS_PRESENT,
+    CreateFileW, FILE_FLAG_OVERLAPPED, FILE_WRITE_DATA, OPEN_EXISTING, SECURITY_ANONYMOUS,
+    SECURITY_DELEGATION, SECURITY_IDENTIFICATION, SECURITY_IMPERSONATION, SECURITY_SQOS_PRESENT,
 };
 use windows_sys::Win32::System::Pipes::{
     GetNamedPipeClientProcessId, GetNamedPipeInfo, GetNamedPipeServerProcessId, WaitNamedPipeW,
@@ -25,12 +26,11 @@ use windows_sys::Win32::System::Pipes::{
 use super::half_close::{is_closed, HalfClose};
 use super::{cvt, last_error, overlapped, owned_handle, pipe_name, security, wide};
 use crate::identity::{ServerUser, UserId};
-use crate::os::windows::ConnectOptionsWindows;
-use crate::sys::{ConnectFailure, Kind};
-use crate::{ConnectOptions, Name, PeerCredentials};
+use crate::sys::{Addr, ConnectFailure, ConnectSpec, Kind, SecurityQos};
+use crate::PeerCredentials;
 
 /// The desired access and the flags-and-attributes that a connect passes to `CreateFileW`
-/// for these options.
+/// for this impersonation level.
 ///
 /// - Access: `GENERIC_READ | FILE_WRITE_DATA`, not `GENERIC_WRITE`: that one includes
 ///   `FILE_APPEND_DATA` (= `FILE_CREATE_PIPE_INSTANCE`), which a server that lets other users
@@ -39,9 +39,15 @@ use crate::{ConnectOptions, Name, PeerCredentials};
 /// - Flags: `FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | <impersonation level>`
 ///   (`SECURITY_IDENTIFICATION` by default), so a server that squatted the name can learn who
 ///   we are but cannot act as us.
-pub(crate) fn client_create_file_params(opts: &ConnectOptionsWindows) -> (u32, u32) {
+pub(crate) fn client_create_file_params(impersonation: SecurityQos) -> (u32, u32) {
     let access = GENERIC_READ | FILE_WRITE_DATA;
-    let flags = FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | opts.impersonation_level.flags();
+    let level = match impersonation {
+        SecurityQos::Anonymous => SECURITY_ANONYMOUS,
+        SecurityQos::Identification => SECURITY_IDENTIFICATION,
+        SecurityQos::Impersonation => SECURITY_IMPERSONATION,
+        SecurityQos::Delegation => SECURITY_DELEGATION,
+    };
+    let flags = FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | level;
     (access, flags)
 }
 
@@ -90,14 +96,10 @@ impl Stream {
 
     /// One `CreateFileW` on the pipe: overlapped, not inheritable, with the security QoS of
     /// the options. Never waits.
-    pub(crate) fn connect(
-        name: &Name,
-        opts: &ConnectOptions,
-        kind: Kind,
-    ) -> Result<Stream, ConnectFailure> {
-        let pipe = pipe_name(name).map_err(ConnectFailure::Fatal)?;
+    pub(crate) fn connect(addr: &Addr, spec: ConnectSpec) -> Result<Stream, ConnectFailure> {
+        let pipe = pipe_name(addr).map_err(ConnectFailure::Fatal)?;
         let wide_name = wide(pipe);
-        let (access, flags) = client_create_file_params(&opts.windows);
+        let (access, flags) = client_create_file_params(spec.impersonation);
         // SAFETY: `wide_name` is NUL-terminated; null security attributes mean "not
         // inheritable"; no template file.
         let handle = unsafe {
@@ -116,7 +118,7 @@ impl Stream {
         let opened = owned_handle(handle);
         let waited_free = FREE_AFTER_WAIT.with(|w| w.borrow_mut().take());
         match opened {
-            Ok(handle) if kind == Kind::Messages => {
+            Ok(handle) if spec.kind == Kind::Messages => {
                 super::message::set_message_read_mode(handle.as_handle())
                     .map_err(ConnectFailure::Fatal)?;
                 Ok(Stream::new(handle, false))
@@ -127,8 +129,8 @@ impl Stream {
     }
 
     /// Waits up to `slice` (at least 1 ms) for an instance of the pipe to be free.
-    pub(crate) fn wait_busy(name: &Name, slice: Duration) {
-        let Ok(pipe) = pipe_name(name) else {
+    pub(crate) fn wait_busy(addr: &Addr, slice: Duration) {
+        let Ok(pipe) = pipe_name(addr) else {
             return;
         };
         wait_busy_with(pipe, slice, wait_named_pipe);
@@ -519,11 +521,16 @@ impl fmt::Debug for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::os::windows::ImpersonationLevel;
     use windows_sys::Win32::Foundation::GENERIC_WRITE;
-    use windows_sys::Win32::Storage::FileSystem::{
-        FILE_APPEND_DATA, SECURITY_ANONYMOUS, SECURITY_IDENTIFICATION, SECURITY_IMPERSONATION,
-    };
+    use windows_sys::Win32::Storage::FileSystem::FILE_APPEND_DATA;
+
+    /// One attempt of each kind, with the default impersonation level.
+    fn spec(kind: Kind) -> ConnectSpec {
+        ConnectSpec {
+            kind,
+            impersonation: SecurityQos::Identification,
+        }
+    }
 
     fn os(code: u32) -> io::Error {
         io::Error::from_raw_os_error(code as i32)
@@ -558,20 +565,21 @@ mod tests {
 
     #[test]
     fn a_free_instance_seen_by_wait_busy_is_remembered_for_the_next_connect_only() {
-        let name = Name::new(format!("localsock-unit-free-{}", std::process::id())).unwrap();
-        FREE_AFTER_WAIT.with(|w| *w.borrow_mut() = Some(name.pipe_name().unwrap().to_owned()));
+        let pipe = format!(r"\\.\pipe\localsock-unit-free-{}", std::process::id());
+        FREE_AFTER_WAIT.with(|w| *w.borrow_mut() = Some(pipe.clone()));
+        let name = Addr::Pipe(pipe);
         // The pipe does not exist: the first connect after the "free" wait is Busy...
-        let first = Stream::connect(&name, &ConnectOptions::new(), Kind::Bytes);
+        let first = Stream::connect(&name, spec(Kind::Bytes));
         assert!(matches!(first, Err(ConnectFailure::Busy(_))), "{first:?}");
         // ...and the memory is used up, so the next one is NoServer.
-        let second = Stream::connect(&name, &ConnectOptions::new(), Kind::Bytes);
+        let second = Stream::connect(&name, spec(Kind::Bytes));
         assert!(
             matches!(second, Err(ConnectFailure::NoServer(_))),
             "{second:?}"
         );
         // A wait on a missing pipe does not mark it free.
         Stream::wait_busy(&name, Duration::from_millis(5));
-        let third = Stream::connect(&name, &ConnectOptions::new(), Kind::Bytes);
+        let third = Stream::connect(&name, spec(Kind::Bytes));
         assert!(
             matches!(third, Err(ConnectFailure::NoServer(_))),
             "{third:?}"
@@ -611,8 +619,8 @@ mod tests {
     }
 
     #[test]
-    fn default_client_flags_ask_for_identification_only() {
-        let (access, flags) = client_create_file_params(&ConnectOptionsWindows::default());
+    fn identification_flags_ask_for_identification_only() {
+        let (access, flags) = client_create_file_params(SecurityQos::Identification);
         assert_eq!(flags & SECURITY_SQOS_PRESENT, SECURITY_SQOS_PRESENT);
         assert_eq!(flags & 0x30000, SECURITY_IDENTIFICATION);
         assert_eq!(flags & FILE_FLAG_OVERLAPPED, FILE_FLAG_OVERLAPPED);
@@ -633,14 +641,12 @@ mod tests {
 
     #[test]
     fn impersonation_level_is_passed_through() {
-        let mut opts = ConnectOptionsWindows {
-            impersonation_level: ImpersonationLevel::Anonymous,
-        };
-        let (_, flags) = client_create_file_params(&opts);
+        let (_, flags) = client_create_file_params(SecurityQos::Anonymous);
         assert_eq!(flags & 0x30000, SECURITY_ANONYMOUS);
         assert_eq!(flags & SECURITY_SQOS_PRESENT, SECURITY_SQOS_PRESENT);
-        opts.impersonation_level = ImpersonationLevel::Impersonation;
-        let (_, flags) = client_create_file_params(&opts);
+        let (_, flags) = client_create_file_params(SecurityQos::Impersonation);
         assert_eq!(flags & 0x30000, SECURITY_IMPERSONATION);
+        let (_, flags) = client_create_file_params(SecurityQos::Delegation);
+        assert_eq!(flags & 0x30000, SECURITY_DELEGATION);
     }
 }
