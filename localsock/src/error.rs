@@ -293,6 +293,25 @@ mod tests {
             err.to_string().contains("a server is listening there"),
             "{err}"
         );
+        // A payload of a backend's own error type whose source is the OS error (as
+        // `sys::windows`'s `WithCause`), through context.
+        #[derive(Debug)]
+        struct Words(io::Error);
+        impl fmt::Display for Words {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "cannot create the next pipe instance ({})", self.0)
+            }
+        }
+        impl Error for Words {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let own = io::Error::other(Words(raw()));
+        let err = context(own, Op::Accept, &name);
+        assert_eq!(os_code(&err), Some(98), "{err}");
+        assert_eq!(code_by_walking(&err), Some(98), "{err}");
+        assert!(err.to_string().contains("next pipe instance"), "{err}");
         // Two payload layers deep, and through context_with.
         let deep = io::Error::new(io::ErrorKind::TimedOut, io::Error::other(raw()));
         let err = context_with(deep, Op::Connect, &name, "timed out");

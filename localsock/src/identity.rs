@@ -6,7 +6,8 @@ use std::fmt;
 use std::io;
 
 use crate::error::{self, Op};
-use crate::{sys, Name};
+use crate::sys::{self, ServerUser, UserId};
+use crate::Name;
 
 /// Who the server must be for a connect to succeed: checked on the connected socket or pipe,
 /// before the stream is handed out, so nothing is ever written to a stranger.
@@ -71,15 +72,6 @@ pub enum ServerIdentity {
     Sid(String),
 }
 
-/// A user as the OS names it: a uid on Unix, a SID string on Windows.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum UserId {
-    #[cfg_attr(windows, allow(dead_code))]
-    Uid(u32),
-    #[cfg_attr(unix, allow(dead_code))]
-    Sid(String),
-}
-
 impl UserId {
     fn same(&self, other: &UserId) -> bool {
         match (self, other) {
@@ -97,14 +89,6 @@ impl fmt::Display for UserId {
             UserId::Sid(sid) => write!(f, "user {sid}"),
         }
     }
-}
-
-/// Who serves a connected stream, as the backend found it.
-#[derive(Clone, Debug)]
-pub(crate) struct ServerUser {
-    pub(crate) user: UserId,
-    /// For the message only: pids are reused, so they never decide anything.
-    pub(crate) pid: Option<u32>,
 }
 
 impl ServerIdentity {

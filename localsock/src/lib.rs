@@ -164,6 +164,7 @@
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "systemd"))))]
 pub mod activation;
 mod error;
+mod handles;
 mod identity;
 mod listener;
 mod message;

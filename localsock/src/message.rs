@@ -441,7 +441,7 @@ impl MessageStream {
     ///
     /// The OS error, e.g. when the connection is closed.
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        self.inner.peer_credentials()
+        self.inner.peer_credentials().map(PeerCredentials::from)
     }
 }
 

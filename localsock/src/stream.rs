@@ -171,7 +171,7 @@ impl LocalStream {
     ///
     /// The OS error, e.g. when the connection is closed.
     pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        self.inner.peer_credentials()
+        self.inner.peer_credentials().map(PeerCredentials::from)
     }
 }
 
@@ -544,6 +544,17 @@ pub struct PeerCredentials {
     pub(crate) sid: Option<String>,
 }
 
+impl From<sys::Credentials> for PeerCredentials {
+    fn from(creds: sys::Credentials) -> PeerCredentials {
+        PeerCredentials {
+            pid: creds.pid,
+            uid: creds.uid,
+            gid: creds.gid,
+            sid: creds.sid,
+        }
+    }
+}
+
 impl PeerCredentials {
     /// The peer's process id. Pids are reused: use it for logs, not to authorise.
     pub fn pid(&self) -> Option<u32> {
@@ -587,7 +598,7 @@ impl PeerCredentials {
     /// # Ok(()) }
     /// ```
     pub fn current() -> io::Result<PeerCredentials> {
-        crate::sys::own_credentials()
+        sys::own_credentials().map(PeerCredentials::from)
     }
 
     /// Whether `self` and `other` run as the same user: their uids are known and equal (Unix),

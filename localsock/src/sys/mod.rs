@@ -34,10 +34,10 @@
 //!   ends; every handle that arrives is returned or closed.
 //! - `fn peer_uid_matches(stream: &Stream) -> io::Result<bool>` — whether the peer runs as the
 //!   same user as this process (uid on Unix, user SID on Windows).
-//! - `Stream::server_user(&self) -> io::Result<identity::ServerUser>` — which user runs the
+//! - `Stream::server_user(&self) -> io::Result<ServerUser>` — which user runs the
 //!   server of a client stream (its uid from `SO_PEERCRED`/`getpeereid`; the pipe's owner SID),
-//!   plus its pid for messages; `fn current_user() -> io::Result<identity::UserId>` and
-//!   `fn admin_users() -> Vec<identity::UserId>` (root; LocalSystem and Administrators). The
+//!   plus its pid for messages; `fn current_user() -> io::Result<UserId>` and
+//!   `fn admin_users() -> Vec<UserId>` (root; LocalSystem and Administrators). The
 //!   policy that compares them is portable (`identity.rs`), shared with the async connect.
 //! - `fn is_resource_shortage(code: i32) -> bool` — whether an OS error code means the process
 //!   or the system is out of descriptors, handles or memory. The portable layer uses it for the
@@ -166,6 +166,37 @@ pub(crate) enum SecurityQos {
     Identification,
     Impersonation,
     Delegation,
+}
+
+/// Who is on the other end of a connection, as the OS told it: the data of
+/// [`crate::PeerCredentials`]. A field the platform does not tell is `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub(crate) pid: Option<u32>,
+    /// Effective uid (Unix).
+    pub(crate) uid: Option<u32>,
+    /// Effective gid (Unix).
+    pub(crate) gid: Option<u32>,
+    /// User SID in string form (Windows).
+    pub(crate) sid: Option<String>,
+}
+
+/// A user as the OS names it: a uid on Unix, a SID string on Windows. What makes two of them
+/// the same user, and how one is printed, is the identity policy's (`crate::identity`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum UserId {
+    #[cfg_attr(windows, allow(dead_code))]
+    Uid(u32),
+    #[cfg_attr(unix, allow(dead_code))]
+    Sid(String),
+}
+
+/// Who serves a connected client stream, as the backend found it.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerUser {
+    pub(crate) user: UserId,
+    /// For the message only: pids are reused, so they never decide anything.
+    pub(crate) pid: Option<u32>,
 }
 
 /// Why one connect attempt failed, so the portable loop knows whether to retry.

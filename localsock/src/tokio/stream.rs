@@ -444,7 +444,7 @@ impl ConnectOptions {
         &self,
         name: &Name,
         mut attempt: impl FnMut(&crate::ConnectOptions) -> Result<T, ConnectFailure>,
-        server_user: impl Fn(&T) -> io::Result<crate::identity::ServerUser>,
+        server_user: impl Fn(&T) -> io::Result<crate::sys::ServerUser>,
     ) -> io::Result<T> {
         let mut retry = Retry::new(&self.options, name);
         let required = self.options.required_identity(name);

@@ -54,11 +54,11 @@ impl Stream {
     }
 
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        sys::peer_credentials(self.io.as_fd())
+        sys::peer_credentials(self.io.as_fd()).map(PeerCredentials::from)
     }
 
     /// Who runs the server (a client stream's peer), for the server-identity check.
-    pub(crate) fn server_user(&self) -> io::Result<crate::identity::ServerUser> {
+    pub(crate) fn server_user(&self) -> io::Result<crate::sys::ServerUser> {
         sys::server_user(self.io.as_fd())
     }
 
@@ -241,13 +241,13 @@ impl OwnedReadHalf {
     }
 
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        sys::peer_credentials(self.0.as_ref().as_fd())
+        sys::peer_credentials(self.0.as_ref().as_fd()).map(PeerCredentials::from)
     }
 }
 
 impl OwnedWriteHalf {
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        sys::peer_credentials(self.0.as_ref().as_fd())
+        sys::peer_credentials(self.0.as_ref().as_fd()).map(PeerCredentials::from)
     }
 }
 
@@ -410,10 +410,10 @@ impl MessageStream {
     }
 
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        sys::peer_credentials(self.io.as_fd())
+        sys::peer_credentials(self.io.as_fd()).map(PeerCredentials::from)
     }
 
-    pub(crate) fn server_user(&self) -> io::Result<crate::identity::ServerUser> {
+    pub(crate) fn server_user(&self) -> io::Result<crate::sys::ServerUser> {
         sys::server_user(self.io.as_fd())
     }
 

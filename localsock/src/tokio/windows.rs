@@ -24,7 +24,6 @@ use std::task::{ready, Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer};
-use windows_sys::Win32::Foundation::{ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_NOT_CONNECTED};
 
 use crate::error::{self, Op};
 use crate::sys::async_pipe;
@@ -121,6 +120,7 @@ impl Pipe {
 
     fn peer_credentials(&self) -> io::Result<PeerCredentials> {
         async_pipe::peer_credentials(self.as_handle(), self.half.is_server())
+            .map(PeerCredentials::from)
     }
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -141,7 +141,7 @@ impl Pipe {
                         return Poll::Ready(Ok(()));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) if is_disconnect(&e) => return Poll::Ready(Ok(())),
+                    Err(e) if async_pipe::is_disconnect(&e) => return Poll::Ready(Ok(())),
                     Err(e) => return Poll::Ready(Err(e)),
                 },
                 Ok(n) => {
@@ -150,7 +150,7 @@ impl Pipe {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 // A peer that closed its end is end-of-file, as on Unix.
-                Err(e) if is_disconnect(&e) => return Poll::Ready(Ok(())),
+                Err(e) if async_pipe::is_disconnect(&e) => return Poll::Ready(Ok(())),
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -167,7 +167,7 @@ impl Pipe {
             ready!(self.poll_write_ready(cx))?;
             match self.try_write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if is_disconnect(&e) => return Poll::Ready(Err(broken_pipe(e))),
+                Err(e) if async_pipe::is_disconnect(&e) => return Poll::Ready(Err(broken_pipe(e))),
                 other => return Poll::Ready(other),
             }
         }
@@ -186,7 +186,7 @@ impl Pipe {
             ready!(self.poll_write_ready(cx))?;
             match self.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if is_disconnect(&e) => return Poll::Ready(Err(broken_pipe(e))),
+                Err(e) if async_pipe::is_disconnect(&e) => return Poll::Ready(Err(broken_pipe(e))),
                 other => return Poll::Ready(other),
             }
         }
@@ -289,13 +289,6 @@ impl Pipe {
     }
 }
 
-fn is_disconnect(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error().map(|code| code as u32),
-        Some(ERROR_BROKEN_PIPE) | Some(ERROR_PIPE_NOT_CONNECTED) | Some(ERROR_NO_DATA)
-    )
-}
-
 fn broken_pipe(e: io::Error) -> io::Error {
     error::with_cause(io::ErrorKind::BrokenPipe, e.to_string(), e)
 }
@@ -332,7 +325,7 @@ impl Stream {
     }
 
     /// Who serves the pipe (a client stream's peer), for the server-identity check.
-    pub(crate) fn server_user(&self) -> io::Result<crate::identity::ServerUser> {
+    pub(crate) fn server_user(&self) -> io::Result<crate::sys::ServerUser> {
         async_pipe::server_user(self.pipe.as_handle())
     }
 
@@ -562,12 +555,12 @@ impl MessageStream {
         MessageStream::new(stream).map_err(ConnectFailure::Fatal)
     }
 
-    pub(crate) fn server_user(&self) -> io::Result<crate::identity::ServerUser> {
+    pub(crate) fn server_user(&self) -> io::Result<crate::sys::ServerUser> {
         self.stream.server_user()
     }
 
     pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
-        self.stream.peer_credentials()
+        self.stream.peer_credentials().map(PeerCredentials::from)
     }
 
     pub(crate) fn as_handle(&self) -> BorrowedHandle<'_> {

@@ -4,6 +4,7 @@
 #[cfg(feature = "systemd")]
 mod activation;
 pub(crate) mod frame;
+mod from_raw;
 mod inherit;
 mod listener;
 pub(crate) mod message;
@@ -27,12 +28,11 @@ pub(crate) use self::stream::{peer_credentials, peer_uid_matches_fd, send, send_
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::{Addr, Kind};
-use crate::{LocalListener, LocalStream, MessageListener, MessageStream, Name};
+use super::{Addr, Credentials, Kind};
 
 /// Size of `sockaddr_un::sun_path`: 108 on Linux, 104 on macOS and the BSDs.
 pub(crate) const SUN_PATH_LEN: usize =
@@ -174,6 +174,7 @@ pub(super) fn new_socket(kind: Kind, nonblocking: bool) -> io::Result<OwnedFd> {
         target_os = "illumos"
     )))]
     {
+        use std::os::fd::AsFd;
         // SAFETY: plain FFI call with integer arguments.
         let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, socket_type(kind), 0) })?;
         // SAFETY: `socket` returned a new descriptor that nothing else owns.
@@ -317,10 +318,10 @@ pub(super) fn geteuid() -> u32 {
 }
 
 /// This process as a peer sees it: pid, effective uid and gid.
-pub(crate) fn own_credentials() -> io::Result<crate::PeerCredentials> {
+pub(crate) fn own_credentials() -> io::Result<Credentials> {
     // SAFETY: `getegid` cannot fail and has no preconditions.
     let gid = unsafe { libc::getegid() };
-    Ok(crate::PeerCredentials {
+    Ok(Credentials {
         pid: Some(std::process::id()),
         uid: Some(geteuid()),
         gid: Some(gid),
@@ -331,7 +332,7 @@ pub(crate) fn own_credentials() -> io::Result<crate::PeerCredentials> {
 /// The per-user private directory of short names: `$XDG_RUNTIME_DIR` when set, else
 /// `<temp dir>/localsock-<euid>`.
 ///
-/// A [`Name`] made from a short name keeps it, and it is checked again on every bind and every
+/// A [`crate::Name`] made from a short name keeps it, and it is checked again on every bind and every
 /// connect ([`PrivateDir::check`]): a program that keeps its `Name` while the directory is
 /// removed and recreated by someone else (a tmp cleaner, then another user) must not follow
 /// the path into the stranger's directory.
@@ -542,141 +543,6 @@ fn verify_private_dir(dir: &Path, what: &str) -> io::Result<()> {
         )));
     }
     Ok(())
-}
-
-// ---- conversions between the public types and file descriptors ----
-
-impl AsFd for LocalStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for LocalStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_fd().as_raw_fd()
-    }
-}
-
-impl From<OwnedFd> for LocalStream {
-    /// Adopts a connected `AF_UNIX` stream socket, e.g. one passed by a parent process.
-    fn from(fd: OwnedFd) -> LocalStream {
-        LocalStream {
-            inner: Stream::from(fd),
-        }
-    }
-}
-
-impl From<LocalStream> for OwnedFd {
-    fn from(stream: LocalStream) -> OwnedFd {
-        stream.inner.into()
-    }
-}
-
-impl IntoRawFd for LocalStream {
-    fn into_raw_fd(self) -> RawFd {
-        OwnedFd::from(self).into_raw_fd()
-    }
-}
-
-impl FromRawFd for LocalStream {
-    /// # Safety
-    ///
-    /// `fd` must be an open, connected `AF_UNIX` stream socket that nothing else owns.
-    unsafe fn from_raw_fd(fd: RawFd) -> LocalStream {
-        // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
-        LocalStream::from(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-}
-
-impl AsFd for LocalListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for LocalListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_fd().as_raw_fd()
-    }
-}
-
-impl From<OwnedFd> for LocalListener {
-    /// Adopts a bound, listening `AF_UNIX` stream socket, e.g. from systemd socket activation.
-    /// The listener's name is read back with `getsockname`; the socket file is *not* removed
-    /// when this listener is dropped, since this listener did not create it.
-    fn from(fd: OwnedFd) -> LocalListener {
-        let name = local_addr(fd.as_fd())
-            .ok()
-            .flatten()
-            .map(Name::from_addr)
-            .unwrap_or_else(|| Name::from_addr(Addr::Path(PathBuf::from("(unnamed)"))));
-        LocalListener::from_parts(Listener::from(fd), name, false)
-    }
-}
-
-impl From<LocalListener> for OwnedFd {
-    /// Releases the listening socket. The socket file stays where it is.
-    fn from(listener: LocalListener) -> OwnedFd {
-        listener.into_inner().into_fd()
-    }
-}
-
-impl IntoRawFd for LocalListener {
-    fn into_raw_fd(self) -> RawFd {
-        OwnedFd::from(self).into_raw_fd()
-    }
-}
-
-impl FromRawFd for LocalListener {
-    /// # Safety
-    ///
-    /// `fd` must be an open, listening `AF_UNIX` stream socket that nothing else owns.
-    unsafe fn from_raw_fd(fd: RawFd) -> LocalListener {
-        // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
-        LocalListener::from(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-}
-
-impl AsFd for MessageStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
-    }
-}
-
-impl AsRawFd for MessageStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_fd().as_raw_fd()
-    }
-}
-
-impl From<OwnedFd> for MessageStream {
-    /// Adopts a connected `AF_UNIX` `SOCK_SEQPACKET` socket (on Apple platforms a
-    /// `SOCK_STREAM` one whose peer speaks localsock's frames), e.g. one end of a `socketpair`
-    /// made for a child process.
-    fn from(fd: OwnedFd) -> MessageStream {
-        MessageStream {
-            inner: Stream::from(fd),
-        }
-    }
-}
-
-impl From<MessageStream> for OwnedFd {
-    fn from(stream: MessageStream) -> OwnedFd {
-        stream.inner.into()
-    }
-}
-
-impl AsFd for MessageListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner().inner.as_fd()
-    }
-}
-
-impl AsRawFd for MessageListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner().inner.as_fd().as_raw_fd()
-    }
 }
 
 #[cfg(test)]

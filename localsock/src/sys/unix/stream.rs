@@ -7,9 +7,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use super::{cvt, cvt_retry, getsockopt, new_socket, setsockopt, SockAddr};
-use crate::identity::{ServerUser, UserId};
+use crate::sys::Credentials;
 use crate::sys::{Addr, ConnectFailure, ConnectSpec};
-use crate::PeerCredentials;
+use crate::sys::{ServerUser, UserId};
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(super) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
@@ -125,7 +125,7 @@ impl Stream {
         super::set_nonblocking(self.fd.as_fd(), nonblocking)
     }
 
-    pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+    pub(crate) fn peer_credentials(&self) -> io::Result<Credentials> {
         peer_credentials(self.fd.as_fd())
     }
 }
@@ -217,9 +217,9 @@ fn get_timeout(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<Option<Durati
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<Credentials> {
     let cred: libc::ucred = getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED)?;
-    Ok(PeerCredentials {
+    Ok(Credentials {
         // Linux reports pid 0 when the peer's pid is not visible (another pid namespace).
         pid: (cred.pid > 0).then_some(cred.pid as u32),
         uid: Some(cred.uid),
@@ -229,7 +229,7 @@ pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<Credentials> {
     let mut uid: libc::uid_t = 0;
     let mut gid: libc::gid_t = 0;
     // SAFETY: `uid` and `gid` are valid for writes for the whole call.
@@ -245,7 +245,7 @@ pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials
     };
     #[cfg(not(any(target_os = "macos", target_os = "ios")))]
     let pid = None;
-    Ok(PeerCredentials {
+    Ok(Credentials {
         pid,
         uid: Some(uid),
         gid: Some(gid),

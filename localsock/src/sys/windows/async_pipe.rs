@@ -17,7 +17,7 @@ use std::ptr;
 use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer};
 
 use windows_sys::Win32::Foundation::{
-    ERROR_IO_PENDING, ERROR_MORE_DATA, HANDLE, INVALID_HANDLE_VALUE,
+    ERROR_IO_PENDING, ERROR_MORE_DATA, ERROR_NO_DATA, HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Storage::FileSystem::ReadFile;
 use windows_sys::Win32::System::Threading::{
@@ -27,8 +27,8 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 
 use super::half_close::is_closed;
 use super::{last_error, overlapped, security, stream, Stream};
+use crate::sys::Credentials;
 use crate::sys::{Addr, ConnectFailure, ConnectSpec};
-use crate::PeerCredentials;
 
 /// Registers a connected server-end handle from [`Listener::poll_accept`](super::Listener)
 /// with the current runtime.
@@ -61,15 +61,12 @@ pub(crate) fn connect_client(
 
 /// The peer of a pipe end: its pid and, where Windows tells, its user SID (as the blocking
 /// stream's `peer_credentials`).
-pub(crate) fn peer_credentials(
-    pipe: BorrowedHandle<'_>,
-    server: bool,
-) -> io::Result<PeerCredentials> {
+pub(crate) fn peer_credentials(pipe: BorrowedHandle<'_>, server: bool) -> io::Result<Credentials> {
     stream::pipe_peer_credentials(pipe, server)
 }
 
 /// Who serves the pipe of a client handle (see the blocking stream's `server_user`).
-pub(crate) fn server_user(pipe: BorrowedHandle<'_>) -> io::Result<crate::identity::ServerUser> {
+pub(crate) fn server_user(pipe: BorrowedHandle<'_>) -> io::Result<crate::sys::ServerUser> {
     stream::server_user(pipe)
 }
 
@@ -90,6 +87,13 @@ pub(crate) fn message_server(handle: OwnedHandle) -> Stream {
 /// tokio (see [`message_server`]).
 pub(crate) fn message_client(addr: &Addr, spec: ConnectSpec) -> Result<Stream, ConnectFailure> {
     Stream::connect(addr, spec)
+}
+
+/// Whether an error of tokio's pipe I/O means the peer is gone (`ERROR_BROKEN_PIPE`,
+/// `ERROR_PIPE_NOT_CONNECTED`, or `ERROR_NO_DATA`, a write to a pipe being closed): EOF for
+/// a read or a flush, `BrokenPipe` for a write.
+pub(crate) fn is_disconnect(e: &io::Error) -> bool {
+    is_closed(e) || e.raw_os_error() == Some(ERROR_NO_DATA as i32)
 }
 
 /// Readiness of a pipe for reading, for an async stream that does its own reads: a zero-byte

@@ -802,18 +802,19 @@ mod tests {
             .and_then(|ace| ace.split(';').nth(2))
     }
 
-    /// A resource shortage while creating the next instance is still one after the context
-    /// is added, so `Incoming` pauses instead of spinning on a client that stays queued.
+    /// A resource shortage while creating the next instance is still one with its words
+    /// added: the OS error stays the source, so `Incoming` pauses instead of spinning on a
+    /// client that stays queued. (That the context `error::context` adds keeps such a source's
+    /// code is `error::tests::the_os_code_is_reachable_through_source_however_it_was_wrapped`.)
     #[test]
     fn a_failed_next_instance_keeps_its_os_error() {
-        use crate::error::{context, is_resource_shortage, os_code, Op};
+        use crate::error::{is_resource_shortage, os_code};
         use windows_sys::Win32::Foundation::{
             ERROR_NO_SYSTEM_RESOURCES, ERROR_TOO_MANY_OPEN_FILES,
         };
-        let name = crate::Name::new("localsock-unit-next-instance").unwrap();
         for code in [ERROR_NO_SYSTEM_RESOURCES, ERROR_TOO_MANY_OPEN_FILES] {
             let os = io::Error::from_raw_os_error(code as i32);
-            let err = context(next_instance_failed(os), Op::Accept, &name);
+            let err = next_instance_failed(os);
             assert_eq!(os_code(&err), Some(code as i32), "{err}");
             assert!(is_resource_shortage(&err), "{err}");
             assert!(err.to_string().contains("next pipe instance"), "{err}");

@@ -14,6 +14,7 @@
 
 #[cfg(feature = "tokio")]
 pub(crate) mod async_pipe;
+mod from_raw;
 mod half_close;
 mod listener;
 pub(crate) mod message;
@@ -31,19 +32,16 @@ pub(crate) use self::listener::{peer_uid_matches, Listener};
 pub(crate) use self::stream::{admin_users, client_create_file_params, current_user, Stream};
 
 use std::io;
-use std::os::windows::io::{
-    AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, IntoRawHandle, OwnedHandle, RawHandle,
-};
+use std::os::windows::io::{FromRawHandle, OwnedHandle};
 
 use windows_sys::core::BOOL;
 use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE, WIN32_ERROR};
 
-use super::Addr;
-use crate::{LocalStream, MessageStream};
+use super::{Addr, Credentials};
 
 /// This process as a peer sees it: pid and user SID.
-pub(crate) fn own_credentials() -> io::Result<crate::PeerCredentials> {
-    Ok(crate::PeerCredentials {
+pub(crate) fn own_credentials() -> io::Result<Credentials> {
+    Ok(Credentials {
         pid: Some(std::process::id()),
         uid: None,
         gid: None,
@@ -107,70 +105,5 @@ pub(super) fn pipe_name(addr: &Addr) -> io::Result<&str> {
             io::ErrorKind::InvalidInput,
             "a Unix socket name cannot be used with a Windows named pipe",
         )),
-    }
-}
-
-// ---- conversions between the public types and handles ----
-
-impl AsHandle for LocalStream {
-    fn as_handle(&self) -> BorrowedHandle<'_> {
-        self.inner.as_handle()
-    }
-}
-
-impl AsRawHandle for LocalStream {
-    fn as_raw_handle(&self) -> RawHandle {
-        self.inner.as_handle().as_raw_handle()
-    }
-}
-
-impl From<OwnedHandle> for LocalStream {
-    /// Adopts a connected named-pipe handle (either end), e.g. one inherited from a parent
-    /// process.
-    ///
-    /// It must have been opened with `FILE_FLAG_OVERLAPPED` (as `CreateNamedPipeW` and
-    /// `CreateFileW` do only when asked). A synchronous handle cannot be refused here (`From`
-    /// cannot fail, and no documented call tells a handle's mode): on one, every read and
-    /// write waits in the kernel, so read and write timeouts and non-blocking mode have no
-    /// effect, and Windows serialises all I/O on a synchronous file object, so a read waiting
-    /// in one thread holds up a write from another (a full-duplex protocol deadlocks).
-    fn from(handle: OwnedHandle) -> LocalStream {
-        LocalStream {
-            inner: Stream::from(handle),
-        }
-    }
-}
-
-impl From<LocalStream> for OwnedHandle {
-    fn from(stream: LocalStream) -> OwnedHandle {
-        stream.inner.into()
-    }
-}
-
-impl IntoRawHandle for LocalStream {
-    fn into_raw_handle(self) -> RawHandle {
-        OwnedHandle::from(self).into_raw_handle()
-    }
-}
-
-impl FromRawHandle for LocalStream {
-    /// # Safety
-    ///
-    /// `handle` must be an open, connected named-pipe handle that nothing else owns.
-    unsafe fn from_raw_handle(handle: RawHandle) -> LocalStream {
-        // SAFETY: the caller guarantees `handle` is open and owned by nobody else.
-        LocalStream::from(unsafe { OwnedHandle::from_raw_handle(handle) })
-    }
-}
-
-impl AsHandle for MessageStream {
-    fn as_handle(&self) -> BorrowedHandle<'_> {
-        self.inner.as_handle()
-    }
-}
-
-impl AsRawHandle for MessageStream {
-    fn as_raw_handle(&self) -> RawHandle {
-        self.inner.as_handle().as_raw_handle()
     }
 }

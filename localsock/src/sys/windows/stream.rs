@@ -25,9 +25,9 @@ use windows_sys::Win32::System::Pipes::{
 
 use super::half_close::{is_closed, HalfClose};
 use super::{cvt, last_error, overlapped, owned_handle, pipe_name, security, wide};
-use crate::identity::{ServerUser, UserId};
+use crate::sys::Credentials;
 use crate::sys::{Addr, ConnectFailure, ConnectSpec, Kind, SecurityQos};
-use crate::PeerCredentials;
+use crate::sys::{ServerUser, UserId};
 
 /// The desired access and the flags-and-attributes that a connect passes to `CreateFileW`
 /// for this impersonation level.
@@ -280,7 +280,7 @@ impl Stream {
     }
 
     /// See [`pipe_peer_credentials`].
-    pub(crate) fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+    pub(crate) fn peer_credentials(&self) -> io::Result<Credentials> {
         pipe_peer_credentials(self.handle.as_handle(), self.shared.half.is_server())
     }
 
@@ -374,7 +374,7 @@ pub(crate) fn admin_users() -> Vec<UserId> {
 pub(super) fn pipe_peer_credentials(
     pipe: BorrowedHandle<'_>,
     server: bool,
-) -> io::Result<PeerCredentials> {
+) -> io::Result<Credentials> {
     let raw = pipe.as_raw_handle() as HANDLE;
     let mut pid = 0u32;
     if server {
@@ -391,7 +391,7 @@ pub(super) fn pipe_peer_credentials(
     } else {
         security::process_user_sid(pid).ok()
     };
-    Ok(PeerCredentials {
+    Ok(Credentials {
         pid: Some(pid),
         uid: None,
         gid: None,
