@@ -107,6 +107,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::sys::shm::{self as os, Mapping, OsHandle, Wakes};
+use crate::sys::Waiter;
 use crate::LocalStream;
 
 /// The smallest ring capacity, in bytes, per direction.
@@ -159,14 +160,6 @@ fn parse_hello(bytes: &[u8]) -> io::Result<(u8, u32)> {
     }
     let capacity = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     Ok((bytes[5], capacity))
-}
-
-/// Which side of a connection waits (or is woken): its reader, for bytes in the ring, or its
-/// writer, for room in the ring. The OS layer (`sys::shm`) keeps one wake-up channel for each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Waiter {
-    Reader,
-    Writer,
 }
 
 fn invalid(what: &str) -> io::Error {

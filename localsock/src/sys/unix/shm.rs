@@ -370,7 +370,7 @@ pub(crate) fn watch(_stream: &super::Stream, _wakes: &Wakes) {}
 pub(crate) fn wake(
     stream: &super::Stream,
     wakes: &Wakes,
-    peer: crate::shm::Waiter,
+    peer: crate::sys::Waiter,
 ) -> io::Result<()> {
     send_wake(channel(stream, wakes, peer))
 }
@@ -379,7 +379,7 @@ pub(crate) fn wake(
 pub(crate) fn wait(
     stream: &super::Stream,
     wakes: &Wakes,
-    me: crate::shm::Waiter,
+    me: crate::sys::Waiter,
 ) -> io::Result<bool> {
     wait_wake(channel(stream, wakes, me))
 }
@@ -389,7 +389,7 @@ pub(crate) fn wait(
 pub(crate) fn drain(
     stream: &super::Stream,
     wakes: &Wakes,
-    me: crate::shm::Waiter,
+    me: crate::sys::Waiter,
 ) -> io::Result<bool> {
     drain_wakes(channel(stream, wakes, me))
 }
@@ -404,11 +404,11 @@ pub(crate) fn close_path(stream: &super::Stream, wakes: &Wakes) {
 fn channel<'a>(
     stream: &'a super::Stream,
     wakes: &'a Wakes,
-    who: crate::shm::Waiter,
+    who: crate::sys::Waiter,
 ) -> BorrowedFd<'a> {
     match who {
-        crate::shm::Waiter::Reader => stream.as_fd(),
-        crate::shm::Waiter::Writer => wakes.as_fd(),
+        crate::sys::Waiter::Reader => stream.as_fd(),
+        crate::sys::Waiter::Writer => wakes.as_fd(),
     }
 }
 

@@ -61,7 +61,7 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 use super::message::{adopt, Given};
 use super::{cvt, last_error, overlapped, owned_handle, Stream};
 use crate::message::{self as policy, MAX_HANDLES};
-use crate::shm::Waiter;
+use crate::sys::Waiter;
 
 /// What the offer carries to the peer: handles, duplicated into it.
 pub(crate) type OsHandle = OwnedHandle;
