@@ -19,7 +19,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     localsock forward tcp:127.0.0.1:8080 svc   # TCP clients -> local socket svc\n  \
     localsock forward svc tcp:localhost:5432   # local clients -> TCP server\n  \
     systemd-socket-activate -l /tmp/s.sock localsock echo /tmp/s.sock   # socket activation\n  \
-    localsock bench                       # library vs raw sockets, same run\n\n\
+    localsock bench                       # library vs raw sockets, same run\n  \
+    localsock bench --shm                 # shared memory vs raw sockets (Linux)\n\n\
 Socket activation: listen, echo and forward serve the listening socket a service manager \
 passes (systemd's LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES) instead of binding NAME themselves, \
 and say so in their first line.")]
@@ -84,6 +85,10 @@ pub(crate) enum Command {
     /// (median and p99), streaming throughput with 64 KiB and 4 KiB writes, and the
     /// connect-echo-close rate with the server's descriptor count before and after. Reports
     /// medians over repetitions.
+    ///
+    /// With --shm, measures the shared-memory data path (ShmOptions) against the raw socket
+    /// instead, with client and server on different CPUs and on the same CPU: 64-byte
+    /// round trips, 64 KiB and 1 MiB writes, and the server's CPU use on an idle connection.
     Bench(BenchArgs),
     /// The benchmark's server process (internal).
     #[command(hide = true)]
@@ -288,9 +293,15 @@ pub(crate) struct BenchArgs {
     /// wherever the OS puts them (cross-CPU wake-ups are slow and noisy on small VMs).
     #[arg(long, value_enum, default_value_t = Pin::Same)]
     pub(crate) pin: Pin,
-    /// Number of repetitions (default 20, or 5 with --quick); medians are reported.
+    /// Number of repetitions (default 20, or 5 with --quick; with --shm 10, or 3 with
+    /// --quick); medians are reported.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) repetitions: Option<u32>,
+    /// Measure the shared-memory data path (ShmStream) against the raw socket, with client and
+    /// server on different CPUs and on the same CPU (Linux; needs the `shm` feature, on by
+    /// default). Prints a table only (no --json yet); runs its own placements (no --pin).
+    #[arg(long, conflicts_with_all = ["pin", "json"])]
+    pub(crate) shm: bool,
 }
 
 /// CPU placement of the benchmark's client and server.
@@ -326,6 +337,9 @@ pub(crate) struct BenchServerArgs {
     /// Pin to this CPU.
     #[arg(long)]
     pub(crate) cpu: Option<usize>,
+    /// The size of the buffer each read goes into, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub(crate) buffer: usize,
 }
 
 /// An implementation under test.
@@ -335,6 +349,19 @@ pub(crate) enum Imp {
     Localsock,
     /// std's UnixStream/UnixListener on both sides.
     Raw,
+    /// localsock's shared-memory data path (ShmOptions::answer on every accepted connection).
+    Shm,
+}
+
+impl Imp {
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Imp::Localsock => "localsock",
+            Imp::Raw => "raw",
+            Imp::Shm => "shm",
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

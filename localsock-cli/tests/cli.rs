@@ -513,6 +513,15 @@ fn errors_are_one_line_with_a_nonzero_status() {
     let (status, _, err) = run(&["bench", "--pin", "sideways"]);
     assert_eq!(status.code(), Some(2));
     assert_one_line_error(&err, "--pin");
+
+    // bench --shm runs its own placements and prints a table only.
+    for other in [&["--pin", "split"][..], &["--json"][..]] {
+        let mut args = vec!["bench", "--shm"];
+        args.extend_from_slice(other);
+        let (status, _, err) = run(&args);
+        assert_eq!(status.code(), Some(2), "{args:?}");
+        assert_one_line_error(&err, other[0]);
+    }
 }
 
 #[test]
@@ -591,6 +600,80 @@ fn bench_quick_json_has_every_field() {
     assert_eq!(v["quick"], true);
     assert_eq!(v["pin"], "same");
     assert!(v["repetitions"].as_u64() == Some(1));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "the bench left files behind: {left:?}");
+}
+
+/// `bench --shm` prints every scenario for every placement this process's CPUs allow (both
+/// with two or more, only "same CPU" under `taskset -c 0`), each figure a number: the table's
+/// shape, not its speed (speed targets are the bench's own business).
+#[cfg(all(target_os = "linux", feature = "shm"))]
+#[test]
+fn bench_shm_quick_prints_every_row_for_each_placement() {
+    let dir = private_tempdir();
+    let mut command = localsock();
+    command.env("XDG_RUNTIME_DIR", dir.path()).args([
+        "bench",
+        "--shm",
+        "--quick",
+        "--repetitions",
+        "1",
+    ]);
+    let mut proc = Proc::spawn(&mut command);
+    proc.close_stdin();
+    let (status, out, err) = proc.finish_within(Duration::from_secs(120));
+    assert!(status.success(), "{err}");
+    let cpus = thread::available_parallelism().unwrap().get();
+    let mut placements = vec!["same CPU"];
+    if cpus > 1 {
+        placements.insert(0, "different CPUs");
+    } else {
+        assert!(err.contains("same-CPU placement only"), "{err}");
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    let headers: Vec<usize> = (0..lines.len())
+        .filter(|i| placements.iter().any(|p| lines[*i].starts_with(p)))
+        .collect();
+    assert_eq!(headers.len(), placements.len(), "{out}");
+    // label, whether a ratio follows, whether a target follows.
+    let rows = [
+        ("64 B round trip median (µs)", true, true),
+        ("64 B round trip p99 (µs)", true, false),
+        ("64 KiB writes (GiB/s)", true, true),
+        ("1 MiB writes (GiB/s)", true, false),
+        ("idle server CPU (%)", false, true),
+        ("idle server CPU, schedstat (%)", false, false),
+    ];
+    for (placement, start) in placements.iter().zip(&headers) {
+        assert!(lines[*start].starts_with(placement), "{out}");
+        let section = &lines[start + 1..start + 1 + rows.len()];
+        for ((label, has_ratio, has_target), line) in rows.iter().zip(section) {
+            let rest = line
+                .trim_start()
+                .strip_prefix(label)
+                .unwrap_or_else(|| panic!("{placement}: no row {label:?} in {out}"));
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let number = |i: usize| -> f64 {
+                words
+                    .get(i)
+                    .and_then(|w| w.parse().ok())
+                    .unwrap_or_else(|| panic!("{placement}, {label}: {rest:?}"))
+            };
+            let (shm, raw) = (number(0), number(1));
+            if label.starts_with("idle") {
+                assert!(shm >= 0.0 && raw >= 0.0, "{placement}, {label}: {rest:?}");
+            } else {
+                assert!(shm > 0.0 && raw > 0.0, "{placement}, {label}: {rest:?}");
+            }
+            if *has_ratio {
+                assert!(number(2) >= 0.0, "{placement}, {label}: {rest:?}");
+            }
+            // 1 MiB writes carry a target across CPUs only.
+            let target = *has_target || (label.starts_with("1 MiB") && *placement != "same CPU");
+            let verdict = rest.ends_with("met") || rest.ends_with("missed");
+            assert_eq!(verdict, target, "{placement}, {label}: {rest:?}");
+        }
+    }
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "the bench left files behind: {left:?}");
 }

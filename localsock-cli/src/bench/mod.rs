@@ -8,10 +8,13 @@
 mod plan;
 mod report;
 mod server;
+#[cfg(all(feature = "shm", target_os = "linux"))]
+mod shm;
 mod stats;
 mod workload;
 
 use std::io;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use localsock::Name;
@@ -30,7 +33,11 @@ const MESSAGE: usize = 64;
 const SINK: u8 = b'S';
 const HEADER: usize = 9;
 const BUF: usize = 64 * 1024;
+
 pub(crate) fn run(args: BenchArgs) -> io::Result<()> {
+    if args.shm {
+        return run_shm(args);
+    }
     let plan = Plan::new(&args);
     let place = placement(args.pin).map_err(|e| io::Error::new(e.kind(), format!("bench: {e}")))?;
     if let Some(cpu) = place.client {
@@ -40,18 +47,7 @@ pub(crate) fn run(args: BenchArgs) -> io::Result<()> {
         crate::warn("this is a debug build: build with --release for meaningful figures");
     }
 
-    let id = std::process::id();
-    // The bench's own names always use the default rule (never `--qt`): the server process is
-    // started without that flag and must resolve the same endpoint.
-    let lib_name = Name::new(format!("localsock-bench-{id}"))?;
-    let raw_path = match lib_name.fs_path() {
-        Some(path) => path.with_file_name(format!("localsock-bench-{id}-raw")),
-        None => {
-            return Err(io::Error::other(
-                "bench: the library's default name is not a path on this OS",
-            ))
-        }
-    };
+    let (lib_name, raw_path) = bench_names()?;
     let lib_server_name = lib_name.to_string();
     let raw_server_name = raw_path.display().to_string();
     let lib = Endpoint::Lib(lib_name);
@@ -67,8 +63,8 @@ pub(crate) fn run(args: BenchArgs) -> io::Result<()> {
         // slower state (about 10% on a round trip) for its whole life, which would otherwise
         // bias one implementation for the entire run.
         let servers = [
-            Server::start(Imp::Localsock, lib_server_name.clone(), place.server)?,
-            Server::start(Imp::Raw, raw_server_name.clone(), place.server)?,
+            Server::start(Imp::Localsock, lib_server_name.clone(), place.server, BUF)?,
+            Server::start(Imp::Raw, raw_server_name.clone(), place.server, BUF)?,
         ];
         let mut fds_before = [None, None];
         for (i, endpoint) in endpoints.iter().enumerate() {
@@ -127,4 +123,44 @@ pub(crate) fn run(args: BenchArgs) -> io::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The library server's name and the raw server's socket path, both in the per-user directory.
+fn bench_names() -> io::Result<(Name, PathBuf)> {
+    let id = std::process::id();
+    // The bench's own names always use the default rule (never `--qt`): the server process is
+    // started without that flag and must resolve the same endpoint.
+    let lib_name = Name::new(format!("localsock-bench-{id}"))?;
+    match lib_name.fs_path() {
+        Some(path) => {
+            let raw_path = path.with_file_name(format!("localsock-bench-{id}-raw"));
+            Ok((lib_name, raw_path))
+        }
+        None => Err(io::Error::other(
+            "bench: the library's default name is not a path on this OS",
+        )),
+    }
+}
+
+#[cfg(all(feature = "shm", target_os = "linux"))]
+fn run_shm(args: BenchArgs) -> io::Result<()> {
+    shm::run(args)
+}
+
+#[cfg(not(all(feature = "shm", target_os = "linux")))]
+fn run_shm(_args: BenchArgs) -> io::Result<()> {
+    Err(shm_unsupported())
+}
+
+/// `bench --shm` where it cannot run.
+#[cfg(not(all(feature = "shm", target_os = "linux")))]
+fn shm_unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        if cfg!(target_os = "linux") {
+            "bench --shm: this localsock was built without the `shm` feature"
+        } else {
+            "bench --shm: the shared-memory benchmark runs on Linux only (it pins CPUs and reads /proc)"
+        },
+    )
 }

@@ -10,7 +10,7 @@ use std::thread;
 use localsock::{LocalListener, Name};
 
 use super::workload::{with_stream, Client, Endpoint};
-use super::{BUF, HEADER, SINK};
+use super::{HEADER, SINK};
 use crate::cli::{BenchServerArgs, Imp};
 use crate::pin;
 
@@ -22,19 +22,25 @@ pub(super) struct Server {
 }
 
 impl Server {
-    pub(super) fn start(imp: Imp, name: String, cpu: Option<usize>) -> io::Result<Server> {
+    /// Starts a server of `imp` on `name`, pinned to `cpu`, reading into a buffer of `buffer`
+    /// bytes.
+    pub(super) fn start(
+        imp: Imp,
+        name: String,
+        cpu: Option<usize>,
+        buffer: usize,
+    ) -> io::Result<Server> {
         let exe = std::env::current_exe()
             .map_err(|e| io::Error::new(e.kind(), format!("bench: finding this program: {e}")))?;
         let mut command = Command::new(exe);
         command
             .arg("bench-server")
             .arg("--imp")
-            .arg(match imp {
-                Imp::Localsock => "localsock",
-                Imp::Raw => "raw",
-            })
+            .arg(imp.as_str())
             .arg("--name")
             .arg(&name)
+            .arg("--buffer")
+            .arg(buffer.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -46,7 +52,7 @@ impl Server {
         })?;
         let stdin = child.stdin.take();
         let path = match imp {
-            Imp::Localsock => Name::new(&name)
+            Imp::Localsock | Imp::Shm => Name::new(&name)
                 .ok()
                 .and_then(|n| n.fs_path().map(PathBuf::from)),
             Imp::Raw => Some(PathBuf::from(&name)),
@@ -63,13 +69,16 @@ impl Server {
         if line.trim() != "ready" {
             return Err(io::Error::other(format!(
                 "bench: the {} server process did not start (see the message above)",
-                match imp {
-                    Imp::Localsock => "localsock",
-                    Imp::Raw => "raw",
-                }
+                imp.as_str()
             )));
         }
         Ok(server)
+    }
+
+    /// The server process's id.
+    #[cfg_attr(not(all(feature = "shm", target_os = "linux")), allow(dead_code))]
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The server's open descriptors (Linux), counted while one benchmark connection is open
@@ -120,7 +129,7 @@ pub(crate) fn serve(args: BenchServerArgs) -> io::Result<()> {
             let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
             std::process::exit(0);
         })?;
-    let mut buf = vec![0u8; BUF];
+    let mut buf = vec![0u8; args.buffer.max(HEADER)];
     match args.imp {
         Imp::Localsock => {
             let name = Name::new(&args.name)?;
@@ -141,7 +150,24 @@ pub(crate) fn serve(args: BenchServerArgs) -> io::Result<()> {
                 serve_one(stream, &mut buf)?;
             }
         }
+        Imp::Shm => serve_shm(&args.name, &mut buf),
     }
+}
+
+/// `--imp shm`: every accepted connection answers the client's shared-memory offer.
+#[cfg(all(feature = "shm", target_os = "linux"))]
+fn serve_shm(name: &str, buf: &mut [u8]) -> io::Result<()> {
+    let listener = LocalListener::bind(&Name::new(name)?)?;
+    ready()?;
+    loop {
+        let stream = localsock::ShmOptions::new().answer(listener.accept()?)?;
+        serve_one(stream, buf)?;
+    }
+}
+
+#[cfg(not(all(feature = "shm", target_os = "linux")))]
+fn serve_shm(_name: &str, _buf: &mut [u8]) -> io::Result<()> {
+    Err(super::shm_unsupported())
 }
 
 /// Removes a socket file left at `path` by an earlier run; anything that is not a socket is

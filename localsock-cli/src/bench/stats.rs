@@ -76,10 +76,6 @@ pub(super) struct Ratios {
 /// (other processes, the host) cancels out instead of widening the gap between two medians.
 pub(super) fn ratios(samples: &[Samples; 2]) -> Ratios {
     let [lib, raw] = samples;
-    let paired = |l: &[f64], r: &[f64]| {
-        let each: Vec<f64> = l.iter().zip(r).map(|(l, r)| l / r).collect();
-        median(&each)
-    };
     Ratios {
         latency_median: paired(&lib.latency_median_us, &raw.latency_median_us),
         latency_p99: paired(&lib.latency_p99_us, &raw.latency_p99_us),
@@ -87,6 +83,12 @@ pub(super) fn ratios(samples: &[Samples; 2]) -> Ratios {
         throughput_4k: paired(&lib.throughput_4k, &raw.throughput_4k),
         connect_rate: paired(&lib.connect_rate, &raw.connect_rate),
     }
+}
+
+/// The median over repetitions of `a / b`, each pair measured back to back (see [`ratios`]).
+pub(super) fn paired(a: &[f64], b: &[f64]) -> f64 {
+    let each: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+    median(&each)
 }
 
 #[cfg(test)]

@@ -14,12 +14,17 @@ use super::{HEADER, MESSAGE, SINK};
 pub(super) enum Endpoint {
     Lib(Name),
     Raw(PathBuf),
+    /// A `LocalStream` that offers shared memory right after connecting.
+    #[cfg(all(feature = "shm", target_os = "linux"))]
+    Shm(Name),
 }
 
 /// A connected client of either implementation, without dynamic dispatch in the hot loops.
 pub(super) enum Client {
     Lib(LocalStream),
     Raw(UnixStream),
+    #[cfg(all(feature = "shm", target_os = "linux"))]
+    Shm(localsock::ShmStream),
 }
 
 impl Endpoint {
@@ -27,6 +32,8 @@ impl Endpoint {
         match self {
             Endpoint::Lib(_) => "localsock",
             Endpoint::Raw(_) => "raw",
+            #[cfg(all(feature = "shm", target_os = "linux"))]
+            Endpoint::Shm(_) => "shm",
         }
     }
 
@@ -36,6 +43,14 @@ impl Endpoint {
             Endpoint::Raw(path) => UnixStream::connect(path).map(Client::Raw).map_err(|e| {
                 io::Error::new(e.kind(), format!("connect to {}: {e}", path.display()))
             }),
+            #[cfg(all(feature = "shm", target_os = "linux"))]
+            Endpoint::Shm(name) => {
+                let stream = localsock::ShmOptions::new().offer(LocalStream::connect(name)?)?;
+                if !stream.is_shared_memory() {
+                    return Err(io::Error::other("bench: the server refused shared memory"));
+                }
+                Ok(Client::Shm(stream))
+            }
         }
     }
 }
@@ -46,6 +61,8 @@ macro_rules! with_stream {
         match $client {
             Client::Lib(mut $s) => $body,
             Client::Raw(mut $s) => $body,
+            #[cfg(all(feature = "shm", target_os = "linux"))]
+            Client::Shm(mut $s) => $body,
         }
     };
 }
