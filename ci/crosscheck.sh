@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Type-checks the library for macOS and FreeBSD, whose Unix backends differ from Linux
-# (getpeereid/LOCAL_PEERPID, SO_NOSIGPIPE, accept without accept4, bind via a private dir).
+# (getpeereid/LOCAL_PEERPID, SO_NOSIGPIPE, accept without accept4, bind via a private dir), with
+# every feature: that includes `shm`, whose macOS (shm_open) and FreeBSD (memfd + seals) backends
+# are checked here only (nothing runs them).
 # std is rebuilt for each target with -Zbuild-std (on a stable compiler, RUSTC_BOOTSTRAP=1);
 # `cargo check` needs no linker or SDK.
 #

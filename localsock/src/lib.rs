@@ -19,7 +19,8 @@
 //! - **Messages that carry open files, sockets and pipes** ([`MessageListener`],
 //!   [`MessageStream`]): whole messages with their boundaries, each with zero or more OS
 //!   handles attached, over the same names, options and guarantees.
-//! - **Shared memory** (feature `shm`, Linux and Windows): `ShmOptions` upgrades an established
+//! - **Shared memory** (feature `shm`, Linux and Windows; macOS and FreeBSD compile-checked
+//!   only): `ShmOptions` upgrades an established
 //!   connection to a data path through memory shared by the two peers only, negotiated (either
 //!   side may refuse) and validated against a hostile peer; see the `shm` module.
 //! - **Async, with tokio** (feature `tokio`): the same types in `localsock::tokio`, on tokio's
@@ -140,8 +141,8 @@
 //! The macOS frame transport is compile-checked for macOS and unit-tested and fuzzed on Linux
 //! (the same code over a Linux `SOCK_STREAM`), but has not been run on macOS itself yet.
 //! - `AF_UNIX` on Windows, and remote (`\\host\pipe\`) pipes.
-//! - Shared memory on macOS/BSD (`shm_open`: not yet), and the async `tokio::ShmStream` on
-//!   Windows (the blocking `ShmStream` works there).
+//! - Shared memory run on macOS and FreeBSD (their backends are compile-checked only), and the
+//!   async `tokio::ShmStream` on Windows (the blocking `ShmStream` works there).
 //!
 //! # Security
 //!
@@ -170,10 +171,26 @@ mod listener;
 mod message;
 mod name;
 pub mod os;
-#[cfg(all(feature = "shm", any(target_os = "linux", windows)))]
+#[cfg(all(
+    feature = "shm",
+    any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "macos",
+        windows
+    )
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(all(feature = "shm", any(target_os = "linux", windows))))
+    doc(cfg(all(
+        feature = "shm",
+        any(
+            target_os = "linux",
+            target_os = "freebsd",
+            target_os = "macos",
+            windows
+        )
+    )))
 )]
 pub mod shm;
 mod stream;
@@ -214,7 +231,10 @@ pub mod __fuzz {
 
     /// A connected, negotiated shared-memory pair over a socket pair: (offering, answering)
     /// side, with rings of `capacity` bytes, no spinning and non-blocking.
-    #[cfg(all(feature = "shm", target_os = "linux"))]
+    #[cfg(all(
+        feature = "shm",
+        any(target_os = "linux", target_os = "freebsd", target_os = "macos")
+    ))]
     pub fn shm_pair(capacity: usize) -> io::Result<(crate::ShmStream, crate::ShmStream)> {
         let (a, b) = crate::sys::shm::socket_pair()?;
         let a = crate::LocalStream {
@@ -237,7 +257,10 @@ pub mod __fuzz {
     }
 
     /// The whole shared mapping of `stream`, as the peer could write it.
-    #[cfg(all(feature = "shm", target_os = "linux"))]
+    #[cfg(all(
+        feature = "shm",
+        any(target_os = "linux", target_os = "freebsd", target_os = "macos")
+    ))]
     pub fn shm_bytes(stream: &crate::ShmStream) -> Option<&[std::sync::atomic::AtomicU8]> {
         stream.shared_bytes()
     }
@@ -256,7 +279,15 @@ pub use crate::message::{
     MAX_MESSAGE_LEN,
 };
 pub use crate::name::Name;
-#[cfg(all(feature = "shm", any(target_os = "linux", windows)))]
+#[cfg(all(
+    feature = "shm",
+    any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "macos",
+        windows
+    )
+))]
 pub use crate::shm::{ShmOptions, ShmSlice, ShmStream};
 pub use crate::stream::{ConnectOptions, LocalStream, PeerCredentials, DEFAULT_CONNECT_TIMEOUT};
 

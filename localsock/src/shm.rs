@@ -1,5 +1,5 @@
-//! A shared-memory data path between the two ends of a connection (feature `shm`, Linux and
-//! Windows).
+//! A shared-memory data path between the two ends of a connection (feature `shm`: Linux and
+//! Windows, with macOS and FreeBSD backends that are compile-checked only).
 //!
 //! [`ShmOptions::offer`] (one side) and [`ShmOptions::answer`] (the other side) turn an
 //! established [`LocalStream`] into a [`ShmStream`]. If both sides agree, the bytes then travel
@@ -41,15 +41,21 @@
 //! from it is validated before use; a violation is an `InvalidData` error, and the connection is
 //! closed (both directions). Data bytes are copied out with raw copies, never seen through Rust
 //! references, and are untrusted input as with a socket. The memory object (a sealed
-//! `memfd_create` object on Linux, an unnamed section on Windows) is passed over the connection
-//! as a descriptor or handle: it has no name any other process could open, it cannot be
-//! resized under us, and it is unmapped when the stream is dropped. See SECURITY.md.
+//! `memfd_create` object on Linux and FreeBSD, an unlinked `shm_open` object on macOS, an
+//! unnamed section on Windows) is passed over the connection as a descriptor or handle: it has
+//! no name any other process could open, it cannot be resized under us, and it is unmapped
+//! when the stream is dropped. See SECURITY.md.
 //!
 //! # Platform-specific behavior
 //!
 //! - **Linux**: the memory is a sealed `memfd_create` object; a reader is woken by a byte on
 //!   the connection's socket, a writer by a byte on a socket pair made for the stream; the CPU
 //!   hint is `sched_getcpu`.
+//! - **FreeBSD** (13 or later) and **macOS**: as on Linux, except that macOS has no
+//!   `memfd_create` and no seals: the memory is a POSIX `shm_open` object under a random name,
+//!   unlinked at once, which the macOS kernel sizes once (so it cannot shrink under us either);
+//!   and macOS has no `sched_getcpu`, so a waiting side always spins for the spin window. These
+//!   two backends are type-checked in CI but have never run: treat them as untested.
 //! - **Windows**: the memory is an unnamed, pagefile-backed section (`CreateFileMappingW` with
 //!   no name), its handle duplicated into the peer over the pipe as message attachments are;
 //!   the answering side maps it and refuses (`InvalidData`) a section that is smaller than
@@ -882,7 +888,9 @@ impl Shared {
                     .map
                     .u32_at(CPU_HINTS + 64 * (1 - self.side))
                     .load(Ordering::Relaxed);
-                if peer == me {
+                // Same CPU: spinning would only keep the peer from running. Unknown CPUs
+                // (macOS has no `sched_getcpu`) are not taken for the same one.
+                if peer == me && me != os::UNKNOWN_CPU {
                     return false;
                 }
                 *started = Some(Instant::now());

@@ -105,14 +105,16 @@
 //!   io::Result<Option<usize>>` (`None` at EOF), `peek_len(stream)`; the limits of
 //!   `crate::message` enforced on both ends; every handle that arrives is returned or closed,
 //!   never leaked or inherited; a message too long for `buf` stays queued (`InvalidInput`).
-//! - `mod shm` (feature `shm`; Linux and Windows): what `crate::shm`'s one policy needs —
+//! - `mod shm` (feature `shm`; Linux, Windows, and macOS/FreeBSD compile-checked): what
+//!   `crate::shm`'s one policy needs —
 //!   `Mapping` (bounds-checked atomic and raw-copy accesses, unmapped on drop), `create(len)`
 //!   and `open_handle(&OsHandle, len)` (the peer's object, checked: `InvalidData` if it could
 //!   fault or has the wrong size), `send_hello`/`recv_hello` (negotiation frames carrying
 //!   handles), `can_share(stream)`, the wake-up channel `Wakes` (`wakes`, `wakes_from_peer`,
 //!   `watch`, and `wake`/`wait`/`drain` for a `Waiter` (defined here): `wait`/`drain` return
 //!   `Ok(false)` once the peer is gone), `close_path` (after a violation: our waiters wake, the
-//!   peer sees the end where the OS can), `WAKE_HANDLES`, `current_cpu`, `online_cpus`.
+//!   peer sees the end where the OS can), `WAKE_HANDLES`, `current_cpu` (or `UNKNOWN_CPU`),
+//!   `online_cpus`.
 //!
 //! Unix only: `SUN_PATH_LEN` (for `Name`'s length checks); `PrivateDir` and `DirUse` (the
 //! private directory of short names: `PrivateDir::resolve()` finds it and creates nothing;
@@ -246,7 +248,15 @@ pub(crate) enum SecurityQos {
 
 /// Which side of a shared-memory connection waits (or is woken): its reader, for bytes in the
 /// ring, or its writer, for room in the ring. `sys::shm` keeps one wake-up channel for each.
-#[cfg(all(feature = "shm", any(target_os = "linux", windows)))]
+#[cfg(all(
+    feature = "shm",
+    any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "macos",
+        windows
+    )
+))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Waiter {
     Reader,

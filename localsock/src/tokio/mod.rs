@@ -113,7 +113,10 @@ mod listener;
 mod message;
 #[cfg(any(feature = "axum", feature = "tonic"))]
 mod serve;
-#[cfg(all(feature = "shm", target_os = "linux"))]
+#[cfg(all(
+    feature = "shm",
+    any(target_os = "linux", target_os = "freebsd", target_os = "macos")
+))]
 mod shm;
 mod stream;
 
@@ -135,8 +138,17 @@ pub use self::message::{MessageListener, MessageStream};
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub use self::serve::{Accepted, Incoming};
-#[cfg(all(feature = "shm", target_os = "linux"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "shm", target_os = "linux"))))]
+#[cfg(all(
+    feature = "shm",
+    any(target_os = "linux", target_os = "freebsd", target_os = "macos")
+))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(
+        feature = "shm",
+        any(target_os = "linux", target_os = "freebsd", target_os = "macos")
+    )))
+)]
 pub use self::shm::ShmStream;
 pub use self::stream::{
     ConnectOptions, LocalStream, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf,
@@ -154,6 +166,9 @@ const _: () = {
     send_sync::<ReuniteError>();
     send_sync::<MessageStream>();
     send_sync::<MessageListener>();
-    #[cfg(all(feature = "shm", target_os = "linux"))]
+    #[cfg(all(
+        feature = "shm",
+        any(target_os = "linux", target_os = "freebsd", target_os = "macos")
+    ))]
     send_sync::<ShmStream>();
 };

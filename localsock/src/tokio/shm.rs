@@ -1,4 +1,4 @@
-//! The shared-memory data path on tokio (features `tokio` and `shm`, Linux).
+//! The shared-memory data path on tokio (features `tokio` and `shm`; Linux, macOS, FreeBSD).
 
 use std::fmt;
 use std::io;

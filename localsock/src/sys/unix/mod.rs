@@ -8,7 +8,10 @@ mod from_raw;
 mod inherit;
 mod listener;
 pub(crate) mod message;
-#[cfg(all(feature = "shm", target_os = "linux"))]
+#[cfg(all(
+    feature = "shm",
+    any(target_os = "linux", target_os = "freebsd", target_os = "macos")
+))]
 pub(crate) mod shm;
 mod stream;
 

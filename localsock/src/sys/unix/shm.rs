@@ -1,6 +1,19 @@
-//! The OS side of the shared-memory data path (Linux): a sealed anonymous memory object
-//! (`memfd_create`), its mapping, the atomic and copying accesses to it, and the CPU hints that
-//! decide whether spinning can help.
+//! The OS side of the shared-memory data path: an anonymous memory object, its mapping, the
+//! atomic and copying accesses to it, and the CPU hints that decide whether spinning can help.
+//!
+//! The memory object, per OS:
+//! - Linux and FreeBSD (13 or later): a sealed `memfd_create` object. It never has a name; the
+//!   seals make it impossible for either process to resize it.
+//! - macOS: a POSIX `shm_open` object under a random name, created exclusively (`O_EXCL`, mode
+//!   `0600`) and unlinked at once, so it has a name only between those two calls, which only
+//!   the same user (or root) could open, and only by guessing 64 random bits. macOS has no
+//!   seals, but its kernel sizes a POSIX shared-memory object once: a second `ftruncate` fails
+//!   (`EINVAL`), so it cannot shrink under us either. The receiving side checks that it got
+//!   such an object: not a file (`lseek` fails with `ESPIPE`, as for every non-vnode
+//!   descriptor), and mappable (of the non-vnode descriptors, only POSIX shared memory is).
+//!
+//! Only the Linux backend runs here; the macOS and FreeBSD ones are type-checked by
+//! `ci/crosscheck.sh` and have never run.
 //!
 //! # What is sound about touching memory the peer can write
 //!
@@ -17,9 +30,10 @@
 //!   input, exactly like bytes read from a socket;
 //! - the zero-copy view hands out `&[AtomicU8]` only, for the same reason.
 //!
-//! The mapping cannot shrink under us (which would turn an access into `SIGBUS`): the object is
-//! sealed against shrinking and growing, and the seals themselves are sealed, before it is
-//! shared; the receiving side checks the seals and the size before mapping it.
+//! The mapping cannot shrink under us (which would turn an access into `SIGBUS`): on Linux and
+//! FreeBSD the object is sealed against shrinking and growing, and the seals themselves are
+//! sealed, before it is shared; on macOS the kernel sizes it once. The receiving side checks
+//! the seals (or the kind of object) and the size before mapping it.
 
 use std::ffi::CStr;
 use std::io;
@@ -31,6 +45,7 @@ use super::cvt;
 
 /// The seals a shared region must carry: it can neither shrink nor grow, and no seal can be
 /// added or removed any more.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 const REQUIRED_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
 
 /// A shared mapping of a sealed memory object, unmapped on drop.
@@ -70,6 +85,7 @@ impl std::fmt::Debug for Mapping {
 ///
 /// The object has no name anyone can open (`memfd_create`: only descriptors reach it); it is
 /// close-on-exec. The descriptor is returned to be passed to the peer, then closed.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub(crate) fn create(len: usize) -> io::Result<(OwnedFd, Mapping)> {
     const NAME: &CStr = c"localsock-shm";
     // SAFETY: `NAME` is a valid NUL-terminated string for the whole call.
@@ -89,6 +105,7 @@ pub(crate) fn create(len: usize) -> io::Result<(OwnedFd, Mapping)> {
 
 /// Checks that `fd` is a memory object of exactly `len` bytes that can neither shrink nor grow
 /// and whose seals are final, then maps it. Anything else is `InvalidData`.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub(crate) fn open(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
     // SAFETY: plain fcntl on a descriptor we hold; no pointer argument.
     let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
@@ -104,6 +121,68 @@ pub(crate) fn open(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
         return Err(invalid("the peer's shared memory has the wrong size"));
     }
     map(fd, len)
+}
+
+/// Creates a POSIX shared-memory object of `len` bytes (zero-filled) and maps it (macOS).
+///
+/// The object is created under a random name with `O_CREAT | O_EXCL` and mode `0600`, and
+/// unlinked before anything else happens: from then on only descriptors reach it. It is sized
+/// once (the kernel refuses a second `ftruncate`) and close-on-exec. The descriptor is returned
+/// to be passed to the peer, then closed.
+#[cfg(target_os = "macos")]
+pub(crate) fn create(len: usize) -> io::Result<(OwnedFd, Mapping)> {
+    let size = libc::off_t::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let fd = loop {
+        let mut random = [0u8; 8];
+        // SAFETY: `random` is valid for writes of 8 bytes for the whole call.
+        unsafe { libc::arc4random_buf(random.as_mut_ptr().cast(), random.len()) };
+        // "/ls-" and 16 hex digits: 20 bytes, under macOS's 31-byte limit (PSHMNAMLEN).
+        let name = format!("/ls-{:016x}\0", u64::from_ne_bytes(random));
+        let name = CStr::from_bytes_with_nul(name.as_bytes()).map_err(|_| io::ErrorKind::Other)?;
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+        // SAFETY: `name` is NUL-terminated; the variadic mode is passed as the `c_uint` that C's
+        // default argument promotion makes of a `mode_t`.
+        let raw = unsafe { libc::shm_open(name.as_ptr(), flags, 0o600 as libc::c_uint) };
+        match cvt(raw) {
+            Ok(raw) => {
+                // SAFETY: `shm_open` just returned this descriptor and nothing else owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                // SAFETY: `name` is NUL-terminated. Unlinked before it is sized or shared.
+                cvt(unsafe { libc::shm_unlink(name.as_ptr()) })?;
+                break fd;
+            }
+            // Someone holds that name (a leftover, or a squatter): draw another.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    // SAFETY: plain syscall on a descriptor we own.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+    let map = map(fd.as_fd(), len)?;
+    Ok((fd, map))
+}
+
+/// Checks that `fd` is a POSIX shared-memory object of at least `len` bytes, then maps it
+/// (macOS). Anything else is `InvalidData`.
+///
+/// Such an object cannot shrink (the kernel sizes it once); a file could, so a descriptor that
+/// is a file or another vnode is refused: `lseek` fails with `ESPIPE` on every non-vnode
+/// descriptor, and of those only POSIX shared memory can be mapped. The kernel rounds the size
+/// up to its page size (16 KiB on Apple silicon), so the object may be larger than `len`.
+#[cfg(target_os = "macos")]
+pub(crate) fn open(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+    // SAFETY: plain syscall on a descriptor we hold; no pointer argument.
+    let at = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_CUR) };
+    if at >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESPIPE) {
+        return Err(invalid(
+            "the peer's shared memory is not a POSIX shared-memory object",
+        ));
+    }
+    let st = fstat(fd)?;
+    if u64::try_from(st.st_size).map_or(true, |size| size < len as u64) {
+        return Err(invalid("the peer's shared memory is too small"));
+    }
+    map(fd, len).map_err(|_| invalid("the peer's shared memory cannot be mapped"))
 }
 
 /// Whether `fd` is a socket (the peer's end of the wake-up channel must be one).
@@ -205,11 +284,22 @@ impl Mapping {
     }
 }
 
-/// The CPU this thread runs on now, or `u32::MAX` if unknown (a hint only).
+/// What [`current_cpu`] returns when it does not know.
+pub(crate) const UNKNOWN_CPU: u32 = u32::MAX;
+
+/// The CPU this thread runs on now, or [`UNKNOWN_CPU`] (a hint only).
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub(crate) fn current_cpu() -> u32 {
     // SAFETY: no arguments; returns -1 on failure.
     let cpu = unsafe { libc::sched_getcpu() };
-    u32::try_from(cpu).unwrap_or(u32::MAX)
+    u32::try_from(cpu).unwrap_or(UNKNOWN_CPU)
+}
+
+/// The CPU this thread runs on now: unknown on macOS (no `sched_getcpu`, and no way to pin
+/// threads to CPUs either).
+#[cfg(target_os = "macos")]
+pub(crate) fn current_cpu() -> u32 {
+    UNKNOWN_CPU
 }
 
 /// How many CPUs are online (1 if unknown). Spinning can only help with two or more.
@@ -219,24 +309,35 @@ pub(crate) fn online_cpus() -> usize {
     usize::try_from(n).unwrap_or(1).max(1)
 }
 
-/// A connected `AF_UNIX` stream socket pair, close-on-exec, for the writers' wake-ups.
+/// A connected `AF_UNIX` stream socket pair, close-on-exec (on macOS just after it is made:
+/// no `SOCK_CLOEXEC` there) and without `SIGPIPE`, for the writers' wake-ups.
 pub(crate) fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    const TYPE: libc::c_int = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    #[cfg(target_os = "macos")]
+    const TYPE: libc::c_int = libc::SOCK_STREAM;
     let mut fds = [-1; 2];
     // SAFETY: `fds` is valid for writes of two ints for the whole call.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, TYPE, 0, fds.as_mut_ptr()) })?;
     // SAFETY: `socketpair` succeeded: both are fresh descriptors nobody else owns.
     let a = unsafe { OwnedFd::from_raw_fd(fds[0]) };
     // SAFETY: as above.
     let b = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    #[cfg(target_os = "macos")]
+    for fd in [&a, &b] {
+        super::set_cloexec(fd.as_fd())?;
+        super::set_nosigpipe(fd.as_fd())?;
+    }
     Ok((a, b))
 }
+
+/// No `SIGPIPE` from a wake-up sent to a peer that is gone: `MSG_NOSIGNAL` where the OS has it
+/// on `send`; on macOS the sockets carry `SO_NOSIGPIPE` instead (`LocalStream`'s, and the pair
+/// above).
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+const NO_SIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(target_os = "macos")]
+const NO_SIGNAL: libc::c_int = 0;
 
 /// One non-blocking `send` of a wake-up byte. A full socket buffer (the peer has plenty of
 /// unread wake-ups) is fine; a vanished peer is `BrokenPipe`.
@@ -248,7 +349,7 @@ pub(crate) fn send_wake(fd: BorrowedFd<'_>) -> io::Result<()> {
             fd.as_raw_fd(),
             byte.as_ptr().cast(),
             1,
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            NO_SIGNAL | libc::MSG_DONTWAIT,
         )
     };
     if n < 0 {

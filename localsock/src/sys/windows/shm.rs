@@ -255,6 +255,9 @@ impl Mapping {
     }
 }
 
+/// What `current_cpu` would return when it does not know (never, on Windows).
+pub(crate) const UNKNOWN_CPU: u32 = u32::MAX;
+
 /// The processor this thread runs on now (in its group; a hint only).
 pub(crate) fn current_cpu() -> u32 {
     // SAFETY: no arguments, no failure.
