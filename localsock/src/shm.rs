@@ -11,10 +11,10 @@
 //! # When to use it, and what it costs
 //!
 //! Use it between two processes that move a lot of data (frames, tensors, pages, logs) or that
-//! ping-pong small messages while both are busy on different CPUs. It saves the kernel's two
-//! copies per byte (one copy instead of two; none with [`ShmStream::read_in_place`] /
-//! [`ShmStream::write_in_place`]) and, while the peer is active, the syscall and the
-//! inter-processor wake-up per message.
+//! ping-pong small messages while both are busy on different CPUs. While the peer is active it
+//! saves the syscall and the inter-processor wake-up per message. `Read`/`Write` copy each byte
+//! twice, as a socket does (into the ring, out of it); [`ShmStream::write_in_place`] and
+//! [`ShmStream::read_in_place`] each save one of those copies.
 //!
 //! It costs:
 //! - memory: `4 KiB + 2 × capacity` per connection ([`ShmOptions::capacity`], default 1 MiB per
