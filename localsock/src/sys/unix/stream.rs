@@ -11,10 +11,26 @@ use crate::sys::Credentials;
 use crate::sys::{Addr, ConnectFailure, ConnectSpec};
 use crate::sys::{ServerUser, UserId};
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+/// No `SIGPIPE` on a send to a closed peer: `MSG_NOSIGNAL` where `send` takes it (Linux and the
+/// BSDs); Apple platforms have no such flag, and `SO_NOSIGPIPE` is set on the socket instead.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
 pub(super) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(super) const SEND_FLAGS: libc::c_int = 0; // SO_NOSIGPIPE is set on the socket instead
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+pub(super) const SEND_FLAGS: libc::c_int = 0; // Apple: SO_NOSIGPIPE is set on the socket instead
 
 /// The most buffers one `readv`/`sendmsg` takes (`IOV_MAX` on Linux, Apple platforms and the
 /// BSDs); more fail with `EINVAL`/`EMSGSIZE`, so the rest waits for the next call, as in std.
