@@ -12,7 +12,8 @@ impl FromRawFd for LocalStream {
     ///
     /// `fd` must be an open, connected `AF_UNIX` stream socket that nothing else owns.
     unsafe fn from_raw_fd(fd: RawFd) -> LocalStream {
-        // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
+        // SAFETY: this function's contract: the caller guarantees `fd` is open and owned by
+        // nobody else, so the OwnedFd may take it over and be its only closer.
         LocalStream::from(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 }
@@ -22,7 +23,8 @@ impl FromRawFd for LocalListener {
     ///
     /// `fd` must be an open, listening `AF_UNIX` stream socket that nothing else owns.
     unsafe fn from_raw_fd(fd: RawFd) -> LocalListener {
-        // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
+        // SAFETY: this function's contract: the caller guarantees `fd` is open and owned by
+        // nobody else, so the OwnedFd may take it over and be its only closer.
         LocalListener::from(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 }

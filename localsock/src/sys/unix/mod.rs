@@ -78,7 +78,8 @@ pub(super) struct SockAddr {
 
 impl SockAddr {
     pub(super) fn new(addr: &Addr) -> io::Result<SockAddr> {
-        // SAFETY: `sockaddr_un` is plain old data; all-zero is a valid value.
+        // SAFETY: `sockaddr_un` is plain old data (integers and a byte array), so all-zero bytes
+        // are a valid value.
         let mut raw: libc::sockaddr_un = unsafe { mem::zeroed() };
         raw.sun_family = libc::AF_UNIX as libc::sa_family_t;
         let (bytes, start) = match addr {
@@ -162,9 +163,10 @@ pub(super) fn new_socket(kind: Kind, nonblocking: bool) -> io::Result<OwnedFd> {
         if nonblocking {
             ty |= libc::SOCK_NONBLOCK;
         }
-        // SAFETY: plain FFI call with integer arguments.
+        // SAFETY: `socket` takes only integers and reads no memory of ours.
         let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, ty, 0) })?;
-        // SAFETY: `socket` returned a new descriptor that nothing else owns.
+        // SAFETY: `socket` succeeded (checked by `cvt`), so `fd` is a new descriptor that
+        // nothing else owns; the OwnedFd takes it over and is its only closer.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
     #[cfg(not(any(
@@ -178,9 +180,10 @@ pub(super) fn new_socket(kind: Kind, nonblocking: bool) -> io::Result<OwnedFd> {
     )))]
     {
         use std::os::fd::AsFd;
-        // SAFETY: plain FFI call with integer arguments.
+        // SAFETY: `socket` takes only integers and reads no memory of ours.
         let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, socket_type(kind), 0) })?;
-        // SAFETY: `socket` returned a new descriptor that nothing else owns.
+        // SAFETY: `socket` succeeded (checked by `cvt`), so `fd` is a new descriptor that
+        // nothing else owns; the OwnedFd takes it over and is its only closer.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         set_cloexec(fd.as_fd())?;
         set_nosigpipe(fd.as_fd())?;
@@ -204,7 +207,8 @@ pub(super) fn new_socket(kind: Kind, nonblocking: bool) -> io::Result<OwnedFd> {
     allow(dead_code)
 )]
 pub(super) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: `fd` is a valid descriptor for the duration of the call.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; F_SETFD takes an integer
+    // argument, not a pointer.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
     Ok(())
 }
@@ -234,7 +238,8 @@ pub(crate) fn set_nosigpipe(_fd: BorrowedFd<'_>) -> io::Result<()> {
 pub(super) fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
     // One `ioctl(FIONBIO)` instead of `fcntl` get + set: this runs on every connect.
     let mut value = libc::c_int::from(nonblocking);
-    // SAFETY: `fd` is valid for the call and `value` is a live `c_int` FIONBIO reads.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; FIONBIO reads one `c_int`
+    // through the pointer, and `value` is a live local `c_int` for the whole call.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut value) })?;
     Ok(())
 }
@@ -245,7 +250,9 @@ pub(super) fn setsockopt<T: Copy>(
     name: libc::c_int,
     value: T,
 ) -> io::Result<()> {
-    // SAFETY: `value` lives on the stack for the whole call and its size is passed with it.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; the option pointer is
+    // `&value`, a live local of `size_of::<T>()` bytes, the length passed; the kernel only
+    // reads it.
     cvt(unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -265,7 +272,9 @@ pub(super) fn getsockopt<T: Copy>(
 ) -> io::Result<T> {
     let mut value = mem::MaybeUninit::<T>::zeroed();
     let mut len = mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: `value` has room for `len` bytes, and `len` is passed by pointer as required.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `value` is a live local of
+    // `size_of::<T>()` bytes and `len` (a live local) says so; the kernel writes at most `len`
+    // bytes into it and stores the length it wrote back in `len`.
     cvt(unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
@@ -282,10 +291,13 @@ pub(super) fn getsockopt<T: Copy>(
 
 /// The address a socket is bound to (`getsockname`); `None` for an unnamed socket.
 pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<Option<Addr>> {
-    // SAFETY: `sockaddr_un` is plain old data; all-zero is a valid value.
+    // SAFETY: `sockaddr_un` is plain old data (integers and a byte array), so all-zero
+    // bytes are a valid value.
     let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
     let mut len = mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: `addr` has room for `len` bytes, and `len` is passed by pointer as required.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `addr` is a live local
+    // `sockaddr_un` and `len` (a live local) is its size; the kernel writes at most `len`
+    // bytes into it and stores the address's length in `len`.
     cvt(unsafe {
         libc::getsockname(
             fd.as_raw_fd(),
@@ -309,7 +321,8 @@ pub(super) fn cstr(path: &Path) -> io::Result<CString> {
 /// `lstat(2)`: never follows a symlink.
 pub(super) fn lstat(path: &CStr) -> io::Result<libc::stat> {
     let mut st = mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `path` is NUL-terminated and `st` has room for a `stat`.
+    // SAFETY: `path` is a &CStr, NUL-terminated and borrowed for the call; `st` is a live
+    // local with room for one `stat`, which the kernel only writes.
     cvt(unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) })?;
     // SAFETY: `lstat` succeeded, so it filled `st`.
     Ok(unsafe { st.assume_init() })
@@ -404,7 +417,8 @@ impl PrivateDir {
     pub(crate) fn check(&self, what_for: DirUse) -> io::Result<()> {
         if what_for == DirUse::Bind && self.ours {
             let c = cstr(&self.path)?;
-            // SAFETY: `c` is NUL-terminated.
+            // SAFETY: `c` is a CString we hold for the call, so the pointer is to a live,
+            // NUL-terminated string; `mkdir` only reads it.
             match cvt(unsafe { libc::mkdir(c.as_ptr(), 0o700) }) {
                 Ok(_) => own_bits_despite_umask(&c),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -489,7 +503,8 @@ pub(crate) fn temp_dir_from(
 /// owner-only directory of ours; otherwise (or if it cannot be opened) the check that follows
 /// says what is wrong.
 fn own_bits_despite_umask(dir: &CStr) {
-    // SAFETY: `dir` is NUL-terminated.
+    // SAFETY: `dir` is a &CStr, NUL-terminated and borrowed for the call; `open` only reads
+    // it.
     let Ok(raw) = cvt(unsafe {
         libc::open(
             dir.as_ptr(),
@@ -498,17 +513,20 @@ fn own_bits_despite_umask(dir: &CStr) {
     }) else {
         return;
     };
-    // SAFETY: `open` returned a new descriptor that nothing else owns.
+    // SAFETY: `open` succeeded (checked by `cvt`), so `raw` is a new descriptor that nothing
+    // else owns; the OwnedFd takes it over and closes it when this function returns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut st = mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `fd` is valid and `st` has room for a `stat`.
+    // SAFETY: `fd` is the OwnedFd above, held until this function returns, so it is open for
+    // the call; `st` is a live local with room for one `stat`, which the kernel only writes.
     if cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) }).is_err() {
         return;
     }
     // SAFETY: `fstat` succeeded, so it filled `st`.
     let st = unsafe { st.assume_init() };
     if st.st_uid == geteuid() && st.st_mode & 0o077 == 0 && st.st_mode & 0o700 != 0o700 {
-        // SAFETY: plain FFI call on a descriptor we own, on a directory we own.
+        // SAFETY: `fd` is the OwnedFd above, held until this function returns, so it is open
+        // for the call; `fchmod` takes only integers.
         unsafe { libc::fchmod(fd.as_raw_fd(), 0o700) };
     }
 }
