@@ -54,7 +54,8 @@ impl Drop for Cleanup {
         }
         if let Ok(st) = lstat(&self.path) {
             if st.st_dev == self.dev && st.st_ino == self.ino {
-                // SAFETY: `self.path` is NUL-terminated.
+                // SAFETY: `self.path` is a CString this guard owns, so the pointer is to a
+                // live, NUL-terminated string for the call; `unlink` only reads it.
                 unsafe { libc::unlink(self.path.as_ptr()) };
             }
         }
@@ -134,7 +135,8 @@ impl Listener {
     target_os = "illumos"
 ))]
 fn accept_once(fd: BorrowedFd<'_>) -> io::Result<Stream> {
-    // SAFETY: null address pointers are allowed; the flags ask for close-on-exec.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; the address and length
+    // pointers are null, which asks for no address, so the kernel writes no memory of ours.
     let raw = cvt_retry(|| unsafe {
         libc::accept4(
             fd.as_raw_fd(),
@@ -143,7 +145,8 @@ fn accept_once(fd: BorrowedFd<'_>) -> io::Result<Stream> {
             libc::SOCK_CLOEXEC,
         )
     })?;
-    // SAFETY: `accept4` returned a new descriptor that nothing else owns.
+    // SAFETY: `accept4` succeeded (checked by `cvt_retry`), so `raw` is a new descriptor that
+    // nothing else owns; the OwnedFd takes it over and is its only closer.
     Ok(Stream::from(unsafe { OwnedFd::from_raw_fd(raw) }))
 }
 
@@ -157,11 +160,13 @@ fn accept_once(fd: BorrowedFd<'_>) -> io::Result<Stream> {
     target_os = "illumos"
 )))]
 fn accept_once(fd: BorrowedFd<'_>) -> io::Result<Stream> {
-    // SAFETY: null address pointers are allowed.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; the address and length
+    // pointers are null, which asks for no address, so the kernel writes no memory of ours.
     let raw = cvt_retry(|| unsafe {
         libc::accept(fd.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut())
     })?;
-    // SAFETY: `accept` returned a new descriptor that nothing else owns.
+    // SAFETY: `accept` succeeded (checked by `cvt_retry`), so `raw` is a new descriptor that
+    // nothing else owns; the OwnedFd takes it over and is its only closer.
     let owned = unsafe { OwnedFd::from_raw_fd(raw) };
     super::set_cloexec(owned.as_fd())?;
     super::set_nosigpipe(owned.as_fd())?;
@@ -172,14 +177,17 @@ fn accept_once(fd: BorrowedFd<'_>) -> io::Result<Stream> {
 
 fn bind_fd(fd: &OwnedFd, addr: &Addr) -> io::Result<()> {
     let addr = SockAddr::new(addr)?;
-    // SAFETY: `addr` is a valid `sockaddr_un` of `addr.len` bytes for the whole call.
+    // SAFETY: `fd` is borrowed from an OwnedFd, so it stays open for the call; `addr` is a
+    // live local `sockaddr_un` whose first `addr.len` bytes (the length passed) are
+    // initialised; the kernel only reads them.
     cvt(unsafe { libc::bind(fd.as_raw_fd(), addr.as_ptr(), addr.len) })?;
     Ok(())
 }
 
 fn listen(fd: &OwnedFd, backlog: u32) -> io::Result<()> {
     let backlog = backlog.min(libc::c_int::MAX as u32) as libc::c_int;
-    // SAFETY: plain FFI call on a descriptor we own.
+    // SAFETY: `fd` is borrowed from an OwnedFd, so it stays open for the call; `listen` takes
+    // only integers.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(())
 }
@@ -224,7 +232,8 @@ fn bind_path(addr: &Addr, path: &Path, spec: &BindSpec) -> io::Result<Listener> 
     let (dev, ino) = if cfg!(any(target_os = "linux", target_os = "android"))
         && spec.access == AccessMode::Owner
     {
-        // SAFETY: plain FFI call on a descriptor we own.
+        // SAFETY: `fd` is the OwnedFd made above and held by this function, so it is open
+        // for the call; `fchmod` takes only integers.
         cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
         bind_fd(&fd, addr)?;
         // Own the file from here on: if anything below fails, dropping the guard removes
@@ -232,7 +241,8 @@ fn bind_path(addr: &Addr, path: &Path, spec: &BindSpec) -> io::Result<Listener> 
         match lstat(&c_path) {
             Ok(st) => (st.st_dev, st.st_ino),
             Err(e) => {
-                // SAFETY: `c_path` is NUL-terminated; the file is the one we just bound.
+                // SAFETY: `c_path` is a CString held by this function, so the pointer is
+                // to a live, NUL-terminated string; `unlink` only reads it.
                 unsafe { libc::unlink(c_path.as_ptr()) };
                 return Err(e);
             }
@@ -346,11 +356,11 @@ fn clear_stale(
                 Ok(now) if now.st_dev == st.st_dev && now.st_ino == st.st_ino => {
                     let unlinked = match parent {
                         Some(parent) => {
-                            // SAFETY: `base` is NUL-terminated; `parent.fd` is a descriptor we
-                            // hold.
+                            // SAFETY: `parent.fd` is an OwnedFd borrowed for the call, so it is
+                            // open; `base` is a &CStr, NUL-terminated and borrowed for the call.
                             cvt(unsafe { libc::unlinkat(parent.fd.as_raw_fd(), base.as_ptr(), 0) })
                         }
-                        // SAFETY: `c_path` is NUL-terminated.
+                        // SAFETY: `c_path` is a &CStr, NUL-terminated and borrowed for the call.
                         None => cvt(unsafe { libc::unlink(c_path.as_ptr()) }),
                     };
                     match unlinked {
@@ -414,7 +424,9 @@ fn probe(addr: &Addr) -> Probe {
     let Ok(fd) = new_socket(Kind::Bytes, true) else {
         return Probe::Live; // cannot tell: be safe, never unlink
     };
-    // SAFETY: `addr` is a valid `sockaddr_un` of `addr.len` bytes for the whole call.
+    // SAFETY: `fd` is the OwnedFd made above, held until this function returns, so it is open
+    // for the call; `addr` is a live local `sockaddr_un` whose first `addr.len` bytes (the
+    // length passed) are initialised; the kernel only reads them.
     match cvt_retry(|| unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr(), addr.len) }) {
         Ok(_) => Probe::Live,
         Err(e) => match e.raw_os_error() {
@@ -476,11 +488,12 @@ fn bind_via_private_dir(
                 "something else than our socket is in it",
             ));
         }
-        // SAFETY: `TMP_SOCKET` is NUL-terminated; `dir` is a descriptor we hold, on our private
-        // directory, where the entry is the socket checked above.
+        // SAFETY: `dir` is an OwnedFd held by this function, so it is open for the call;
+        // `TMP_SOCKET` is a &'static CStr, NUL-terminated; `fchmodat` only reads it.
         cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), TMP_SOCKET.as_ptr(), mode, 0) })?;
-        // SAFETY: both names are NUL-terminated; both directories are descriptors we hold.
-        // Flags 0: the source is not followed if it is a symlink (it is our socket anyway).
+        // SAFETY: `dir` and `parent.fd` are OwnedFds borrowed for the call, so both are open;
+        // `TMP_SOCKET` (&'static) and `base` (borrowed for the call) are NUL-terminated
+        // CStrs; `linkat` only reads them. (Flags 0: a symlink source is not followed.)
         cvt(unsafe {
             libc::linkat(
                 dir.as_raw_fd(),
@@ -503,7 +516,8 @@ fn bind_via_private_dir(
         })?;
         Ok((st.st_dev, st.st_ino))
     })();
-    // SAFETY: `TMP_SOCKET` is NUL-terminated; `dir` is a descriptor we hold.
+    // SAFETY: `dir` is an OwnedFd held by this function, so it is open for the call;
+    // `TMP_SOCKET` is a &'static CStr, NUL-terminated; `unlinkat` only reads it.
     unsafe { libc::unlinkat(dir.as_raw_fd(), TMP_SOCKET.as_ptr(), 0) };
     remove_tmp_dir_if_ours(parent, &tmp_name, &dir);
     result
@@ -543,7 +557,8 @@ fn make_private_tmp_dir(parent: &ParentDir, parent_path: &Path) -> io::Result<(C
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let name =
             CString::new(format!(".ls{:06x}", seed & 0xff_ffff)).expect("hex digits hold no NUL");
-        // SAFETY: `name` is NUL-terminated; `parent.fd` is a descriptor we hold.
+        // SAFETY: `parent.fd` is an OwnedFd borrowed for the call, so it is open; `name` is a
+        // CString held here, so the pointer is to a live, NUL-terminated string.
         match cvt(unsafe { libc::mkdirat(parent.fd.as_raw_fd(), name.as_ptr(), 0o700) }) {
             Ok(_) => break name,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
@@ -558,7 +573,8 @@ fn make_private_tmp_dir(parent: &ParentDir, parent_path: &Path) -> io::Result<(C
             }
         }
     };
-    // SAFETY: `name` is NUL-terminated; `parent.fd` is a descriptor we hold.
+    // SAFETY: `parent.fd` is an OwnedFd borrowed for the call, so it is open; `name` is a
+    // CString held here, so the pointer is to a live, NUL-terminated string.
     let raw = cvt(unsafe {
         libc::openat(
             parent.fd.as_raw_fd(),
@@ -578,7 +594,8 @@ fn make_private_tmp_dir(parent: &ParentDir, parent_path: &Path) -> io::Result<(C
             e
         }
     })?;
-    // SAFETY: `openat` returned a new descriptor that nothing else owns.
+    // SAFETY: `openat` succeeded (checked by `cvt`), so `raw` is a new descriptor that nothing
+    // else owns; the OwnedFd takes it over and is its only closer.
     let dir = unsafe { OwnedFd::from_raw_fd(raw) };
     let st = fstat(dir.as_fd()).inspect_err(|_| remove_tmp_dir_if_ours(parent, &name, &dir))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR
@@ -600,7 +617,8 @@ fn make_private_tmp_dir(parent: &ParentDir, parent_path: &Path) -> io::Result<(C
         // A umask such as 0o177 left us without search permission on our own directory. Keep
         // a set-group-ID bit inherited from the parent: it gives the socket the parent's group.
         let mode = 0o700 | (st.st_mode & libc::S_ISGID);
-        // SAFETY: plain FFI call on a descriptor we own, on a directory we own.
+        // SAFETY: `dir` is the OwnedFd opened above and still held, so it is open for the
+        // call; `fchmod` takes only integers.
         cvt(unsafe { libc::fchmod(dir.as_raw_fd(), mode) })
             .inspect_err(|_| remove_tmp_dir_if_ours(parent, &name, &dir))?;
     }
@@ -655,8 +673,9 @@ fn remove_tmp_dir_if_ours(parent: &ParentDir, tmp_name: &CStr, dir: &OwnedFd) {
         return;
     };
     if held.st_dev == now.st_dev && held.st_ino == now.st_ino {
-        // SAFETY: `tmp_name` is NUL-terminated; `parent.fd` is a descriptor we hold. `rmdir`
-        // only ever removes an empty directory, and never follows a symlink.
+        // SAFETY: `parent.fd` is an OwnedFd borrowed for the call, so it is open; `tmp_name`
+        // is a &CStr, NUL-terminated and borrowed for the call; `unlinkat` only reads it.
+        // (AT_REMOVEDIR only removes an empty directory and never follows a symlink.)
         unsafe { libc::unlinkat(parent.fd.as_raw_fd(), tmp_name.as_ptr(), libc::AT_REMOVEDIR) };
     }
 }
@@ -673,14 +692,16 @@ fn remove_unopened_tmp_dir(parent: &ParentDir, tmp_name: &CStr) {
         && st.st_uid == super::geteuid()
         && st.st_mode & 0o077 == 0
     {
-        // SAFETY: `tmp_name` is NUL-terminated; `parent.fd` is a descriptor we hold.
+        // SAFETY: `parent.fd` is an OwnedFd borrowed for the call, so it is open; `tmp_name`
+        // is a &CStr, NUL-terminated and borrowed for the call; `unlinkat` only reads it.
         unsafe { libc::unlinkat(parent.fd.as_raw_fd(), tmp_name.as_ptr(), libc::AT_REMOVEDIR) };
     }
 }
 
 fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `fd` is valid for the call and `st` has room for a `stat`.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `st` is a live local with
+    // room for one `stat`, which the kernel only writes.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: `fstat` succeeded, so it filled `st`.
     Ok(unsafe { st.assume_init() })
@@ -689,7 +710,9 @@ fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
 fn fstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `name` is NUL-terminated, `dir` is valid for the call, `st` has room for a `stat`.
+    // SAFETY: `dir` is a BorrowedFd, so it stays open for the call; `name` is a &CStr,
+    // NUL-terminated and borrowed for the call; `st` is a live local with room for one
+    // `stat`, which the kernel only writes.
     cvt(unsafe {
         libc::fstatat(
             dir.as_raw_fd(),
@@ -716,7 +739,8 @@ impl ParentDir {
     fn open(dir: &Path) -> io::Result<ParentDir> {
         let c = cstr(dir)?;
         let open = |flags| {
-            // SAFETY: `c` is NUL-terminated.
+            // SAFETY: `c` is a CString held by this function, so the pointer is to a live,
+            // NUL-terminated string for the call; `open` only reads it.
             cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_DIRECTORY | libc::O_CLOEXEC) })
         };
         let raw = match open(libc::O_RDONLY) {
@@ -726,17 +750,20 @@ impl ParentDir {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 let raw = open(libc::O_PATH)?;
-                // SAFETY: `open` returned a new descriptor that nothing else owns.
+                // SAFETY: `open` succeeded (checked by `cvt`), so `raw` is a new descriptor that
+                // nothing else owns; the OwnedFd takes it over and is its only closer.
                 let fd = unsafe { OwnedFd::from_raw_fd(raw) };
                 return Ok(ParentDir { fd, locked: false });
             }
             Err(e) => return Err(e),
         };
-        // SAFETY: `open` returned a new descriptor that nothing else owns.
+        // SAFETY: `open` succeeded (checked by `cvt`), so `raw` is a new descriptor that
+        // nothing else owns; the OwnedFd takes it over and is its only closer.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let deadline = Instant::now() + Duration::from_secs(1);
         let locked = loop {
-            // SAFETY: plain FFI call on a descriptor we own.
+            // SAFETY: `fd` is the OwnedFd above, held by this function, so it is open for the
+            // call; `flock` takes only integers.
             match cvt(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
                 Ok(_) => break true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
