@@ -56,7 +56,9 @@ impl Stream {
     ) -> Result<Stream, ConnectFailure> {
         let addr = SockAddr::new(addr).map_err(ConnectFailure::Fatal)?;
         let fd = new_socket(spec.kind, true).map_err(ConnectFailure::Fatal)?;
-        // SAFETY: `addr` is a valid `sockaddr_un` of `addr.len` bytes for the whole call.
+        // SAFETY: `fd` is the OwnedFd made above, held by this function, so it is open for the
+        // call; `addr` is a live local `sockaddr_un` whose first `addr.len` bytes (the length
+        // passed) are initialised; the kernel only reads them.
         let ret = cvt_retry(|| unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr(), addr.len) });
         match ret {
             Ok(_) => Ok(Stream { fd }),
@@ -71,7 +73,9 @@ impl Stream {
 
     #[inline]
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+        // SAFETY: `self.fd` is an OwnedFd borrowed through `&self`, so it stays open for the
+        // call; `buf` is a live &mut [u8] of `buf.len()` bytes borrowed for the call, the
+        // length passed; the kernel writes at most that many.
         let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             return eof_if_reset(io::Error::last_os_error());
@@ -81,8 +85,10 @@ impl Stream {
 
     pub(crate) fn read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         let count = bufs.len().min(IOV_MAX) as libc::c_int;
-        // SAFETY: `IoSliceMut` is ABI-compatible with `iovec`, and each buffer is valid for
-        // writes of its length for the whole call.
+        // SAFETY: `self.fd` is an OwnedFd borrowed through `&self`, so it stays open for the
+        // call; `IoSliceMut` is ABI-compatible with `iovec`, `count` is at most `bufs.len()`,
+        // and each slice is a live &mut [u8] borrowed for the call; the kernel writes at most
+        // each one's length into it.
         let n = unsafe { libc::readv(self.fd.as_raw_fd(), bufs.as_mut_ptr().cast(), count) };
         if n < 0 {
             return eof_if_reset(io::Error::last_os_error());
@@ -109,7 +115,8 @@ impl Stream {
             Shutdown::Write => libc::SHUT_WR,
             Shutdown::Both => libc::SHUT_RDWR,
         };
-        // SAFETY: plain FFI call on a descriptor we own.
+        // SAFETY: `self.fd` is an OwnedFd borrowed through `&self`, so it stays open for the
+        // call; `shutdown` takes only integers.
         cvt(unsafe { libc::shutdown(self.fd.as_raw_fd(), how) })?;
         Ok(())
     }
@@ -160,7 +167,8 @@ fn eof_if_reset(err: io::Error) -> io::Result<usize> {
 /// `send(2)` that never raises `SIGPIPE` (also used by the async stream on tokio's socket).
 #[inline]
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `buf` is a live &[u8] of
+    // `buf.len()` bytes borrowed for the call, the length passed; the kernel only reads it.
     let n = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), SEND_FLAGS) };
     if n < 0 {
         return Err(io::Error::last_os_error());
@@ -170,12 +178,16 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 
 /// `sendmsg(2)` of several buffers that never raises `SIGPIPE`.
 pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: `msghdr` is plain old data; all-zero is a valid value.
+    // SAFETY: `msghdr` is plain old data; all-zero (null pointers, zero lengths) is a valid
+    // value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     // `IoSlice` is ABI-compatible with `iovec`; sendmsg does not write through it.
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
-    // SAFETY: `msg` points at `bufs`, each valid for reads of its length for the call.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `msg` is a live local whose
+    // iovec pointer is `bufs` (ABI-compatible `IoSlice`s borrowed for the call) with a count
+    // of at most `bufs.len()`, and whose other pointers are null with zero lengths; the
+    // kernel only reads through it.
     let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, SEND_FLAGS) };
     if n < 0 {
         return Err(io::Error::last_os_error());
@@ -248,7 +260,8 @@ pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<Credentials> {
 pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<Credentials> {
     let mut uid: libc::uid_t = 0;
     let mut gid: libc::gid_t = 0;
-    // SAFETY: `uid` and `gid` are valid for writes for the whole call.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `uid` and `gid` are live
+    // locals of the types the call writes.
     cvt(unsafe { libc::getpeereid(fd.as_raw_fd(), &mut uid, &mut gid) })?;
     #[cfg(any(target_os = "macos", target_os = "ios"))]
     let pid = {
