@@ -86,7 +86,8 @@ fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
         revents: 0,
     };
     loop {
-        // SAFETY: `poll` is one valid `pollfd` for the whole call.
+        // SAFETY: `poll` is a live local `pollfd` and the count passed is 1, so the kernel
+        // reads and writes only it; its `fd` is a BorrowedFd, open for the call.
         match cvt(unsafe { libc::poll(&mut poll, 1, -1) }) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other.map(drop),
@@ -169,7 +170,8 @@ fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
         revents: 0,
     };
     loop {
-        // SAFETY: `poll` is one valid `pollfd` for the whole call.
+        // SAFETY: `poll` is a live local `pollfd` and the count passed is 1, so the kernel
+        // reads and writes only it; its `fd` is a BorrowedFd, open for the call.
         match cvt(unsafe { libc::poll(&mut poll, 1, -1) }) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other.map(drop),
@@ -180,7 +182,8 @@ fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Bytes queued for reading on `fd`.
 fn queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
-    // SAFETY: `n` is a live `c_int` that FIONREAD writes.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; FIONREAD writes one `c_int`
+    // through the pointer, and `n` is a live local `c_int`.
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
     Ok(n.max(0) as usize)
 }
@@ -241,7 +244,8 @@ fn peer_gone(fd: BorrowedFd<'_>) -> io::Result<bool> {
         events: libc::POLLIN | hangup,
         revents: 0,
     };
-    // SAFETY: `poll` is one valid `pollfd` for the whole call; a zero timeout never blocks.
+    // SAFETY: `poll` is a live local `pollfd` and the count passed is 1, so the kernel reads
+    // and writes only it; its `fd` is a BorrowedFd, open for the call.
     cvt(unsafe { libc::poll(&mut poll, 1, 0) })?;
     Ok(poll.revents & hangup != 0)
 }
@@ -261,7 +265,8 @@ pub(crate) fn peek_len(fd: BorrowedFd<'_>) -> io::Result<Option<usize>> {
 /// shut down (the peer can queue nothing more), and what is queued is dropped. Later receives
 /// report end-of-file.
 fn malformed(fd: BorrowedFd<'_>, err: io::Error) -> io::Error {
-    // SAFETY: plain FFI call on a descriptor the caller holds.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `shutdown` takes only
+    // integers.
     unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RD) };
     let err = io::Error::new(
         err.kind(),
@@ -377,7 +382,8 @@ fn mid_frame() -> io::Error {
 }
 
 fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    // SAFETY: plain FFI call on a descriptor the caller holds.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; F_GETFL takes no third
+    // argument and writes no memory of ours.
     let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
     Ok(flags & libc::O_NONBLOCK != 0)
 }
