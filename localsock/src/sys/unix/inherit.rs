@@ -9,7 +9,8 @@ use super::{cvt, getsockopt, set_cloexec};
 /// What kind of descriptor `fd` is, in words for an error message.
 fn describe(fd: BorrowedFd<'_>) -> io::Result<Described> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `fd` is open for the call and `st` has room for a `stat`.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `st` is a live local with
+    // room for one `stat`, which the kernel only writes.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: `fstat` succeeded, so it filled `st`.
     let st = unsafe { st.assume_init() };
@@ -39,10 +40,13 @@ fn domain(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
 /// The socket's address family (no `SO_DOMAIN` here: read it from `getsockname`).
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 fn domain(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
-    // SAFETY: `sockaddr_storage` is plain old data; all-zero is a valid value.
+    // SAFETY: `sockaddr_storage` is plain old data (integers and padding bytes), so all-zero
+    // bytes are a valid value.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `addr` has room for `len` bytes, and `len` is passed by pointer as required.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `addr` is a live local
+    // `sockaddr_storage` and `len` (a live local) is its size; the kernel writes at most `len`
+    // bytes into it and stores the address's length in `len`.
     cvt(unsafe {
         libc::getsockname(
             fd.as_raw_fd(),
