@@ -61,13 +61,15 @@ pub(super) const RECV_FLAGS: libc::c_int = 0;
 
 /// `CMSG_SPACE(n)` for `n` bytes of data.
 fn cmsg_space(n: usize) -> usize {
-    // SAFETY: `CMSG_SPACE` is arithmetic on its argument; it dereferences nothing.
+    // SAFETY: `CMSG_SPACE` is arithmetic on its integer argument; it takes no pointer and
+    // dereferences nothing.
     (unsafe { libc::CMSG_SPACE(n as libc::c_uint) }) as usize
 }
 
 /// `CMSG_LEN(n)` for `n` bytes of data.
 fn cmsg_len(n: usize) -> usize {
-    // SAFETY: `CMSG_LEN` is arithmetic on its argument; it dereferences nothing.
+    // SAFETY: `CMSG_LEN` is arithmetic on its integer argument; it takes no pointer and
+    // dereferences nothing.
     (unsafe { libc::CMSG_LEN(n as libc::c_uint) }) as usize
 }
 
@@ -104,8 +106,9 @@ pub(super) fn put_rights(
     // The header at offset 0, then the descriptors at `CMSG_DATA`, written as bytes: no
     // pointer into the buffer is needed, so no alignment or bounds can be got wrong.
     control.0[..space].fill(0);
-    // SAFETY: `cmsghdr` is plain old data with no padding-sensitive invariants; we only read
-    // its bytes, which live on our stack for the whole call.
+    // SAFETY: `cmsghdr` is plain old data with no padding (a length and two `c_int`s), so all
+    // `size_of::<cmsghdr>()` bytes of `header` are initialised; `header` is a live local that
+    // outlives `header_bytes`, which is only read.
     let header_bytes = unsafe {
         std::slice::from_raw_parts(
             (&header as *const libc::cmsghdr).cast::<u8>(),
@@ -131,8 +134,9 @@ pub(super) fn take_rights(control: &ControlBuf, control_len: usize, out: &mut Ve
     let align = cmsg_space(1) - cmsg_space(0);
     let mut offset = 0usize;
     while offset.saturating_add(header) <= len {
-        // SAFETY: `offset + size_of::<cmsghdr>() <= len <= CONTROL_LEN`, so the read stays in
-        // the buffer; `read_unaligned` needs no alignment, and `cmsghdr` is plain old data.
+        // SAFETY: `offset + size_of::<cmsghdr>() <= len <= CONTROL_LEN` (the loop condition),
+        // so the read stays inside `control`, borrowed for the call; `read_unaligned` needs no
+        // alignment, and any bytes are a valid `cmsghdr` (plain old data: integers only).
         let cmsg: libc::cmsghdr =
             unsafe { std::ptr::read_unaligned(control.0.as_ptr().add(offset).cast()) };
         let claimed = cmsg.cmsg_len as usize;
@@ -151,7 +155,8 @@ pub(super) fn take_rights(control: &ControlBuf, control_len: usize, out: &mut Ve
                 let fd = RawFd::from_ne_bytes(raw);
                 if fd >= 0 {
                     // SAFETY: the kernel installed this descriptor in our table for this
-                    // receive; nothing else knows it yet, so we are its only owner.
+                    // receive (SCM_RIGHTS data within the returned control length); nothing
+                    // else knows it yet, so the OwnedFd takes it over and is its only closer.
                     out.push(unsafe { OwnedFd::from_raw_fd(fd) });
                 }
             }
@@ -177,8 +182,11 @@ pub(super) fn set_cloexec_all(fds: &[OwnedFd]) -> io::Result<()> {
 /// `sendmsg(2)` of `msg`, retried on `EINTR`, never raising `SIGPIPE`.
 pub(super) fn sendmsg(fd: BorrowedFd<'_>, msg: &libc::msghdr) -> io::Result<usize> {
     loop {
-        // SAFETY: `msg` points at buffers and control data that are valid for reads for the
-        // whole call (the caller's borrows).
+        // SAFETY: `fd` is a BorrowedFd, so it stays open for the call. `msg` starts as
+        // `msghdr()` (null, zero); the callers (here and in `frame.rs`) point `msg_iov` at
+        // `msg_iovlen` live `IoSlice`s and `msg_control` (via `put_rights`) at a `ControlBuf`
+        // of at least `msg_controllen` bytes, all borrowed across this call; the kernel only
+        // reads them. This safe fn relies on those callers for that.
         let n = unsafe { libc::sendmsg(fd.as_raw_fd(), msg, super::stream::SEND_FLAGS) };
         if n >= 0 {
             return Ok(n as usize);
@@ -197,8 +205,11 @@ pub(super) fn recvmsg(
     flags: libc::c_int,
 ) -> io::Result<usize> {
     loop {
-        // SAFETY: `msg` points at buffers and a control buffer valid for writes of their
-        // lengths for the whole call (the caller's borrows).
+        // SAFETY: `fd` is a BorrowedFd, so it stays open for the call. `msg` starts as
+        // `msghdr()` (null, zero); the callers (here and in `frame.rs`) point `msg_iov` at
+        // `msg_iovlen` live `IoSliceMut`s and `msg_control`, if set, at a `ControlBuf` of at
+        // least `msg_controllen` bytes, all exclusively borrowed across this call; the kernel
+        // writes at most those lengths. This safe fn relies on those callers for that.
         let n = unsafe { libc::recvmsg(fd.as_raw_fd(), msg, flags) };
         if n >= 0 {
             return Ok(n as usize);
@@ -410,7 +421,8 @@ mod tests {
                 cmsg_level: libc::SOL_SOCKET,
                 cmsg_type: libc::SCM_RIGHTS + 1, // not rights: nothing is adopted
             };
-            // SAFETY: reading the bytes of a plain-old-data struct on our stack.
+            // SAFETY: `cmsghdr` has no padding (a length and two `c_int`s), so all its bytes
+            // are initialised; `header` is a live local that outlives `bytes`, only read.
             let bytes = unsafe {
                 std::slice::from_raw_parts(
                     (&header as *const libc::cmsghdr).cast::<u8>(),
