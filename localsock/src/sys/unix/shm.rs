@@ -61,13 +61,16 @@ pub(crate) struct Mapping {
 // or raw copies that tolerate concurrent writers (see the module docs), so sharing it between
 // threads adds nothing the peer process cannot already do.
 unsafe impl Send for Mapping {}
-// SAFETY: as for `Send`.
+// SAFETY: `&Mapping` hands out only atomics (`&AtomicU64`/`&AtomicU32`/`&[AtomicU8]`) and
+// raw copies, which tolerate concurrent access from other threads as they do from the peer;
+// no `&self` method gives out a non-atomic reference into the mapping.
 unsafe impl Sync for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` describe a mapping this value created and nobody else unmaps;
-        // no reference into it outlives `self` (accessors borrow `self`).
+        // SAFETY: `ptr`/`len` are exactly the mapping this value's `mmap` made (the type's
+        // invariant) and only this `drop` unmaps it, once; every reference into it borrows
+        // `self`, so none outlives this call.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
@@ -88,16 +91,20 @@ impl std::fmt::Debug for Mapping {
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub(crate) fn create(len: usize) -> io::Result<(OwnedFd, Mapping)> {
     const NAME: &CStr = c"localsock-shm";
-    // SAFETY: `NAME` is a valid NUL-terminated string for the whole call.
+    // SAFETY: `NAME` is a &'static CStr, so the pointer is to a live, NUL-terminated string;
+    // `memfd_create` only reads it.
     let raw =
         unsafe { libc::memfd_create(NAME.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     let raw = cvt(raw)?;
-    // SAFETY: `memfd_create` just returned this descriptor and nothing else owns it.
+    // SAFETY: `memfd_create` succeeded (checked by `cvt`), so `raw` is a new descriptor that
+    // nothing else owns; the OwnedFd takes it over and is its only closer.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let size = libc::off_t::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
-    // SAFETY: plain syscall on a descriptor we own.
+    // SAFETY: `fd` is the OwnedFd above, held by this function, so it is open for the call;
+    // `ftruncate` takes only integers. No mapping of the object exists yet.
     cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
-    // SAFETY: plain fcntl on a descriptor we own; the argument is an int.
+    // SAFETY: `fd` is the OwnedFd above, held by this function, so it is open for the call;
+    // F_ADD_SEALS takes an integer argument, not a pointer.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, REQUIRED_SEALS) })?;
     let map = map(fd.as_fd(), len)?;
     Ok((fd, map))
@@ -107,7 +114,8 @@ pub(crate) fn create(len: usize) -> io::Result<(OwnedFd, Mapping)> {
 /// and whose seals are final, then maps it. Anything else is `InvalidData`.
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub(crate) fn open(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
-    // SAFETY: plain fcntl on a descriptor we hold; no pointer argument.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; F_GET_SEALS takes no third
+    // argument and writes no memory of ours.
     let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
     if seals < 0 || seals & REQUIRED_SEALS != REQUIRED_SEALS {
         return Err(invalid(
@@ -134,20 +142,24 @@ pub(crate) fn create(len: usize) -> io::Result<(OwnedFd, Mapping)> {
     let size = libc::off_t::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
     let fd = loop {
         let mut random = [0u8; 8];
-        // SAFETY: `random` is valid for writes of 8 bytes for the whole call.
+        // SAFETY: `random` is a live local of 8 bytes and `random.len()` is the length passed,
+        // so the call writes only inside it.
         unsafe { libc::arc4random_buf(random.as_mut_ptr().cast(), random.len()) };
         // "/ls-" and 16 hex digits: 20 bytes, under macOS's 31-byte limit (PSHMNAMLEN).
         let name = format!("/ls-{:016x}\0", u64::from_ne_bytes(random));
         let name = CStr::from_bytes_with_nul(name.as_bytes()).map_err(|_| io::ErrorKind::Other)?;
         let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
-        // SAFETY: `name` is NUL-terminated; the variadic mode is passed as the `c_uint` that C's
+        // SAFETY: `name` is a &CStr borrowed from a String held here, so the pointer is to a
+        // live, NUL-terminated string; the variadic mode is passed as the `c_uint` that C's
         // default argument promotion makes of a `mode_t`.
         let raw = unsafe { libc::shm_open(name.as_ptr(), flags, 0o600 as libc::c_uint) };
         match cvt(raw) {
             Ok(raw) => {
-                // SAFETY: `shm_open` just returned this descriptor and nothing else owns it.
+                // SAFETY: `shm_open` succeeded (checked by `cvt`), so `raw` is a new
+                // descriptor that nothing else owns; the OwnedFd takes it over and closes it.
                 let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-                // SAFETY: `name` is NUL-terminated. Unlinked before it is sized or shared.
+                // SAFETY: `name` is still the live, NUL-terminated &CStr given to `shm_open`;
+                // `shm_unlink` only reads it. Unlinked before it is sized or shared.
                 cvt(unsafe { libc::shm_unlink(name.as_ptr()) })?;
                 break fd;
             }
@@ -156,7 +168,8 @@ pub(crate) fn create(len: usize) -> io::Result<(OwnedFd, Mapping)> {
             Err(e) => return Err(e),
         }
     };
-    // SAFETY: plain syscall on a descriptor we own.
+    // SAFETY: `fd` is the OwnedFd above, held by this function, so it is open for the call;
+    // `ftruncate` takes only integers. No mapping of the object exists yet.
     cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
     let map = map(fd.as_fd(), len)?;
     Ok((fd, map))
@@ -171,7 +184,8 @@ pub(crate) fn create(len: usize) -> io::Result<(OwnedFd, Mapping)> {
 /// up to its page size (16 KiB on Apple silicon), so the object may be larger than `len`.
 #[cfg(target_os = "macos")]
 pub(crate) fn open(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
-    // SAFETY: plain syscall on a descriptor we hold; no pointer argument.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `lseek` takes only
+    // integers.
     let at = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_CUR) };
     if at >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESPIPE) {
         return Err(invalid(
@@ -192,7 +206,8 @@ pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> io::Result<bool> {
 
 fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is valid for writes of one `stat` for the whole call.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `st` is a live local with
+    // room for one `stat`, which the kernel only writes.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: `fstat` succeeded, so it initialised `st`.
     Ok(unsafe { st.assume_init() })
@@ -203,8 +218,12 @@ fn invalid(what: &str) -> io::Error {
 }
 
 fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
-    // SAFETY: a fresh mapping chosen by the kernel (null hint) overlaps nothing of ours; `fd`
-    // is a memory object of at least `len` bytes that cannot shrink (checked or created so).
+    // SAFETY: with a null hint and no MAP_FIXED the kernel picks fresh addresses, so the
+    // mapping overlaps no memory Rust already uses; `fd` is a BorrowedFd, open for the call
+    // (the mapping keeps its own reference to the object); the object has at least `len`
+    // bytes and cannot shrink (`create` sized it, and sealed it where there are seals; `open`
+    // checked the seals, or the kind of object, and the size), so every page mapped stays
+    // backed.
     let ptr = unsafe {
         libc::mmap(
             ptr::null_mut(),
@@ -290,7 +309,8 @@ pub(crate) const UNKNOWN_CPU: u32 = u32::MAX;
 /// The CPU this thread runs on now, or [`UNKNOWN_CPU`] (a hint only).
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub(crate) fn current_cpu() -> u32 {
-    // SAFETY: no arguments; returns -1 on failure.
+    // SAFETY: `sched_getcpu` takes no arguments and touches no memory of ours; a failure is
+    // -1, which `try_from` turns into `u32::MAX`.
     let cpu = unsafe { libc::sched_getcpu() };
     u32::try_from(cpu).unwrap_or(UNKNOWN_CPU)
 }
@@ -304,7 +324,8 @@ pub(crate) fn current_cpu() -> u32 {
 
 /// How many CPUs are online (1 if unknown). Spinning can only help with two or more.
 pub(crate) fn online_cpus() -> usize {
-    // SAFETY: `sysconf` takes an int and returns a long; no memory is involved.
+    // SAFETY: `sysconf` takes an integer and returns one; it reads and writes no memory of
+    // ours.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     usize::try_from(n).unwrap_or(1).max(1)
 }
@@ -317,11 +338,13 @@ pub(crate) fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     #[cfg(target_os = "macos")]
     const TYPE: libc::c_int = libc::SOCK_STREAM;
     let mut fds = [-1; 2];
-    // SAFETY: `fds` is valid for writes of two ints for the whole call.
+    // SAFETY: `fds` is a live local `[c_int; 2]`, the two descriptors `socketpair` writes;
+    // the other arguments are integers.
     cvt(unsafe { libc::socketpair(libc::AF_UNIX, TYPE, 0, fds.as_mut_ptr()) })?;
-    // SAFETY: `socketpair` succeeded: both are fresh descriptors nobody else owns.
+    // SAFETY: `socketpair` succeeded (checked by `cvt`), so `fds[0]` is a new descriptor that
+    // nothing else owns; this OwnedFd takes it over and is its only closer.
     let a = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-    // SAFETY: as above.
+    // SAFETY: likewise `fds[1]`, a different new descriptor, taken over by this OwnedFd.
     let b = unsafe { OwnedFd::from_raw_fd(fds[1]) };
     #[cfg(target_os = "macos")]
     for fd in [&a, &b] {
@@ -343,7 +366,8 @@ const NO_SIGNAL: libc::c_int = 0;
 /// unread wake-ups) is fine; a vanished peer is `BrokenPipe`.
 pub(crate) fn send_wake(fd: BorrowedFd<'_>) -> io::Result<()> {
     let byte = [1u8];
-    // SAFETY: `byte` is valid for reads of 1 byte for the whole call.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `byte` is a live local of
+    // 1 byte, the length passed; the kernel only reads it.
     let n = unsafe {
         libc::send(
             fd.as_raw_fd(),
@@ -368,7 +392,8 @@ pub(crate) fn send_wake(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// socket read timeout shows as `WouldBlock`.
 pub(crate) fn wait_wake(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let mut buf = [0u8; 64];
-    // SAFETY: `buf` is valid for writes of 64 bytes for the whole call.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `buf` is a live local of
+    // `buf.len()` bytes, the length passed; the kernel writes at most that many.
     let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n < 0 {
         let err = io::Error::last_os_error();
@@ -384,7 +409,8 @@ pub(crate) fn wait_wake(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// Reads and discards queued wake-up bytes without blocking. `Ok(false)` is end-of-file.
 pub(crate) fn drain_wakes(fd: BorrowedFd<'_>) -> io::Result<bool> {
     let mut buf = [0u8; 64];
-    // SAFETY: `buf` is valid for writes of 64 bytes for the whole call.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `buf` is a live local of
+    // `buf.len()` bytes, the length passed; the kernel writes at most that many.
     let n = unsafe {
         libc::recv(
             fd.as_raw_fd(),
@@ -406,7 +432,8 @@ pub(crate) fn drain_wakes(fd: BorrowedFd<'_>) -> io::Result<bool> {
 
 /// Shuts both directions of the socket `fd` down (the peer sees end-of-file at once).
 pub(crate) fn shutdown(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: plain syscall on a descriptor we hold; no pointer argument.
+    // SAFETY: `fd` is a BorrowedFd, so it stays open for the call; `shutdown` takes only
+    // integers.
     cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) }).map(drop)
 }
 
