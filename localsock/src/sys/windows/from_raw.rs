@@ -12,7 +12,8 @@ impl FromRawHandle for LocalStream {
     ///
     /// `handle` must be an open, connected named-pipe handle that nothing else owns.
     unsafe fn from_raw_handle(handle: RawHandle) -> LocalStream {
-        // SAFETY: the caller guarantees `handle` is open and owned by nobody else.
+        // SAFETY: this function's contract: the caller guarantees `handle` is open and owned
+        // by nobody else, so the OwnedHandle may take it over and be its only closer.
         LocalStream::from(unsafe { OwnedHandle::from_raw_handle(handle) })
     }
 }

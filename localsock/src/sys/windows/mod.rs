@@ -69,7 +69,7 @@ pub(crate) fn is_resource_shortage(code: i32) -> bool {
 }
 
 pub(super) fn last_error() -> WIN32_ERROR {
-    // SAFETY: `GetLastError` has no preconditions.
+    // SAFETY: `GetLastError` takes no arguments and reads only this thread's error value.
     unsafe { GetLastError() }
 }
 
@@ -88,7 +88,10 @@ pub(super) fn owned_handle(handle: HANDLE) -> io::Result<OwnedHandle> {
     if handle == INVALID_HANDLE_VALUE || handle.is_null() {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the handle is valid (checked above) and was just created for us alone.
+    // SAFETY: every caller passes the result of the `Create*`/`Open*`/`Duplicate*` call it
+    // just made; not INVALID_HANDLE_VALUE nor null (checked above), it is a new handle that
+    // nothing else owns, so the OwnedHandle takes it over and is its only closer. (This safe
+    // fn relies on its callers for that.)
     Ok(unsafe { OwnedHandle::from_raw_handle(handle) })
 }
 
