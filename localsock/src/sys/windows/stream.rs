@@ -100,8 +100,10 @@ impl Stream {
         let pipe = pipe_name(addr).map_err(ConnectFailure::Fatal)?;
         let wide_name = wide(pipe);
         let (access, flags) = client_create_file_params(spec.impersonation);
-        // SAFETY: `wide_name` is NUL-terminated; null security attributes mean "not
-        // inheritable"; no template file.
+        // SAFETY: `wide_name` is a Vec<u16> held by this function, NUL-terminated by `wide`,
+        // so the pointer is to a live string for the call; the security attributes and the
+        // template are null, which the call allows (not inheritable, no template). The handle
+        // returned is ours alone and is taken over by `owned_handle` below.
         let handle = unsafe {
             CreateFileW(
                 wide_name.as_ptr(),
@@ -203,7 +205,9 @@ impl Stream {
             return known;
         }
         let (mut out_size, mut in_size) = (0u32, 0u32);
-        // SAFETY: the handle is valid; the two sizes are valid for writes, the rest is null.
+        // SAFETY: `self.handle` is an OwnedHandle borrowed through `&self`, so it stays open
+        // for the call; `out_size` and `in_size` are live local `u32`s the call writes; the
+        // other out-pointers are null, which the call allows (not asked for).
         let ok = unsafe {
             GetNamedPipeInfo(
                 self.handle.as_raw_handle() as HANDLE,
@@ -342,7 +346,8 @@ impl Stream {
 pub(crate) fn server_user(pipe: BorrowedHandle<'_>) -> io::Result<ServerUser> {
     let owner = security::object_owner_sid(pipe)?;
     let mut pid = 0u32;
-    // SAFETY: the handle is valid for the call; `pid` is valid for writes.
+    // SAFETY: `pipe` is a BorrowedHandle, so it stays open for the call; `pid` is a live
+    // local `u32`, the one value the call writes.
     let pid = cvt(unsafe { GetNamedPipeServerProcessId(pipe.as_raw_handle() as HANDLE, &mut pid) })
         .ok()
         .map(|()| pid);
@@ -378,10 +383,12 @@ pub(super) fn pipe_peer_credentials(
     let raw = pipe.as_raw_handle() as HANDLE;
     let mut pid = 0u32;
     if server {
-        // SAFETY: the handle is valid for the call; `pid` is valid for writes.
+        // SAFETY: `raw` comes from the BorrowedHandle `pipe`, so it stays open for the call;
+        // `pid` is a live local `u32`, the one value the call writes.
         cvt(unsafe { GetNamedPipeClientProcessId(raw, &mut pid) })?;
     } else {
-        // SAFETY: the handle is valid for the call; `pid` is valid for writes.
+        // SAFETY: `raw` comes from the BorrowedHandle `pipe`, so it stays open for the call;
+        // `pid` is a live local `u32`, the one value the call writes.
         cvt(unsafe { GetNamedPipeServerProcessId(raw, &mut pid) })?;
     }
     let sid = if server {
@@ -416,7 +423,9 @@ fn classify(err: io::Error, waited_free: bool) -> ConnectFailure {
 /// `WaitNamedPipeW`: `Ok` when an instance is free, else the error code.
 fn wait_named_pipe(pipe: &[u16], millis: u32) -> Result<(), WIN32_ERROR> {
     debug_assert_eq!(pipe.last(), Some(&0));
-    // SAFETY: `pipe` is NUL-terminated.
+    // SAFETY: `pipe` is a &[u16] borrowed for the call and NUL-terminated (the only caller,
+    // `wait_busy_with`, passes the output of `wide`; debug builds assert it), so the call
+    // reads only inside it.
     if unsafe { WaitNamedPipeW(pipe.as_ptr(), millis) } != 0 {
         Ok(())
     } else {
@@ -481,7 +490,9 @@ fn get_timeout(slot: &AtomicU64) -> Option<Duration> {
 impl From<OwnedHandle> for Stream {
     fn from(handle: OwnedHandle) -> Stream {
         let mut flags = 0u32;
-        // SAFETY: the handle is valid; only `flags` is asked for, the other pointers are null.
+        // SAFETY: `handle` is the OwnedHandle this function owns, so it is open for the call;
+        // `flags` is a live local `u32` the call writes; the other out-pointers are null,
+        // which the call allows (not asked for).
         let ok = unsafe {
             GetNamedPipeInfo(
                 handle.as_raw_handle() as HANDLE,
