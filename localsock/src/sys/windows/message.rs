@@ -46,8 +46,9 @@ pub(crate) struct Pending {
 /// Switches a client handle to message read mode (server instances are created in it).
 pub(super) fn set_message_read_mode(pipe: BorrowedHandle<'_>) -> io::Result<()> {
     let mode = PIPE_READMODE_MESSAGE;
-    // SAFETY: the handle is valid for the call; `mode` lives on the stack for the call; null
-    // pointers leave the other settings alone.
+    // SAFETY: `pipe` is a BorrowedHandle, so it stays open for the call; `mode` is a live
+    // local `u32` the call only reads; the other two pointers are null, which the call allows
+    // (those settings are left alone).
     let set = cvt(unsafe {
         SetNamedPipeHandleState(
             pipe.as_raw_handle() as HANDLE,
@@ -114,7 +115,8 @@ impl Given {
                     .into(),
             ));
         }
-        // SAFETY: plain FFI call with integer arguments; the result is checked.
+        // SAFETY: `OpenProcess` takes only integers and reads no memory of ours; the handle it
+        // returns is new and ours alone, taken over by `owned_handle` (which checks for null).
         let process = owned_handle(unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) })
             .map_err(|e| denied(format!("opening its process (pid {pid}) failed: {e}")))?;
         let mut given = Given {
@@ -124,8 +126,10 @@ impl Given {
         };
         for handle in handles {
             let mut remote: HANDLE = ptr::null_mut();
-            // SAFETY: both process handles and the source handle are valid for the call;
-            // `remote` is valid for writes. The copy is not inheritable.
+            // SAFETY: the current-process pseudo-handle is always valid; `handle` is a
+            // BorrowedHandle and `given.process` an OwnedHandle held here, so both stay open
+            // for the call; `remote` is a live local HANDLE the call writes. The copy lives in
+            // the peer's table (not ours); `given` closes it there unless delivered.
             cvt(unsafe {
                 DuplicateHandle(
                     GetCurrentProcess(),
@@ -153,9 +157,10 @@ impl Drop for Given {
             return;
         }
         for value in &self.values {
-            // SAFETY: `value` is a handle we duplicated into that process, which no message
-            // named: closing it there (the source) with no target is the documented way to
-            // take it back.
+            // SAFETY: `self.process` is an OwnedHandle held by `self`, so it is open for the
+            // call; `value` is a handle we duplicated into that process and no delivered
+            // message named, so it is still ours to close there; the target pointers are null,
+            // which DUPLICATE_CLOSE_SOURCE allows (close only). No handle of ours is touched.
             unsafe {
                 DuplicateHandle(
                     self.process.as_raw_handle() as HANDLE,
@@ -278,9 +283,12 @@ pub(super) fn adopt(stream: &Stream, values: &[u64]) -> io::Result<Vec<OwnedHand
             continue;
         }
         seen.push(*value);
-        // SAFETY: a peer of our own user duplicated this handle into our process for this
-        // message (the sender's side of the protocol), and nothing else here knows its value;
-        // each value is adopted once.
+        // SAFETY: the protocol: a peer of our own user (checked above) duplicated this handle
+        // into our process for this message and told no one else its value, so nothing here
+        // owns it yet; `seen` makes each value adopted once, and the OwnedHandle is then its
+        // only closer. A lying same-user peer could name a handle we already own; such a
+        // peer can normally close our handles directly anyway (PROCESS_DUP_HANDLE on a
+        // process of its own user), so this trusts it little more.
         owned.push(unsafe { OwnedHandle::from_raw_handle(*value as usize as _) });
     }
     if bad {
