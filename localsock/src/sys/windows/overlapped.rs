@@ -23,7 +23,9 @@ use super::{cvt, last_error, owned_handle};
 
 /// A new manual-reset event, not signalled, not inheritable.
 pub(super) fn new_event() -> io::Result<OwnedHandle> {
-    // SAFETY: null attributes (not inheritable) and a null name are allowed.
+    // SAFETY: the security attributes and the name are null, which the call allows (not
+    // inheritable, unnamed); the other arguments are integers. The new handle is ours alone,
+    // taken over by `owned_handle`.
     owned_handle(unsafe { CreateEventW(ptr::null(), 1, 0, ptr::null()) })
 }
 
@@ -42,7 +44,8 @@ fn with_event<R>(f: impl FnOnce(HANDLE) -> io::Result<R>) -> io::Result<R> {
         None => new_event()?,
     };
     let raw = event.as_raw_handle() as HANDLE;
-    // SAFETY: `raw` is a valid event handle owned by `event`.
+    // SAFETY: `raw` is the handle of the OwnedHandle `event`, held by this function past the
+    // call, so it is an open event handle for the call.
     cvt(unsafe { ResetEvent(raw) })?;
     let result = f(raw);
     EVENT.with(|slot| slot.set(Some(event)));
@@ -71,8 +74,10 @@ pub(super) fn read(
     let len = buf.len().min(u32::MAX as usize) as u32;
     let data = buf.as_mut_ptr();
     let raw = handle.as_raw_handle() as HANDLE;
-    // SAFETY: `start` issues one ReadFile on `handle` into `buf`, which is exclusively
-    // borrowed for this whole call, and `run` returns only once that operation is over.
+    // SAFETY: `run`'s contract: `start` issues exactly one ReadFile, on `raw` (from the
+    // BorrowedHandle `handle`, open for this whole call) with the OVERLAPPED it is given, into
+    // `data`/`len`: `buf` is a &mut [u8] of at least `len` bytes, exclusively borrowed for this
+    // whole call, and `run` returns only once the read is over.
     unsafe {
         run(handle, timeout, |ov| {
             ReadFile(raw, data, len, ptr::null_mut(), ov)
@@ -90,9 +95,10 @@ pub(super) fn read_message_part(
     let len = buf.len().min(u32::MAX as usize) as u32;
     let data = buf.as_mut_ptr();
     let raw = handle.as_raw_handle() as HANDLE;
-    // SAFETY: `start` issues one ReadFile on `handle` into `buf`, which is exclusively
-    // borrowed for this whole call, and `run_reporting_more` returns only once that operation
-    // is over.
+    // SAFETY: `run_reporting_more`'s contract: `start` issues exactly one ReadFile, on `raw`
+    // (from the BorrowedHandle `handle`, open for this whole call) with the OVERLAPPED it is
+    // given, into `data`/`len`: `buf` is a &mut [u8] of at least `len` bytes, exclusively
+    // borrowed for this whole call, and the call returns only once the read is over.
     unsafe {
         run_reporting_more(handle, timeout, |ov| {
             ReadFile(raw, data, len, ptr::null_mut(), ov)
@@ -111,8 +117,10 @@ pub(super) fn write(
     let len = buf.len().min(u32::MAX as usize) as u32;
     let data = buf.as_ptr();
     let raw = handle.as_raw_handle() as HANDLE;
-    // SAFETY: `start` issues one WriteFile on `handle` from `buf`, which is borrowed for this
-    // whole call, and `run` returns only once that operation is over.
+    // SAFETY: `run`'s contract: `start` issues exactly one WriteFile, on `raw` (from the
+    // BorrowedHandle `handle`, open for this whole call) with the OVERLAPPED it is given, from
+    // `data`/`len`: `buf` is a &[u8] of at least `len` bytes, borrowed for this whole call, and
+    // `run` returns only once the write is over.
     unsafe {
         run(handle, timeout, |ov| {
             WriteFile(raw, data, len, ptr::null_mut(), ov)
@@ -140,7 +148,8 @@ unsafe fn run(
     timeout: Option<Duration>,
     start: impl FnOnce(*mut OVERLAPPED) -> BOOL,
 ) -> io::Result<u32> {
-    // SAFETY: the caller upholds `run`'s contract, which is `run_reporting_more`'s.
+    // SAFETY: `run_reporting_more` has the same contract as `run`, which our caller upholds
+    // for `start`, and we pass `handle` and `start` through unchanged.
     unsafe { run_reporting_more(handle, timeout, start) }.map(|(moved, _)| moved)
 }
 
@@ -173,14 +182,17 @@ unsafe fn run_reporting_more(
                 // Nothing is in flight: the call failed before it started.
                 return Err(io::Error::from_raw_os_error(err as i32));
             }
-            // SAFETY: `event` is a valid event handle for the whole call.
+            // SAFETY: `event` is the event `with_event` holds (an OwnedHandle) until this
+            // closure returns, so it is open for the wait; no memory is passed.
             let waited = unsafe { WaitForSingleObject(event, wait_millis(timeout)) };
             if waited != WAIT_OBJECT_0 {
                 let wait_error = io::Error::last_os_error();
                 // Timed out (or the wait failed): cancel, then wait for the operation to end,
                 // because it still uses `overlapped` and the caller's buffer.
-                // SAFETY: `ov` points at the live `OVERLAPPED` of the operation on `handle`.
-                // It fails with ERROR_NOT_FOUND when the operation has just completed: fine.
+                // SAFETY: `handle` is open (borrowed by our caller for this whole call); `ov`
+                // points at `overlapped`, a local of this closure that outlives the call; the
+                // cancel only reads it to find the operation. It fails with ERROR_NOT_FOUND
+                // when the operation has just completed: fine.
                 unsafe { CancelIoEx(handle, ov) };
                 let (result, moved) = finish(handle, ov, true);
                 return match result {
@@ -214,8 +226,11 @@ unsafe fn run_reporting_more(
 
 /// Whether the kernel still owns `ov` (its status is `STATUS_PENDING`).
 pub(super) fn is_pending(ov: *mut OVERLAPPED) -> bool {
-    // SAFETY: `ov` points at a live OVERLAPPED; the kernel writes `Internal` when the
-    // operation completes, so it is read volatile, as `HasOverlappedIoCompleted` does.
+    // SAFETY: both callers (`finish` here and `async_pipe`) pass a pointer to an OVERLAPPED
+    // that is alive and not moved for the call (a local of `run_reporting_more`, or the boxed
+    // one of an async read); this safe fn relies on them for that. Only `Internal`, a `usize`,
+    // is read, volatile (as `HasOverlappedIoCompleted` does), since the kernel may write it
+    // concurrently; no reference is made.
     let status = unsafe { ptr::read_volatile(ptr::addr_of!((*ov).Internal)) };
     status == STATUS_PENDING as usize
 }
@@ -228,13 +243,15 @@ pub(super) fn is_pending(ov: *mut OVERLAPPED) -> bool {
 /// still write to it or to the caller's buffer.
 fn finish(handle: HANDLE, ov: *mut OVERLAPPED, wait: bool) -> (io::Result<bool>, u32) {
     let mut moved = 0u32;
-    // SAFETY: `ov` is the `OVERLAPPED` of an operation started on `handle`; `moved` is valid
-    // for writes. With `wait` this blocks until the operation is over.
+    // SAFETY: the only caller, `run_reporting_more`, passes its open `handle` and `ov`, the
+    // OVERLAPPED (a local of that frame, alive and not moved for this call) of the operation
+    // it started on `handle`; `moved` is a live local `u32` the call writes.
     let mut ok = unsafe { GetOverlappedResult(handle, ov, &mut moved, BOOL::from(wait)) };
     while (ok == 0 && last_error() == ERROR_IO_INCOMPLETE) || is_pending(ov) {
         // Signalled but not complete: wait it out rather than return while the operation
         // still uses the OVERLAPPED and the caller's buffer.
-        // SAFETY: as above.
+        // SAFETY: the same `handle`, `ov` and `moved` as the call above, all still alive and
+        // open; bWait = TRUE returns only once the operation is over.
         ok = unsafe { GetOverlappedResult(handle, ov, &mut moved, 1) };
         if is_pending(ov) {
             std::thread::yield_now();
@@ -249,8 +266,9 @@ fn finish(handle: HANDLE, ov: *mut OVERLAPPED, wait: bool) -> (io::Result<bool>,
         // next read. For a byte stream that is a short read, not an error.
         return (Ok(true), moved);
     }
-    // SAFETY: the operation is over (GetOverlappedResult reported its final status), so the
-    // kernel no longer writes to the OVERLAPPED; InternalHigh holds the bytes moved.
+    // SAFETY: `ov` is alive (see above), and the operation is over (the loop above ran until
+    // GetOverlappedResult reported a final status and `Internal` is not pending), so the
+    // kernel no longer writes the OVERLAPPED and reading `InternalHigh` races nothing.
     let partial = unsafe { (*ov).InternalHigh } as u32;
     (Err(err), partial.max(moved))
 }
