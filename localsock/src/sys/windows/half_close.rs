@@ -100,7 +100,8 @@ impl HalfClose {
             Err(e) if !is_closed(&e) => return Err(e),
             _ => {}
         }
-        // SAFETY: `raw` is a valid server-end pipe handle, borrowed for the whole call.
+        // SAFETY: `raw` comes from the BorrowedHandle `pipe`, so it stays open for the call;
+        // `DisconnectNamedPipe` takes no pointer. (On a client end it just fails.)
         match cvt(unsafe { DisconnectNamedPipe(raw) }) {
             Err(e) if !is_closed(&e) => return Err(e),
             _ => {}
@@ -132,7 +133,8 @@ impl HalfClose {
 /// before the flush had started.
 fn flush_within(handle: HANDLE, bound: Option<Duration>) -> io::Result<()> {
     let Some(bound) = bound else {
-        // SAFETY: the caller borrows the handle for the whole call.
+        // SAFETY: the only caller, `finish_write`, passes a handle from a BorrowedHandle that
+        // stays open for this whole call; `FlushFileBuffers` takes no pointer.
         return cvt(unsafe { FlushFileBuffers(handle) });
     };
     let this_thread = current_thread()?;
@@ -150,9 +152,10 @@ fn flush_within(handle: HANDLE, bound: Option<Duration>) -> io::Result<()> {
                     deadline - now
                 } else {
                     cancelled.store(true, Ordering::Relaxed);
-                    // SAFETY: `this_thread` is a valid thread handle with THREAD_TERMINATE
-                    // access; the flushing thread is blocked in the flush (it cannot pass the
-                    // lock we hold), so only the flush is cancelled.
+                    // SAFETY: `this_thread` is an OwnedHandle (THREAD_TERMINATE access) that
+                    // outlives this scoped thread, so it is open for the call; no memory is
+                    // passed. (The flushing thread cannot pass the lock we hold, so the only
+                    // synchronous call it can be in is the flush.)
                     unsafe { CancelSynchronousIo(this_thread.as_raw_handle() as HANDLE) };
                     Duration::from_millis(5)
                 };
@@ -162,7 +165,8 @@ fn flush_within(handle: HANDLE, bound: Option<Duration>) -> io::Result<()> {
                     .0;
             }
         })?;
-        // SAFETY: the caller borrows the handle for the whole call.
+        // SAFETY: as in the unbounded case: `handle` comes from `finish_write`'s
+        // BorrowedHandle, open for this whole call; `FlushFileBuffers` takes no pointer.
         let result = cvt(unsafe { FlushFileBuffers(handle) });
         *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
         wake.notify_all();
@@ -191,7 +195,9 @@ fn flush_within(handle: HANDLE, bound: Option<Duration>) -> io::Result<()> {
 /// A real handle to the calling thread, for `CancelSynchronousIo` from another thread.
 fn current_thread() -> io::Result<OwnedHandle> {
     let mut thread: HANDLE = ptr::null_mut();
-    // SAFETY: the pseudo-handles are always valid; `thread` is valid for writes.
+    // SAFETY: the current-process and current-thread pseudo-handles are always valid and
+    // need no closing; `thread` is a live local HANDLE the call writes. The new handle is ours
+    // alone, taken over by `owned_handle`.
     cvt(unsafe {
         DuplicateHandle(
             GetCurrentProcess(),
@@ -210,7 +216,8 @@ fn current_thread() -> io::Result<OwnedHandle> {
 /// `false` when it is in none (not yet, or no longer).
 #[cfg(feature = "tokio")]
 pub(crate) fn cancel_blocking_call(thread: BorrowedHandle<'_>) -> bool {
-    // SAFETY: `thread` is a valid thread handle, borrowed for the whole call.
+    // SAFETY: `thread` is a BorrowedHandle, so it stays open for the call; no memory is
+    // passed.
     unsafe { CancelSynchronousIo(thread.as_raw_handle() as HANDLE) != 0 }
 }
 
