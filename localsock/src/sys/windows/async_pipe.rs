@@ -37,9 +37,10 @@ use crate::sys::{Addr, ConnectFailure, ConnectSpec};
 ///
 /// Outside a tokio runtime with the I/O driver.
 pub(crate) fn adopt_server(handle: OwnedHandle) -> io::Result<NamedPipeServer> {
-    // SAFETY: `handle` is an open, overlapped server-end pipe handle that nothing else owns,
-    // whose only I/O (its ConnectNamedPipe, with a low-bit event: no completion packet) is
-    // over; tokio takes ownership (it is closed if this fails).
+    // SAFETY: `into_raw_handle` gives up our OwnedHandle, so the open, overlapped server-end
+    // handle is owned by nothing else; its only I/O (ConnectNamedPipe, with a low-bit event:
+    // no completion packet) is over, so no OVERLAPPED of ours is in use. Tokio takes it over
+    // and is its only closer (also if registering it fails).
     unsafe { NamedPipeServer::from_raw_handle(handle.into_raw_handle()) }
 }
 
@@ -54,8 +55,9 @@ pub(crate) fn connect_client(
 ) -> Result<NamedPipeClient, ConnectFailure> {
     let stream = Stream::connect(addr, spec)?;
     let handle = OwnedHandle::from(stream).into_raw_handle();
-    // SAFETY: `handle` is an open, overlapped pipe client handle that nothing else owns and on
-    // which no I/O was ever issued; tokio takes ownership (it is closed if this fails).
+    // SAFETY: `into_raw_handle` gave up the stream's OwnedHandle, so the open, overlapped
+    // client handle is owned by nothing else, and no I/O was ever issued on it (no OVERLAPPED
+    // of ours in use). Tokio takes it over and is its only closer (also if registering fails).
     unsafe { NamedPipeClient::from_raw_handle(handle) }.map_err(ConnectFailure::Fatal)
 }
 
@@ -124,11 +126,13 @@ enum ReadyState {
     Waiting(usize),
 }
 
-// SAFETY: the `UnsafeCell`s are written only under `state`'s lock while no read is in flight
-// (then by the kernel, which the lock's owner reads only volatile or after completion); the
-// rest is `Send + Sync`. The raw values are handles, usable from any thread.
+// SAFETY: the `UnsafeCell`s are written by us only under `state`'s lock while no read is in
+// flight (then by the kernel, which the lock's owner reads only volatile or after completion);
+// the rest is `Send + Sync`. The raw values are handles, usable from any thread.
 unsafe impl Send for ReadReady {}
-// SAFETY: as above.
+// SAFETY: every `&self` method that touches the `UnsafeCell`s (`arm`, and `reap`/`cancel`
+// which only it and `drop` call) holds `state`'s lock, so two threads never use them at once;
+// the callback only reads `notify`, which is `Sync`.
 unsafe impl Sync for ReadReady {}
 
 /// Whether the zero-byte read found the pipe readable.
@@ -179,8 +183,10 @@ impl ReadReady {
             return Ok(Ready::Now);
         }
         let event = self.op.event.as_raw_handle() as HANDLE;
-        // SAFETY: no read is in flight (Idle, under the lock), so nothing else uses the
-        // OVERLAPPED; `event` is our valid event.
+        // SAFETY: `ov` points into the boxed ReadyOp, alive as long as `self`; no read is in
+        // flight (Idle, under the lock), so neither the kernel nor another thread uses the
+        // OVERLAPPED while we write it. `event` is `self.op.event`, an OwnedHandle held by
+        // `self`, so it is open for ResetEvent.
         unsafe {
             *ov = OVERLAPPED {
                 hEvent: event,
@@ -188,8 +194,11 @@ impl ReadReady {
             };
             ResetEvent(event);
         }
-        // SAFETY: a zero-byte overlapped read on our open pipe, with the boxed OVERLAPPED and
-        // byte, which live (and stay put) until the read is over: `reap` or `drop` waits for it.
+        // SAFETY: `self.pipe` is open: `new`'s caller keeps it open until `self` is dropped,
+        // and `drop` ends this read first (this safe API relies on that caller; today the
+        // async MessageStream, whose field order drops this first). The OVERLAPPED and the
+        // byte (length 0: nothing is written) are in the boxed ReadyOp, which stays put and
+        // alive until the read is over: `reap`, `cancel` or `drop` waits for it.
         let ok = unsafe {
             ReadFile(
                 self.pipe as HANDLE,
@@ -217,9 +226,10 @@ impl ReadReady {
         }
         let mut wait: HANDLE = ptr::null_mut();
         let context: *const ReadyOp = &*self.op;
-        // SAFETY: `wait` is valid for writes; `event` is ours; `context` points at the boxed
-        // ReadyOp, which outlives the wait: it is unregistered (waiting for a running callback)
-        // in `reap` or `drop` before the box goes.
+        // SAFETY: `wait` is a live local HANDLE the call writes; `event` is an OwnedHandle
+        // held by `self`, open until the wait is unregistered; `context` points at the boxed
+        // ReadyOp, which outlives the wait: `reap` or `drop` unregisters it (waiting for a
+        // running callback) before the box goes.
         let registered = unsafe {
             RegisterWaitForSingleObject(
                 &mut wait,
@@ -241,12 +251,15 @@ impl ReadReady {
 
     /// Ends a finished zero-byte read: its wait unregistered (after its callback ran).
     fn reap(&self, wait: usize) {
-        // SAFETY: `wait` is our registered wait; INVALID_HANDLE_VALUE makes the call return
-        // only once its callback (if running) is over.
+        // SAFETY: `wait` is the registration `arm` made and stored in `Waiting`, which the
+        // caller just took out, so it is unregistered exactly once; INVALID_HANDLE_VALUE makes
+        // the call return only once its callback (if running) is over.
         unsafe { UnregisterWaitEx(wait as HANDLE, INVALID_HANDLE_VALUE) };
         let mut moved = 0u32;
-        // SAFETY: the read on our pipe with this OVERLAPPED is over (or being cancelled):
-        // waiting for its result leaves the kernel done with the OVERLAPPED and byte.
+        // SAFETY: `self.pipe` is open (see `arm`); the OVERLAPPED is the boxed one of the read
+        // `arm` started on it, alive as long as `self`; `moved` is a live local `u32`.
+        // bWait = TRUE returns only once the read is over, so the kernel is then done with
+        // the OVERLAPPED and the byte.
         unsafe {
             GetOverlappedResult(self.pipe as HANDLE, self.op.overlapped.get(), &mut moved, 1)
         };
@@ -254,11 +267,14 @@ impl ReadReady {
 
     /// Cancels a zero-byte read in flight and waits until it is over.
     fn cancel(&self) {
-        // SAFETY: our pipe is open; the OVERLAPPED is that of our read (fails harmlessly with
-        // ERROR_NOT_FOUND when it already completed).
+        // SAFETY: `self.pipe` is open (see `arm`); the OVERLAPPED is the boxed one of our
+        // read, alive as long as `self`, which the call only reads to find the operation
+        // (ERROR_NOT_FOUND, harmless, when it already completed).
         unsafe { CancelIoEx(self.pipe as HANDLE, self.op.overlapped.get()) };
         let mut moved = 0u32;
-        // SAFETY: as in `reap`: returns once the read is over.
+        // SAFETY: `self.pipe` is open (see `arm`); the OVERLAPPED is the boxed one of the read
+        // just cancelled, alive as long as `self`; `moved` is a live local `u32`. bWait = TRUE
+        // returns only once the read is over.
         unsafe {
             GetOverlappedResult(self.pipe as HANDLE, self.op.overlapped.get(), &mut moved, 1)
         };
@@ -273,7 +289,9 @@ impl Drop for ReadReady {
         );
         if let ReadyState::Waiting(wait) = state {
             self.cancel();
-            // SAFETY: as in `reap`; after this no callback uses the box.
+            // SAFETY: `wait` is the registration `arm` stored in `Waiting`, taken out above,
+            // so it is unregistered exactly once; INVALID_HANDLE_VALUE returns only once a
+            // running callback is over, so after this no callback uses the box.
             unsafe { UnregisterWaitEx(wait as HANDLE, INVALID_HANDLE_VALUE) };
         }
     }
@@ -281,8 +299,9 @@ impl Drop for ReadReady {
 
 /// The thread-pool callback of a zero-byte read's event: wakes the waiting receivers.
 unsafe extern "system" fn ready_callback(context: *mut std::ffi::c_void, _timed_out: bool) {
-    // SAFETY: `context` is the boxed ReadyOp of a ReadReady, which unregisters this wait
-    // (waiting for this callback) before the box is freed.
+    // SAFETY: `context` is the boxed ReadyOp `arm` registered, which `reap` or `drop`
+    // unregisters (waiting for this callback) before the box is freed, so it is alive for this
+    // call; only a shared reference is made, and only `notify` (`Sync`) is used through it.
     let op = unsafe { &*(context as *const ReadyOp) };
     op.notify.notify_waiters();
 }
