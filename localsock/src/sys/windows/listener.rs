@@ -158,13 +158,15 @@ unsafe impl Send for PendingConnect {}
 impl Drop for PendingConnect {
     fn drop(&mut self) {
         if !self.finished {
-            // SAFETY: the kernel may write to this boxed OVERLAPPED until the connect on
-            // `pipe` is over, and `pipe` is still open (`Instance` drops `connect` before
-            // `handle`); cancelling and then waiting for the result (bWait = TRUE) ends the
-            // operation before the box is freed.
+            // SAFETY: `self.pipe` is still open: it is the handle of the `Instance` that owns
+            // this box, and `Instance` drops `connect` before `handle`. The OVERLAPPED is in
+            // this box, alive until this `drop` returns; the cancel only reads it to find the
+            // operation (ERROR_NOT_FOUND, harmless, if it is already over).
             unsafe { CancelIoEx(self.pipe, self.overlapped.get()) };
             let mut moved = 0u32;
-            // SAFETY: as above.
+            // SAFETY: `self.pipe` is open and the boxed OVERLAPPED alive (as for the cancel);
+            // `moved` is a live local `u32`. bWait = TRUE returns only once the connect is
+            // over, so the kernel is done with the OVERLAPPED before the box is freed.
             unsafe { GetOverlappedResult(self.pipe, self.overlapped.get(), &mut moved, 1) };
         }
     }
@@ -186,9 +188,11 @@ impl RegisteredWait {
     fn new(event: &OwnedHandle, wakers: &Arc<Wakers>) -> io::Result<RegisteredWait> {
         let context = Arc::into_raw(Arc::clone(wakers));
         let mut wait: HANDLE = ptr::null_mut();
-        // SAFETY: `event` is a valid event handle; `context` stays valid until the wait is
-        // unregistered with a full wait for its callback (Drop below), or freed right here
-        // when the registration failed (then no callback can run).
+        // SAFETY: `wait` is a live local HANDLE the call writes; `event` is an OwnedHandle
+        // borrowed for the call (and kept open by `PendingConnect`, which drops this wait
+        // before its `event`); `context` holds one strong count of the Arc, released only
+        // after the wait is unregistered with a full wait for its callback (Drop below), or
+        // right here when the registration failed (then no callback can run).
         let ok = unsafe {
             RegisterWaitForSingleObject(
                 &mut wait,
@@ -201,7 +205,8 @@ impl RegisteredWait {
         };
         if ok == 0 {
             let err = io::Error::last_os_error();
-            // SAFETY: `context` came from `Arc::into_raw` above and no callback holds it.
+            // SAFETY: `context` came from `Arc::into_raw` above and is released once, here;
+            // the registration failed, so no callback holds it.
             drop(unsafe { Arc::from_raw(context) });
             return Err(err);
         }
@@ -214,11 +219,13 @@ impl RegisteredWait {
 
 impl Drop for RegisteredWait {
     fn drop(&mut self) {
-        // SAFETY: `wait` is our registration; INVALID_HANDLE_VALUE makes the call return only
-        // once no callback of it runs or will run.
+        // SAFETY: `self.wait` is the registration `new` made, unregistered only here, once;
+        // INVALID_HANDLE_VALUE makes the call return only once no callback of it runs or will
+        // run.
         let unregistered = unsafe { UnregisterWaitEx(self.wait, INVALID_HANDLE_VALUE) } != 0;
         if unregistered {
-            // SAFETY: the pointer came from `Arc::into_raw`, and no callback can use it now.
+            // SAFETY: `self.wakers` came from `Arc::into_raw` in `new` and is released once,
+            // here; the wait is unregistered, so no callback can use it now.
             drop(unsafe { Arc::from_raw(self.wakers) });
         }
         // Else a callback might still run: leak the one count rather than free under it.
@@ -228,7 +235,8 @@ impl Drop for RegisteredWait {
 /// The registered wait's callback: wakes every task waiting in `poll_accept`.
 unsafe extern "system" fn wake_waiters(context: *mut c_void, _timed_out: bool) {
     // SAFETY: `context` is the `Arc<Wakers>` pointer of a live `RegisteredWait`, which keeps
-    // its count until this callback has returned (UnregisterWaitEx waits for it).
+    // its strong count until this callback has returned (UnregisterWaitEx waits for it), so
+    // the `Wakers` is alive for the call; only a shared reference is made (`Wakers` is Sync).
     let wakers = unsafe { &*context.cast::<Wakers>() };
     wakers.wake_all();
 }
@@ -268,9 +276,10 @@ impl Instance {
             pipe,
             finished: false,
         });
-        // SAFETY: `pipe` is a valid server-end instance; the OVERLAPPED is boxed and stays
-        // at its address until the operation is over (PendingConnect's Drop cancels and
-        // waits for it).
+        // SAFETY: `pipe` is the handle of `self.handle`, an OwnedHandle that outlives the
+        // connect (`Instance` drops `connect` first, which ends it). The OVERLAPPED is boxed and
+        // stays at its address until the operation is over: `collect` or PendingConnect's Drop
+        // waits for it before the box is freed.
         let ok = unsafe { ConnectNamedPipe(pipe, pending.overlapped.get()) };
         self.connect = if ok != 0 {
             pending.finished = true;
@@ -296,7 +305,8 @@ impl Instance {
     fn is_ready(&self) -> bool {
         match &self.connect {
             Connect::Done(_) => true,
-            // SAFETY: the event handle is valid; a zero timeout only polls it.
+            // SAFETY: `p.event` is an OwnedHandle held (through the Arc) by `p`, borrowed
+            // through `&self`, so it is open for the call; no memory is passed.
             Connect::Pending(p) => unsafe {
                 WaitForSingleObject(p.event.as_raw_handle() as HANDLE, 0) == WAIT_OBJECT_0
             },
@@ -314,8 +324,10 @@ impl Instance {
     fn collect(&mut self) {
         if let Connect::Pending(p) = &mut self.connect {
             let mut moved = 0u32;
-            // SAFETY: the operation on `p.pipe` uses this boxed OVERLAPPED; bWait = TRUE
-            // returns only once it is over (at once here: its event is signalled).
+            // SAFETY: `p.pipe` is open (the handle of this `Instance`, borrowed through
+            // `&mut self`); the OVERLAPPED is the boxed one of the connect on it, alive while
+            // `p` is; `moved` is a live local `u32`. bWait = TRUE returns only once the
+            // connect is over (at once here: its event is signalled).
             let ok = unsafe { GetOverlappedResult(p.pipe, p.overlapped.get(), &mut moved, 1) };
             p.finished = true;
             let result = match cvt(ok) {
@@ -345,7 +357,9 @@ impl Instance {
 /// How many bytes wait to be read on a pipe (0 when it cannot tell).
 fn unread_bytes(handle: &OwnedHandle) -> u32 {
     let mut available = 0u32;
-    // SAFETY: the handle is valid; no buffer is passed (size 0), only the count is asked for.
+    // SAFETY: `handle` is an OwnedHandle borrowed for the call, so it stays open; the buffer
+    // is null with size 0 and the other out-pointers are null, which the call allows;
+    // `available` is a live local `u32` the call writes.
     let ok = unsafe {
         PeekNamedPipe(
             handle.as_raw_handle() as HANDLE,
@@ -430,8 +444,10 @@ impl Listener {
         if first {
             open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
         }
-        // SAFETY: `self.pipe` is NUL-terminated; `attributes` and the descriptor it points to
-        // are valid for the whole call.
+        // SAFETY: `self.pipe` is a Vec<u16> held by `self`, NUL-terminated by `wide`;
+        // `attributes` is a live local whose size is in `nLength`, and its descriptor pointer
+        // is `self.security`'s, alive as long as `self`; the call only reads them. The handle
+        // returned is new and ours alone, taken over by `owned_handle`.
         let handle = owned_handle(unsafe {
             CreateNamedPipeW(
                 self.pipe.as_ptr(),
@@ -516,8 +532,9 @@ impl Listener {
             };
             waits.push(changed);
             let raw: Vec<HANDLE> = waits.iter().map(|h| h.as_raw_handle() as HANDLE).collect();
-            // SAFETY: `raw` holds `raw.len()` (at most 64: see MAX_SPARE_INSTANCES) event
-            // handles, kept open by `waits` for the whole call.
+            // SAFETY: `raw` is a live Vec of `raw.len()` handles (at most 64, the call's limit:
+            // see MAX_SPARE_INSTANCES), the count passed; each is an event kept open by the
+            // Arc<OwnedHandle> in `waits`, held past the call.
             let waited =
                 unsafe { WaitForMultipleObjects(raw.len() as u32, raw.as_ptr(), 0, INFINITE) };
             if waited == WAIT_FAILED {
@@ -561,7 +578,8 @@ impl Pool {
             Ok(next) => mem::replace(&mut self.changed, Arc::new(next)),
             Err(_) => Arc::clone(&self.changed),
         };
-        // SAFETY: `old` is a valid event handle.
+        // SAFETY: `old` is an Arc<OwnedHandle> held until the end of this function, so the
+        // event is open for the call; no memory is passed.
         unsafe { SetEvent(old.as_raw_handle() as HANDLE) };
     }
 }
@@ -574,7 +592,8 @@ fn instance_exists(pipe: &[u16]) -> Option<io::Error> {
         Some(&0),
         "the pipe name must be NUL-terminated"
     );
-    // SAFETY: `pipe` is NUL-terminated (checked above).
+    // SAFETY: `pipe` is a &[u16] borrowed for the call and NUL-terminated (asserted above, in
+    // every build), so the call reads only inside it.
     if unsafe { WaitNamedPipeW(pipe.as_ptr(), 1) } != 0 {
         // A free instance answers. No call failed, so the evidence is the code that says
         // what was found: the name exists.
@@ -748,7 +767,9 @@ mod tests {
         let pool = listener.lock();
         let handle = pool.instances[0].handle.as_raw_handle() as HANDLE;
         let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
-        // SAFETY: `handle` is a live pipe instance; only the descriptor is asked for.
+        // SAFETY: `handle` is the first instance's, kept open by `pool` (the lock held); the
+        // owner, group and ACL out-pointers are null (not asked for), and `sd` is a live local
+        // the call writes. The descriptor it returns is ours to LocalFree (below).
         let err = unsafe {
             GetSecurityInfo(
                 handle,
@@ -768,7 +789,9 @@ mod tests {
             io::Error::from_raw_os_error(err as i32)
         );
         let mut text: *mut u16 = ptr::null_mut();
-        // SAFETY: `sd` is the descriptor GetSecurityInfo returned; `text` is valid for writes.
+        // SAFETY: `sd` is the descriptor GetSecurityInfo returned (checked: error 0), not yet
+        // freed; `text` is a live local the call writes, the length pointer null (allowed).
+        // The string it returns is ours to LocalFree (below).
         cvt(unsafe {
             ConvertSecurityDescriptorToStringSecurityDescriptorW(
                 sd,
@@ -780,13 +803,16 @@ mod tests {
         })
         .unwrap();
         let mut len = 0;
-        // SAFETY: the string is NUL-terminated; we stop at the NUL.
+        // SAFETY: `text` is the NUL-terminated string the conversion returned (it succeeded:
+        // unwrapped), not yet freed; the loop stops at the NUL, so every read is inside it.
         while unsafe { *text.add(len) } != 0 {
             len += 1;
         }
-        // SAFETY: `text` is valid for `len` u16s.
+        // SAFETY: `text` points at `len` initialised u16s before its NUL (counted above), and
+        // the slice is used (copied into `s`) before `text` is freed.
         let s = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(text, len) });
-        // SAFETY: both were allocated with LocalAlloc by the calls above.
+        // SAFETY: `text` and `sd` were allocated with LocalAlloc by the calls above, are freed
+        // once, here, and nothing uses them afterwards (`s` is a copy).
         unsafe {
             LocalFree(text as HLOCAL);
             LocalFree(sd as HLOCAL);
@@ -1068,17 +1094,20 @@ mod tests {
         let listener = Listener::bind(&name, &spec()).unwrap();
         let _c = client(&name);
         let server = listener.accept().unwrap();
-        // SAFETY: plain call; the thread reverts below.
+        // SAFETY: `ImpersonateSelf` takes only an integer and touches no memory of ours; it
+        // changes this test thread's token, which `RevertToSelf` below restores.
         cvt(unsafe { ImpersonateSelf(SecurityImpersonation) }).unwrap();
         let same = peer_uid_matches(&server);
         let mut token: HANDLE = ptr::null_mut();
-        // SAFETY: the current-thread pseudo-handle is valid; `token` is valid for writes.
+        // SAFETY: the current-thread pseudo-handle is always valid; `token` is a live local
+        // HANDLE the call writes; a token it returns is ours, closed by `owned_handle` below.
         let still = unsafe { OpenThreadToken(GetCurrentThread(), TOKEN_QUERY, 1, &mut token) };
         let after = io::Error::last_os_error();
         if still != 0 {
             drop(owned_handle(token).unwrap());
         }
-        // SAFETY: ends this test thread's own impersonation.
+        // SAFETY: `RevertToSelf` takes no arguments and touches no memory of ours; it ends
+        // this test thread's own impersonation.
         unsafe { RevertToSelf() };
         assert!(same.unwrap(), "a client of this process is this user");
         assert_ne!(still, 0, "the thread's impersonation was lost: {after}");
