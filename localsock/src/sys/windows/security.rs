@@ -122,17 +122,22 @@ pub(super) fn resolve_group(group: &str) -> io::Result<String> {
     let text = wide(group);
     if group.starts_with("S-") || group.starts_with("s-") {
         let mut sid: PSID = ptr::null_mut();
-        // SAFETY: `text` is NUL-terminated; `sid` is valid for writes.
+        // SAFETY: `text` is a Vec<u16> held here, NUL-terminated by `wide`, so the pointer is
+        // to a live string for the call; `sid` is a live local the call writes. The SID it
+        // returns is ours to LocalFree (below).
         cvt(unsafe { ConvertStringSidToSidW(text.as_ptr(), &mut sid) }).map_err(invalid)?;
         let canonical = sid_to_string(sid);
-        // SAFETY: ConvertStringSidToSidW allocated the SID with LocalAlloc.
+        // SAFETY: ConvertStringSidToSidW succeeded (checked) and allocated `sid` with
+        // LocalAlloc; it is freed once, here, after its last use (`canonical` is a copy).
         unsafe { LocalFree(sid as HLOCAL) };
         return canonical;
     }
     let mut sid_len = 0u32;
     let mut domain_len = 0u32;
     let mut kind: SID_NAME_USE = 0;
-    // SAFETY: null buffers with zero sizes ask for the sizes; the out-pointers are valid.
+    // SAFETY: `text` is a Vec<u16> held here, NUL-terminated by `wide`; the SID and domain
+    // buffers are null with sizes 0, which asks only for the sizes; `sid_len`, `domain_len`
+    // and `kind` are live locals the call writes.
     unsafe {
         LookupAccountNameW(
             ptr::null(),
@@ -149,7 +154,9 @@ pub(super) fn resolve_group(group: &str) -> io::Result<String> {
     }
     let mut sid = vec![0u64; (sid_len as usize).div_ceil(8)];
     let mut domain = vec![0u16; domain_len.max(1) as usize];
-    // SAFETY: the buffers are at least as large as the sizes passed with them.
+    // SAFETY: `text` is as above; `sid` is a live Vec of at least `sid_len` bytes and
+    // `domain` one of at least `domain_len` u16s (both sized from the first call), and those
+    // sizes are what is passed, so the call writes only inside them; `kind` is a live local.
     cvt(unsafe {
         LookupAccountNameW(
             ptr::null(),
@@ -185,8 +192,10 @@ pub(super) fn check_instance_rights(instance: BorrowedHandle<'_>) -> io::Result<
         let mut privileges_len = std::mem::size_of::<PRIVILEGE_SET>() as u32;
         let mut granted = 0u32;
         let mut allowed = 0;
-        // SAFETY: the descriptor and the identification token are valid for the call; the
-        // out-pointers point at live locals of the sizes given.
+        // SAFETY: `descriptor.0` is the descriptor `HandleDescriptor` owns until the end of
+        // this function; `token` is an OwnedHandle held here, open for the call; `mapping` is
+        // a live local it reads; `privileges` is a live local of `privileges_len` bytes (its
+        // own size), and `granted` and `allowed` live locals, which it writes.
         cvt(unsafe {
             AccessCheck(
                 descriptor.0,
@@ -224,8 +233,9 @@ struct HandleDescriptor(PSECURITY_DESCRIPTOR);
 impl HandleDescriptor {
     fn of(handle: BorrowedHandle<'_>) -> io::Result<HandleDescriptor> {
         let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
-        // SAFETY: `handle` is a live handle; only the descriptor is asked for, and
-        // `sd` is valid for writes.
+        // SAFETY: `handle` is a BorrowedHandle, so it stays open for the call; the owner,
+        // group and ACL out-pointers are null (not asked for), and `sd` is a live local the
+        // call writes. The descriptor it returns is ours: `HandleDescriptor` frees it.
         let err = unsafe {
             GetSecurityInfo(
                 handle.as_raw_handle() as HANDLE,
@@ -247,7 +257,9 @@ impl HandleDescriptor {
 
 impl Drop for HandleDescriptor {
     fn drop(&mut self) {
-        // SAFETY: GetSecurityInfo allocated the descriptor with LocalAlloc; freed once.
+        // SAFETY: `self.0` is the descriptor GetSecurityInfo allocated with LocalAlloc (a
+        // HandleDescriptor is made only on success); this value owns it and frees it once,
+        // here, and nothing borrowed from it outlives `self`.
         unsafe { LocalFree(self.0 as HLOCAL) };
     }
 }
@@ -256,7 +268,8 @@ impl Drop for HandleDescriptor {
 /// thread's impersonation token if any, else the process token), as `AccessCheck` needs.
 fn access_check_token() -> io::Result<OwnedHandle> {
     let mut token: HANDLE = ptr::null_mut();
-    // SAFETY: the current-thread pseudo-handle is always valid; `token` is valid for writes.
+    // SAFETY: the current-thread pseudo-handle is always valid; `token` is a live local
+    // HANDLE the call writes. A token it returns is ours, taken over by `owned_handle`.
     let own = unsafe {
         OpenThreadToken(
             GetCurrentThread(),
@@ -268,8 +281,8 @@ fn access_check_token() -> io::Result<OwnedHandle> {
     let primary = if own != 0 {
         owned_handle(token)?
     } else {
-        // SAFETY: the current-process pseudo-handle is always valid; `token` is valid for
-        // writes.
+        // SAFETY: the current-process pseudo-handle is always valid; `token` is a live local
+        // HANDLE the call writes. The token it returns is ours, taken over by `owned_handle`.
         cvt(unsafe {
             OpenProcessToken(
                 GetCurrentProcess(),
@@ -280,7 +293,9 @@ fn access_check_token() -> io::Result<OwnedHandle> {
         owned_handle(token)?
     };
     let mut copy: HANDLE = ptr::null_mut();
-    // SAFETY: `primary` is a token opened with TOKEN_DUPLICATE; `copy` is valid for writes.
+    // SAFETY: `primary` is an OwnedHandle held here (a token opened with TOKEN_DUPLICATE),
+    // open for the call; `copy` is a live local HANDLE the call writes. The copy is ours,
+    // taken over by `owned_handle`.
     cvt(unsafe {
         DuplicateToken(
             primary.as_raw_handle() as HANDLE,
@@ -299,7 +314,9 @@ pub(super) fn is_app_container() -> bool {
     };
     let mut value = 0u32;
     let mut len = 0u32;
-    // SAFETY: `value` is valid for writes of 4 bytes, the size passed.
+    // SAFETY: `token` is an OwnedHandle held here, open for the call; `value` is a live local
+    // `u32`, 4 bytes, the size passed, so the call writes only inside it; `len` is a live
+    // local it writes.
     let ok = unsafe {
         GetTokenInformation(
             token.as_raw_handle() as HANDLE,
@@ -317,17 +334,20 @@ pub(super) struct SecurityDescriptor {
     ptr: PSECURITY_DESCRIPTOR,
 }
 
-// SAFETY: the descriptor is an immutable heap block owned by this value alone; Windows only
-// reads it (when creating pipe instances), from any thread.
+// SAFETY: the descriptor is a heap block (LocalAlloc) owned by this value alone and never
+// written after it is made; freeing it (Drop) from another thread is fine for LocalFree.
 unsafe impl Send for SecurityDescriptor {}
-// SAFETY: as above; shared references only ever read it.
+// SAFETY: `&SecurityDescriptor` only gives out the pointer, which Windows only reads (when
+// creating pipe instances); concurrent reads of an unchanging block are fine from any thread.
 unsafe impl Sync for SecurityDescriptor {}
 
 impl SecurityDescriptor {
     pub(super) fn from_sddl(sddl: &str) -> io::Result<SecurityDescriptor> {
         let text = wide(sddl);
         let mut ptr: PSECURITY_DESCRIPTOR = ptr::null_mut();
-        // SAFETY: `text` is NUL-terminated; `ptr` is valid for writes; the size is optional.
+        // SAFETY: `text` is a Vec<u16> held here, NUL-terminated by `wide`; `ptr` is a live
+        // local the call writes; the size pointer is null, which the call allows. The
+        // descriptor it returns is ours: `SecurityDescriptor` frees it.
         cvt(unsafe {
             ConvertStringSecurityDescriptorToSecurityDescriptorW(
                 text.as_ptr(),
@@ -352,8 +372,9 @@ impl SecurityDescriptor {
 
 impl Drop for SecurityDescriptor {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from ConvertStringSecurityDescriptorToSecurityDescriptorW, which
-        // allocates with LocalAlloc, and is freed exactly once.
+        // SAFETY: `ptr` came from ConvertStringSecurityDescriptorToSecurityDescriptorW (made
+        // only on success), which allocates with LocalAlloc; this value owns it and frees it
+        // exactly once, here. Pipe instances made with it keep their own copy.
         unsafe { LocalFree(self.ptr as HLOCAL) };
     }
 }
@@ -370,8 +391,8 @@ impl AsHandleRef for OwnedHandle {
 
 fn current_process_token() -> io::Result<OwnedHandle> {
     let mut token: HANDLE = ptr::null_mut();
-    // SAFETY: the pseudo-handle of the current process is always valid; `token` is valid for
-    // writes.
+    // SAFETY: the current-process pseudo-handle is always valid; `token` is a live local
+    // HANDLE the call writes. The token it returns is ours, taken over by `owned_handle`.
     cvt(unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) })?;
     owned_handle(token)
 }
@@ -389,10 +410,13 @@ pub(super) fn current_user_sid() -> io::Result<String> {
 /// The user SID of process `pid`, read from its token. Needs the right to query the process
 /// (normally: the same user, or an administrator).
 pub(super) fn process_user_sid(pid: u32) -> io::Result<String> {
-    // SAFETY: plain call with integer arguments; the handle is checked below.
+    // SAFETY: `OpenProcess` takes only integers and reads no memory of ours; the handle it
+    // returns is new and ours alone, taken over by `owned_handle` (which checks for null).
     let process = owned_handle(unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) })?;
     let mut token: HANDLE = ptr::null_mut();
-    // SAFETY: `process` is a valid process handle; `token` is valid for writes.
+    // SAFETY: `process` is an OwnedHandle held here, open for the call; `token` is a live
+    // local HANDLE the call writes. The token it returns is ours, taken over by
+    // `owned_handle`.
     cvt(unsafe { OpenProcessToken(process.as_handle_ref(), TOKEN_QUERY, &mut token) })?;
     let token = owned_handle(token)?;
     token_sid(token.as_handle_ref(), TokenUser)
@@ -409,20 +433,23 @@ pub(super) fn process_user_sid(pid: u32) -> io::Result<String> {
 /// message read from the pipe").
 pub(super) fn pipe_client_user_sid(pipe: BorrowedHandle<'_>) -> io::Result<String> {
     let previous = thread_token()?;
-    // SAFETY: `pipe` is a valid server-end pipe handle for the whole call.
+    // SAFETY: `pipe` is a BorrowedHandle, so it stays open for the call; no memory is
+    // passed. (It changes this thread's token, which `SetThreadToken` below restores.)
     let impersonated = cvt(unsafe { ImpersonateNamedPipeClient(pipe.as_raw_handle() as HANDLE) });
     let mut token: HANDLE = ptr::null_mut();
     let opened = impersonated.and_then(|()| {
-        // SAFETY: the pseudo-handle of the current thread is always valid; `token` is valid
-        // for writes. OpenAsSelf = TRUE checks access against our own (process) identity.
+        // SAFETY: the current-thread pseudo-handle is always valid; `token` is a live local
+        // HANDLE the call writes; a token it returns is ours, taken over by `owned_handle`.
+        // OpenAsSelf = TRUE checks access against our own (process) identity.
         cvt(unsafe { OpenThreadToken(GetCurrentThread(), TOKEN_QUERY, 1, &mut token) })
     });
     let restore = previous
         .as_ref()
         .map_or(ptr::null_mut(), |t| t.as_raw_handle() as HANDLE);
-    // SAFETY: a null thread means the current thread; `restore` is null (no impersonation)
-    // or the thread's previous impersonation token, opened with TOKEN_IMPERSONATE. Done even
-    // when impersonating failed: the thread must leave as it came.
+    // SAFETY: a null thread pointer means the current thread; `restore` is null (no
+    // impersonation) or the handle of `previous`, an OwnedHandle held here (opened with
+    // TOKEN_IMPERSONATE), open for the call; the call does not take it over. Done even when
+    // impersonating failed: the thread must leave as it came.
     if unsafe { SetThreadToken(ptr::null(), restore) } == 0 {
         // Running on as the client would be a security hole; there is no safe way on.
         std::process::abort();
@@ -437,8 +464,9 @@ pub(super) fn pipe_client_user_sid(pipe: BorrowedHandle<'_>) -> io::Result<Strin
 pub(super) fn object_owner_sid(object: BorrowedHandle<'_>) -> io::Result<String> {
     let mut owner: PSID = ptr::null_mut();
     let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
-    // SAFETY: the handle is valid for the call; `owner` and `sd` are valid for writes; the
-    // other outputs are not asked for.
+    // SAFETY: `object` is a BorrowedHandle, so it stays open for the call; `owner` and `sd`
+    // are live locals the call writes; the group and ACL out-pointers are null (not asked
+    // for). `owner` points into `sd`, which is ours to LocalFree (below).
     let err = unsafe {
         GetSecurityInfo(
             object.as_raw_handle() as HANDLE,
@@ -462,8 +490,9 @@ pub(super) fn object_owner_sid(object: BorrowedHandle<'_>) -> io::Result<String>
     } else {
         sid_to_string(owner)
     };
-    // SAFETY: `sd` was allocated by GetSecurityInfo with LocalAlloc; `owner` points into it
-    // and is not used after this.
+    // SAFETY: `sd` was allocated by GetSecurityInfo with LocalAlloc (it succeeded: err 0)
+    // and is freed once, here; `owner` points into it and is not used after this (`text` is
+    // a copy).
     unsafe { LocalFree(sd as HLOCAL) };
     text
 }
@@ -471,7 +500,8 @@ pub(super) fn object_owner_sid(object: BorrowedHandle<'_>) -> io::Result<String>
 /// The calling thread's impersonation token, if it has one (opened to be put back).
 fn thread_token() -> io::Result<Option<OwnedHandle>> {
     let mut token: HANDLE = ptr::null_mut();
-    // SAFETY: the current-thread pseudo-handle is always valid; `token` is valid for writes.
+    // SAFETY: the current-thread pseudo-handle is always valid; `token` is a live local
+    // HANDLE the call writes. A token it returns is ours, taken over by `owned_handle`.
     let ok = unsafe {
         OpenThreadToken(
             GetCurrentThread(),
@@ -501,14 +531,18 @@ pub(super) fn client_is_current_user(pipe: BorrowedHandle<'_>) -> io::Result<boo
 /// The SID of `class` (`TokenUser`) in `token`, as a string.
 fn token_sid(token: HANDLE, class: TOKEN_INFORMATION_CLASS) -> io::Result<String> {
     let mut needed = 0u32;
-    // SAFETY: a null buffer of length 0 asks for the size; `needed` is valid for writes.
+    // SAFETY: `token` is open for the call (every caller passes the handle of an OwnedHandle
+    // it holds; this private safe fn relies on them); a null buffer of length 0 asks only for
+    // the size; `needed` is a live local the call writes.
     let ok = unsafe { GetTokenInformation(token, class, ptr::null_mut(), 0, &mut needed) };
     if ok == 0 && last_error() != ERROR_INSUFFICIENT_BUFFER {
         return Err(io::Error::last_os_error());
     }
     // u64 elements keep the buffer aligned for the pointer-holding structures inside.
     let mut buf = vec![0u64; (needed as usize).div_ceil(8).max(1)];
-    // SAFETY: `buf` is valid for writes of `buf.len() * 8` bytes, at least `needed`.
+    // SAFETY: `token` is open (as above); `buf` is a live Vec of `buf.len() * 8` bytes (at
+    // least `needed`), the size passed, so the call writes only inside it; `needed` is a live
+    // local.
     cvt(unsafe {
         GetTokenInformation(
             token,
@@ -519,7 +553,9 @@ fn token_sid(token: HANDLE, class: TOKEN_INFORMATION_CLASS) -> io::Result<String
         )
     })?;
     debug_assert_eq!(class, TokenUser);
-    // SAFETY: GetTokenInformation(TokenUser) filled `buf` with an aligned TOKEN_USER.
+    // SAFETY: GetTokenInformation(TokenUser) succeeded, so `buf` starts with an initialised
+    // TOKEN_USER (at least `size_of::<TOKEN_USER>()` bytes), 8-aligned as a Vec<u64>; its
+    // `User.Sid` points into `buf`, which lives until the end of this function.
     let sid: PSID = unsafe { (*buf.as_ptr().cast::<TOKEN_USER>()).User.Sid };
     sid_to_string(sid)
 }
@@ -527,16 +563,22 @@ fn token_sid(token: HANDLE, class: TOKEN_INFORMATION_CLASS) -> io::Result<String
 /// `S-1-5-...` for a SID (which must stay valid for the call).
 fn sid_to_string(sid: PSID) -> io::Result<String> {
     let mut text: *mut u16 = ptr::null_mut();
-    // SAFETY: `sid` points at a valid SID inside a live buffer; `text` is valid for writes.
+    // SAFETY: `sid` points at a valid SID in a buffer its caller keeps alive for this call
+    // (this private safe fn relies on its callers: a SID from ConvertStringSidToSidW, from
+    // LookupAccountNameW or GetTokenInformation into a live Vec, or the owner in a live
+    // descriptor); `text` is a live local the call writes. The string is ours to LocalFree.
     cvt(unsafe { ConvertSidToStringSidW(sid, &mut text) })?;
     let mut len = 0usize;
-    // SAFETY: ConvertSidToStringSidW returned a NUL-terminated string; we stop at the NUL.
+    // SAFETY: ConvertSidToStringSidW succeeded, so `text` is a NUL-terminated string, not
+    // yet freed; the loop stops at the NUL, so every read is inside it.
     while unsafe { *text.add(len) } != 0 {
         len += 1;
     }
-    // SAFETY: `text` is valid for reads of `len` u16s (checked by the loop above).
+    // SAFETY: `text` points at `len` initialised u16s before its NUL (counted above), and
+    // the slice is used (copied into `s`) before `text` is freed.
     let s = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(text, len) });
-    // SAFETY: the string was allocated with LocalAlloc by ConvertSidToStringSidW.
+    // SAFETY: ConvertSidToStringSidW allocated `text` with LocalAlloc; it is freed once,
+    // here, after its last use (`s` is a copy).
     unsafe { LocalFree(text as HLOCAL) };
     Ok(s)
 }
