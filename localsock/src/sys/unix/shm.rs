@@ -269,7 +269,9 @@ impl Mapping {
     /// The 32-bit control word at `offset`.
     pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
         self.check(offset, 4, 4);
-        // SAFETY: as in `u64_at`, for 4 bytes, 4-aligned.
+        // SAFETY: in bounds and 4-aligned (checked; the mapping is page aligned); the memory
+        // lives as long as `&self`; every access to it, ours and (by contract) the peer's, is
+        // atomic, and atomics may be changed concurrently by anyone.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
     }
 
