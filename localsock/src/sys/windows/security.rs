@@ -154,9 +154,10 @@ pub(super) fn resolve_group(group: &str) -> io::Result<String> {
     }
     let mut sid = vec![0u64; (sid_len as usize).div_ceil(8)];
     let mut domain = vec![0u16; domain_len.max(1) as usize];
-    // SAFETY: `text` is as above; `sid` is a live Vec of at least `sid_len` bytes and
-    // `domain` one of at least `domain_len` u16s (both sized from the first call), and those
-    // sizes are what is passed, so the call writes only inside them; `kind` is a live local.
+    // SAFETY: `text` is a live Vec<u16>, NUL-terminated; `sid` is a live Vec of at least
+    // `sid_len` bytes and `domain` one of at least `domain_len` u16s (both sized from the
+    // first call), and those sizes are what is passed, so the call writes only inside them;
+    // `kind` is a live local.
     cvt(unsafe {
         LookupAccountNameW(
             ptr::null(),
@@ -540,9 +541,9 @@ fn token_sid(token: HANDLE, class: TOKEN_INFORMATION_CLASS) -> io::Result<String
     }
     // u64 elements keep the buffer aligned for the pointer-holding structures inside.
     let mut buf = vec![0u64; (needed as usize).div_ceil(8).max(1)];
-    // SAFETY: `token` is open (as above); `buf` is a live Vec of `buf.len() * 8` bytes (at
-    // least `needed`), the size passed, so the call writes only inside it; `needed` is a live
-    // local.
+    // SAFETY: `token` is open (its callers' OwnedHandle); `buf` is a live Vec of
+    // `buf.len() * 8` bytes (at least `needed`), the size passed, so the call writes only
+    // inside it; `needed` is a live local.
     cvt(unsafe {
         GetTokenInformation(
             token,
