@@ -164,9 +164,10 @@ impl Drop for PendingConnect {
             // operation (ERROR_NOT_FOUND, harmless, if it is already over).
             unsafe { CancelIoEx(self.pipe, self.overlapped.get()) };
             let mut moved = 0u32;
-            // SAFETY: `self.pipe` is open and the boxed OVERLAPPED alive (as for the cancel);
-            // `moved` is a live local `u32`. bWait = TRUE returns only once the connect is
-            // over, so the kernel is done with the OVERLAPPED before the box is freed.
+            // SAFETY: `self.pipe` is open (`Instance` drops `connect` before `handle`) and the
+            // boxed OVERLAPPED alive until this `drop` returns; `moved` is a live local `u32`.
+            // bWait = TRUE returns only once the connect is over, so the kernel is done with
+            // the OVERLAPPED before the box is freed.
             unsafe { GetOverlappedResult(self.pipe, self.overlapped.get(), &mut moved, 1) };
         }
     }
