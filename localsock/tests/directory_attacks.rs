@@ -17,24 +17,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::{
-    child_from, is_child, read_line, require_root, wait_and_read_stdout, watchdog, SpawnCopied,
+    child_from, fd_count, is_child, read_line, require_root, wait_and_read_stdout, watchdog,
+    Reaper, SpawnCopied,
 };
 use localsock::{Access, ListenerOptions, LocalListener, LocalStream, Name};
 
 const NOBODY: u32 = 65534;
-
-/// Kills a child process when dropped, so a failed assertion leaves nothing running.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A directory under the temp dir that every user may enter (`0755`), owned by the test.
 fn open_tempdir() -> tempfile::TempDir {
@@ -67,10 +58,6 @@ fn child_from_copy(base: &Path, entry: &str, uid: Option<u32>, envs: &[(&str, &s
         cmd.uid(uid).gid(uid);
     }
     cmd
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// `(mode, uid, size)` of a file, or `None` if it is gone; symlinks are not followed.
@@ -265,7 +252,7 @@ fn child_group_everyone_binder() {
         .map(PathBuf::from)
         .collect();
     let before: Vec<_> = watched.iter().map(|p| snapshot(p)).collect();
-    let fds_before = fd_count();
+    let fds_before = fd_count(std::process::id());
     let mut violations = Vec::new();
     let (mut ok, mut failed) = (0usize, Vec::new());
     // Binds that succeeded although their temporary directory was swapped away under them
@@ -357,7 +344,7 @@ fn child_group_everyone_binder() {
             }
         }
     }
-    let fds_after = fd_count();
+    let fds_after = fd_count(std::process::id());
     for v in &violations {
         println!("CHILD violation {v}");
     }

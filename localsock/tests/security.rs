@@ -8,29 +8,18 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
     child, child_as, cpu_share, echo_round_trip, is_child, is_root, raise_nofile, read_line,
-    root_test, unique_str, wait_bounded, watchdog,
+    root_test, unique_str, wait_bounded, watchdog, Reaper,
 };
 use localsock::{
     is_resource_shortage, Access, ConnectOptions, ListenerOptions, LocalListener, LocalStream, Name,
 };
 
 const NOBODY: u32 = 65534;
-
-/// Kills a child process when dropped, so a failed assertion leaves no server behind.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `child_echo_server` on `name_str` (`variant` and `nofile` as it documents) and
 /// waits until it listens.

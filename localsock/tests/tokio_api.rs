@@ -8,24 +8,10 @@ use std::future::Future;
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use common::unique;
+use common::{run, unique};
 use localsock::tokio::{ConnectOptions, LocalListener, LocalStream};
 use localsock::ListenerOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Runs `body` on a fresh multi-threaded runtime; a hang fails after `secs` seconds.
-fn run<F: Future<Output = ()>>(secs: u64, body: F) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(secs), body)
-            .await
-            .expect("watchdog: the test hung");
-    });
-}
 
 /// Lets this process hold a few thousand descriptors.
 fn raise_fd_limit(wanted: u64) {

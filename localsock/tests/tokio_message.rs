@@ -11,21 +11,8 @@ use std::io::{ErrorKind, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::unique;
+use common::{run, unique};
 use localsock::tokio::{MessageListener, MessageStream};
-
-fn run<F: std::future::Future<Output = ()>>(secs: u64, body: F) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(secs), body)
-            .await
-            .expect("watchdog: the test hung");
-    });
-}
 
 fn temp_file(content: &[u8]) -> (tempfile::TempDir, File) {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,8 @@
 //! both ways, shutdown, a busy server, peer pids. CI runs these under Wine (`ci/windows.sh`).
 #![cfg(windows)]
 
+mod common;
+
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -10,23 +12,13 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{unique, watchdog};
 use localsock::os::windows::ListenerOptionsExt;
 use localsock::{ConnectOptions, ListenerOptions, LocalListener, LocalStream, Name};
 
 const ERROR_PIPE_BUSY: i32 = 231;
 const ERROR_PIPE_NOT_CONNECTED: i32 = 233;
 const MIB: usize = 1 << 20;
-
-fn unique(tag: &str) -> Name {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    Name::new(format!(
-        r"\\.\pipe\localsock-interop-{}-{n}-{tag}",
-        std::process::id()
-    ))
-    .unwrap()
-}
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
@@ -45,18 +37,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// Fails the test binary if a test hangs.
-fn watchdog(what: &'static str, secs: u64) -> mpsc::Sender<()> {
-    let (tx, rx) = mpsc::channel::<()>();
-    thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
-            eprintln!("watchdog: {what} hung for {secs} s");
-            std::process::exit(101);
-        }
-    });
-    tx
 }
 
 #[test]

@@ -86,6 +86,22 @@ impl Drop for Watchdog {
     }
 }
 
+/// Runs `body` on a fresh multi-threaded runtime (two workers); a hang fails after `secs`
+/// seconds.
+#[cfg(feature = "tokio")]
+pub fn run<F: std::future::Future<Output = ()>>(secs: u64, body: F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(secs), body)
+            .await
+            .expect("watchdog: the test hung");
+    });
+}
+
 /// The environment variable that tells a re-executed test binary which child role to play.
 pub const ROLE: &str = "LOCALSOCK_TEST_ROLE";
 
@@ -155,6 +171,16 @@ pub fn wait_and_read_stdout(child: &mut Child, secs: u64) -> (std::process::Exit
         .read_to_string(&mut out)
         .unwrap();
     (status, out)
+}
+
+/// Kills a child process when dropped, so a failed assertion leaves nothing running.
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Number of open file descriptors of a process (Linux).
