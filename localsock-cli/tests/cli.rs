@@ -4,8 +4,7 @@
 //! when its test ends or when a wait exceeds its bound, so a hang fails in seconds.
 #![cfg(unix)]
 
-/// The test helpers shared with the library's tests (one home: localsock/tests/common).
-#[path = "../../localsock/tests/common/mod.rs"]
+/// The CLI's test helpers, with the library's (one home: localsock/tests/common).
 mod common;
 
 use std::io::{BufReader, Read, Write};

@@ -6,107 +6,19 @@
 //! installs them.
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{fd_count, Proc};
 use localsock::{ConnectOptions, LocalStream, Name};
 
 const BOUND: Duration = Duration::from_secs(30);
-
-/// A child process, killed on drop; its stdout and stderr lines arrive on one channel.
-struct Proc {
-    child: Child,
-    lines: Receiver<String>,
-    /// How many connection lines (`#N ...`) have been received so far, skipped ones included.
-    logged: std::cell::Cell<usize>,
-}
-
-impl Proc {
-    fn spawn(command: &mut Command) -> Proc {
-        let mut child = command
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Proc {
-            child,
-            lines,
-            logged: std::cell::Cell::new(0),
-        }
-    }
-
-    /// The next line that contains `needle` (others are skipped), within the bound.
-    fn line_with(&self, needle: &str) -> String {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next_line(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
-                Err(e) => panic!("no line with {needle:?} within {BOUND:?}: {e}"),
-            }
-        }
-    }
-
-    /// The next line, counting connection lines.
-    fn next_line(&self, wait: Duration) -> Result<String, mpsc::RecvTimeoutError> {
-        let line = self.lines.recv_timeout(wait)?;
-        if line.starts_with('#') {
-            self.logged.set(self.logged.get() + 1);
-        }
-        Ok(line)
-    }
-
-    /// Waits until `count` connections in all have been logged (`#N ...` lines, counting those
-    /// skipped by [`Proc::line_with`]).
-    fn connections_logged(&self, count: usize) {
-        let deadline = Instant::now() + BOUND;
-        let mut others = Vec::new();
-        while self.logged.get() < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next_line(left) {
-                Ok(line) if !line.starts_with('#') => others.push(line),
-                Ok(_) => {}
-                Err(e) => panic!(
-                    "{} of {count} connections logged within {BOUND:?} ({e}); other lines: \
-                     {others:#?}",
-                    self.logged.get()
-                ),
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn localsock() -> Command {
     Command::new(env!("CARGO_BIN_EXE_localsock"))
@@ -221,12 +133,6 @@ fn checksum(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
     })
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
 }
 
 /// Polls `condition` every 10 ms until it holds, failing after the bound.

@@ -3,62 +3,23 @@
 //! makes it spin. The library-level versions of these tests are in localsock/tests/security.rs.
 #![cfg(target_os = "linux")]
 
-#[path = "../../localsock/tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cpu_share, echo_round_trip, fd_count, raise_nofile, watchdog};
+use common::{cpu_share, echo_round_trip, fd_count, is_root, raise_nofile, watchdog, Proc};
 use localsock::{ConnectOptions, LocalStream, Name};
 
-/// Kills the child on drop; its output is drained by threads so it never blocks on a pipe.
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `localsock echo` with `args` and waits for it to say it listens.
-fn echo_server(args: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_localsock"))
-        .arg("echo")
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start localsock echo");
-    let (tx, lines) = mpsc::channel();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    // Nobody listens any more: keep draining so the server never blocks.
-                    continue;
-                }
-            }
-        });
-    }
-    let server = Server { child, lines };
+fn echo_server(args: &[&str]) -> Proc {
+    let server = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_localsock"))
+            .arg("echo")
+            .args(args),
+    );
     let first = server
-        .lines
-        .recv_timeout(Duration::from_secs(20))
+        .next_line(Duration::from_secs(20))
         .expect("the echo server started");
     assert!(first.starts_with("listening on"), "{first}");
     server
@@ -130,8 +91,7 @@ fn echo_survives_descriptor_exhaustion_without_spinning() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let line = server
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .next_line(deadline.saturating_duration_since(Instant::now()))
             .expect("the server reported the shortage");
         if line.contains("pausing before accepting again") {
             assert!(line.contains(&path.display().to_string()), "{line}");
@@ -158,7 +118,7 @@ fn echo_survives_descriptor_exhaustion_without_spinning() {
 /// `count` connections to `path`: idle ones, or ones that fill the server with data and never
 /// read (`noread`). It prints `holding N` once they are open. Only system programs run as the
 /// other user, so the test works from any checkout location.
-fn attacker(path: &std::path::Path, count: usize, mode: &str) -> Server {
+fn attacker(path: &std::path::Path, count: usize, mode: &str) -> Proc {
     let script = r#"
 import socket, sys, time
 path, count, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -180,7 +140,7 @@ for _ in range(count):
 print("holding", len(held), flush=True)
 time.sleep(600)
 "#;
-    let mut child = Command::new("setpriv")
+    let child = Command::new("setpriv")
         .args([
             "--reuid=65534",
             "--regid=65534",
@@ -197,25 +157,12 @@ time.sleep(600)
         .stderr(Stdio::inherit())
         .spawn()
         .expect("run setpriv (util-linux) and /usr/bin/python3");
-    let (tx, lines) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let server = Server { child, lines };
+    let server = Proc::from_child(child);
     let line = server
-        .lines
-        .recv_timeout(Duration::from_secs(60))
+        .next_line(Duration::from_secs(60))
         .expect("the attacker opened its connections");
     assert!(line.starts_with("holding "), "{line}");
     server
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 /// Issue 16: 256 idle connections from another user used to take every slot of
@@ -259,7 +206,7 @@ fn echo_everyone_serves_others_while_another_user_floods_it() {
     let deadline = Instant::now() + Duration::from_secs(30);
     // The idle ones are dropped after --idle-timeout.
     while dropped_idle < 64 && Instant::now() < deadline {
-        let Ok(line) = server.lines.recv_timeout(Duration::from_secs(10)) else {
+        let Ok(line) = server.next_line(Duration::from_secs(10)) else {
             break;
         };
         if line.contains("refused") && line.contains("uid 65534 already has 64 connections") {
@@ -284,7 +231,7 @@ fn echo_everyone_serves_others_while_another_user_floods_it() {
     let mut stalled = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while stalled < 64 && Instant::now() < deadline {
-        let Ok(line) = server.lines.recv_timeout(Duration::from_secs(10)) else {
+        let Ok(line) = server.next_line(Duration::from_secs(10)) else {
             break;
         };
         if line.contains("did not read its echo for 1s: dropped (--write-timeout)") {

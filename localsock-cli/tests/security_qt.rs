@@ -4,24 +4,19 @@
 //! `/usr/bin/python3` (system programs: the test works from any checkout location).
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{is_root, Reaper};
 
 /// `python3` as uid 65534 running `script` with `args`; returns once it printed `ready`, with
 /// the rest of its output.
-fn as_nobody(script: &str, args: &[&str]) -> (Killed, BufReader<std::process::ChildStdout>) {
+fn as_nobody(script: &str, args: &[&str]) -> (Reaper, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -41,7 +36,7 @@ fn as_nobody(script: &str, args: &[&str]) -> (Killed, BufReader<std::process::Ch
     let mut first = String::new();
     out.read_line(&mut first).unwrap();
     assert_eq!(first.trim(), "ready");
-    (Killed(child), out)
+    (Reaper(child), out)
 }
 
 /// A sticky, world-writable directory like /tmp, to be `TMPDIR`.
@@ -76,10 +71,6 @@ fn run(mut command: Command) -> Output {
         std::thread::sleep(Duration::from_millis(10));
     }
     child.wait_with_output().unwrap()
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 const SQUATTER: &str = r#"
@@ -166,7 +157,7 @@ fn qt_listen_refuses_a_client_of_another_user_unless_allowed() {
     );
     let tmp = shared_tmp();
     let path = tmp.path().join("qt-listen");
-    let mut listen = Killed(
+    let mut listen = Reaper(
         localsock(
             tmp.path(),
             &["--qt", "listen", "--access", "everyone", "qt-listen"],
@@ -214,7 +205,7 @@ fn qt_listen_refuses_a_client_of_another_user_unless_allowed() {
             "qt-allowed",
         ],
     );
-    let listen = Killed(
+    let listen = Reaper(
         listen
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

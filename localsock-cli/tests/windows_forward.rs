@@ -2,66 +2,22 @@
 //! TCP to a named pipe, with `localsock echo` on a pipe and a std TCP echo server.
 #![cfg(windows)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use common::Proc;
 use localsock::{ConnectOptions, Name};
 
 const BOUND: Duration = Duration::from_secs(60);
 
-struct Proc {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_localsock"))
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start localsock");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Proc { child, lines }
-    }
-
-    fn line_with(&self, needle: &str) -> String {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
-                Err(e) => panic!("no line with {needle:?}: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `localsock ARGS`, its output lines waited for within [`BOUND`].
+fn localsock(args: &[&str]) -> Proc {
+    Proc::spawn(Command::new(env!("CARGO_BIN_EXE_localsock")).args(args)).with_bound(BOUND)
 }
 
 fn unique(tag: &str) -> String {
@@ -79,9 +35,9 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 #[test]
 fn tcp_to_a_named_pipe_echo_server() {
     let pipe = unique("echo");
-    let echo = Proc::spawn(&["echo", &pipe]);
+    let echo = localsock(&["echo", &pipe]);
     echo.line_with("listening on");
-    let fw = Proc::spawn(&["forward", "tcp:127.0.0.1:0", &pipe]);
+    let fw = localsock(&["forward", "tcp:127.0.0.1:0", &pipe]);
     let first = fw.line_with("forwarding ");
     let port: u16 = first
         .split(" -> ")
@@ -130,7 +86,7 @@ fn a_named_pipe_to_a_tcp_echo_server() {
         }
     });
     let pipe = unique("front");
-    let fw = Proc::spawn(&["forward", &pipe, &format!("tcp:127.0.0.1:{port}")]);
+    let fw = localsock(&["forward", &pipe, &format!("tcp:127.0.0.1:{port}")]);
     fw.line_with("forwarding ");
     let name = Name::new(&pipe).unwrap();
     let data = pattern(9, 200_000);
@@ -180,7 +136,7 @@ fn access_group_takes_its_group_from_the_group_flag() {
     assert!(err.contains("--access group"), "{err}");
 
     let pipe = unique("group");
-    let echo = Proc::spawn(&[
+    let echo = localsock(&[
         "echo",
         "--access",
         "group",
