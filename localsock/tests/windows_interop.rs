@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{unique, watchdog};
+use common::{unique_pipe, watchdog};
 use localsock::os::windows::ListenerOptionsExt;
 use localsock::{ConnectOptions, ListenerOptions, LocalListener, LocalStream, Name};
 
@@ -42,7 +42,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn std_file_client_talks_both_ways_and_sees_eof_when_the_server_drops() {
     let _w = watchdog("std_file_client", 60);
-    let name = unique("std-both");
+    let name = unique_pipe("std-both");
     let listener = LocalListener::bind(&name).unwrap();
     let data = pattern(MIB);
     let sent = data.clone();
@@ -71,7 +71,7 @@ fn std_file_client_talks_both_ways_and_sees_eof_when_the_server_drops() {
 #[test]
 fn the_server_sees_eof_when_a_std_file_client_closes_and_writes_then_fail() {
     let _w = watchdog("std_client_closes", 30);
-    let name = unique("std-close");
+    let name = unique_pipe("std-close");
     let listener = LocalListener::bind(&name).unwrap();
     let mut client = std_client(&name).unwrap();
     let mut server = listener.accept().unwrap();
@@ -92,7 +92,7 @@ fn the_server_sees_eof_when_a_std_file_client_closes_and_writes_then_fail() {
 #[test]
 fn server_shutdown_write_delivers_everything_then_disconnects_foreign_clients() {
     let _w = watchdog("server_shutdown_write_foreign", 60);
-    let name = unique("std-shutdown");
+    let name = unique_pipe("std-shutdown");
     let listener = LocalListener::bind(&name).unwrap();
     let data = pattern(MIB);
     let sent = data.clone();
@@ -117,7 +117,7 @@ fn server_shutdown_write_delivers_everything_then_disconnects_foreign_clients() 
     assert_eq!(server.join().unwrap(), 0);
 
     // localsock's own client reads the same as EOF.
-    let name = unique("own-shutdown");
+    let name = unique_pipe("own-shutdown");
     let listener = LocalListener::bind(&name).unwrap();
     let sent = data.clone();
     let server = thread::spawn(move || {
@@ -139,7 +139,7 @@ fn server_shutdown_write_delivers_everything_then_disconnects_foreign_clients() 
 #[test]
 fn server_shutdown_write_honours_the_write_timeout() {
     let _w = watchdog("shutdown_write_timeout", 60);
-    let name = unique("shutdown-timeout");
+    let name = unique_pipe("shutdown-timeout");
     let listener = LocalListener::bind(&name).unwrap();
     let mut client = LocalStream::connect(&name).unwrap();
     let server = listener.accept().unwrap();
@@ -170,7 +170,7 @@ fn server_shutdown_write_honours_the_write_timeout() {
 fn tokio_client_against_our_server_both_ways_pids_and_eof() {
     let _w = watchdog("tokio_client", 60);
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let name = unique("tokio-client");
+    let name = unique_pipe("tokio-client");
     let listener = LocalListener::bind(&name).unwrap();
     let data = pattern(MIB);
     let sent = data.clone();
@@ -205,7 +205,7 @@ fn tokio_client_against_our_server_both_ways_pids_and_eof() {
     assert!(request == data, "the request differs");
 
     // The tokio client leaves: our server reads its last words, then EOF, then BrokenPipe.
-    let name = unique("tokio-client-leaves");
+    let name = unique_pipe("tokio-client-leaves");
     let listener = LocalListener::bind(&name).unwrap();
     let server = thread::spawn(move || {
         let mut s = listener.accept().unwrap();
@@ -235,7 +235,7 @@ fn our_client_against_a_tokio_server_both_ways_pids_disconnect_and_busy() {
     let _w = watchdog("tokio_server", 60);
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::windows::named_pipe::ServerOptions;
-    let name = unique("tokio-server");
+    let name = unique_pipe("tokio-server");
     let pipe = name.pipe_name().unwrap().to_owned();
     let rt = runtime();
     let _guard = rt.enter();
@@ -298,7 +298,7 @@ fn our_client_against_a_tokio_server_both_ways_pids_disconnect_and_busy() {
 #[test]
 fn a_busy_localsock_server_is_busy_for_foreign_clients() {
     let _w = watchdog("busy_for_foreign", 30);
-    let name = unique("busy");
+    let name = unique_pipe("busy");
     // No spare instance: one client takes the only listening instance until it is accepted.
     let listener = ListenerOptions::new()
         .spare_instances(0)
@@ -328,7 +328,7 @@ fn a_busy_localsock_server_is_busy_for_foreign_clients() {
 #[test]
 fn a_timed_write_cancelled_after_a_partial_read_reports_exactly_what_was_sent() {
     let _w = watchdog("timed_write_exact", 60);
-    let name = unique("timed-write");
+    let name = unique_pipe("timed-write");
     let listener = LocalListener::bind(&name).unwrap();
     let mut client = LocalStream::connect(&name).unwrap();
     let server = listener.accept().unwrap();
@@ -377,7 +377,7 @@ fn a_timed_write_cancelled_after_a_partial_read_reports_exactly_what_was_sent() 
 #[test]
 fn a_nonblocking_writer_never_sends_a_byte_twice() {
     let _w = watchdog("nonblocking_write_exact", 60);
-    let name = unique("nonblocking-write");
+    let name = unique_pipe("nonblocking-write");
     let listener = LocalListener::bind(&name).unwrap();
     let client = LocalStream::connect(&name).unwrap();
     let server = listener.accept().unwrap();
@@ -440,7 +440,7 @@ fn observe_what_a_cancelled_partly_read_pipe_write_reports() {
     use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
     let _w = watchdog("observe_cancelled_write", 30);
-    let name = unique("raw-cancel");
+    let name = unique_pipe("raw-cancel");
     let wide: Vec<u16> = name
         .pipe_name()
         .unwrap()
@@ -580,7 +580,7 @@ fn observe_what_a_cancelled_partly_read_pipe_write_reports() {
 fn interprocess_client_against_our_server() {
     use interprocess::os::windows::named_pipe::{pipe_mode, DuplexPipeStream};
     let _w = watchdog("interprocess_client", 60);
-    let name = unique("interprocess-client");
+    let name = unique_pipe("interprocess-client");
     let listener = LocalListener::bind(&name).unwrap();
     let data = pattern(MIB);
     let sent = data.clone();
@@ -605,7 +605,7 @@ fn interprocess_client_against_our_server() {
     assert!(request == data, "the request differs");
 
     // The other way round: the interprocess client leaves, our server reads EOF.
-    let name = unique("interprocess-client-leaves");
+    let name = unique_pipe("interprocess-client-leaves");
     let listener = LocalListener::bind(&name).unwrap();
     let mut client =
         DuplexPipeStream::<pipe_mode::Bytes>::connect_by_path(name.pipe_name().unwrap()).unwrap();
@@ -625,7 +625,7 @@ fn interprocess_client_against_our_server() {
 fn our_client_against_an_interprocess_server() {
     use interprocess::os::windows::named_pipe::{pipe_mode, PipeListenerOptions};
     let _w = watchdog("interprocess_server", 60);
-    let name = unique("interprocess-server");
+    let name = unique_pipe("interprocess-server");
     let listener = PipeListenerOptions::new()
         .path(std::path::Path::new(name.pipe_name().unwrap()))
         .create_duplex::<pipe_mode::Bytes>()

@@ -24,6 +24,14 @@ pub fn unique_str(tag: &str) -> String {
     format!("lst-{}-{n}-{nanos:x}-{tag}", std::process::id())
 }
 
+/// A full pipe name (`\\.\pipe\...`) no other test (or test run) uses. An explicit name: no
+/// default check applies to it, where a short name requires a server of this user (foreign
+/// servers, as tokio's or interprocess's pipes under Wine, may show no owner).
+#[cfg(windows)]
+pub fn unique_pipe(tag: &str) -> Name {
+    Name::new(format!(r"\\.\pipe\{}", unique_str(tag))).expect("a valid pipe name")
+}
+
 /// A connected (client, server) pair.
 pub fn pair(tag: &str) -> (LocalStream, LocalStream) {
     let name = unique(tag);
