@@ -84,7 +84,9 @@ pub(crate) struct Mapping {
 // raw copies that tolerate concurrent writers (see the module docs), so sharing it between
 // threads adds nothing the peer process cannot already do.
 unsafe impl Send for Mapping {}
-// SAFETY: as for `Send`.
+// SAFETY: `&Mapping` hands out only atomics (`&AtomicU64`/`&AtomicU32`/`&[AtomicU8]`) and
+// raw copies, which tolerate concurrent access from other threads as they do from the peer;
+// no `&self` method gives out a non-atomic reference into the view.
 unsafe impl Sync for Mapping {}
 
 impl Drop for Mapping {
@@ -92,8 +94,9 @@ impl Drop for Mapping {
         let view = MEMORY_MAPPED_VIEW_ADDRESS {
             Value: self.ptr.as_ptr().cast(),
         };
-        // SAFETY: `ptr` is the base of a view this value mapped and nobody else unmaps; no
-        // reference into it outlives `self` (accessors borrow `self`).
+        // SAFETY: `ptr` is the base of the view this value's `MapViewOfFile` made (the type's
+        // invariant) and only this `drop` unmaps it, once; every reference into it borrows
+        // `self`, so none outlives this call.
         unsafe { UnmapViewOfFile(view) };
     }
 }
@@ -115,8 +118,9 @@ fn invalid(what: &str) -> io::Error {
 /// handle is not inheritable; it is returned to be duplicated into the peer, then closed.
 pub(crate) fn create(len: usize) -> io::Result<(OwnedHandle, Mapping)> {
     let size = len as u64;
-    // SAFETY: INVALID_HANDLE_VALUE asks for pagefile backing; null attributes mean the default
-    // security and not inheritable; the null name makes the section unnamed.
+    // SAFETY: no memory of ours is passed: INVALID_HANDLE_VALUE asks for pagefile backing, the
+    // null attributes mean the default security and not inheritable, and the null name makes
+    // the section unnamed. The new handle is ours alone, taken over by `owned_handle`.
     let section = owned_handle(unsafe {
         CreateFileMappingW(
             INVALID_HANDLE_VALUE,
@@ -140,7 +144,9 @@ pub(crate) fn open_handle(section: &OwnedHandle, len: usize) -> io::Result<Mappi
         ))
     })?;
     let mut info = MEMORY_BASIC_INFORMATION::default();
-    // SAFETY: `info` is valid for writes of its size; the address is our live view.
+    // SAFETY: `info` is a live local MEMORY_BASIC_INFORMATION and the size passed is its own
+    // size, so the call writes only inside it; the address is only looked up (the base of
+    // `map`, our live view), not dereferenced.
     let got = unsafe {
         VirtualQuery(
             map.ptr.as_ptr().cast(),
@@ -162,7 +168,9 @@ pub(crate) fn open_handle(section: &OwnedHandle, len: usize) -> io::Result<Mappi
         ));
     }
     let mut name = [0u16; 64];
-    // SAFETY: `name` is valid for writes of 64 UTF-16 units; the address is our live view.
+    // SAFETY: the current-process pseudo-handle is always valid; `name` is a live local of 64
+    // u16s and 64 is the length passed, so the call writes only inside it; the address is
+    // only looked up (the base of `map`, our live view), not dereferenced.
     let named = unsafe {
         K32GetMappedFileNameW(
             GetCurrentProcess(),
@@ -180,8 +188,10 @@ pub(crate) fn open_handle(section: &OwnedHandle, len: usize) -> io::Result<Mappi
 }
 
 fn map(section: BorrowedHandle<'_>, len: usize) -> io::Result<Mapping> {
-    // SAFETY: a handle we hold, for the call; the system picks the address, so the view
-    // overlaps nothing of ours.
+    // SAFETY: `section` is a BorrowedHandle, so it stays open for the call (the view keeps
+    // its own reference to the section); with no base address the system picks fresh
+    // addresses, so the view overlaps no memory Rust already uses. A view of `len` bytes
+    // succeeds only if the section holds them, and a section never shrinks.
     let view = unsafe {
         MapViewOfFile(
             section.as_raw_handle() as HANDLE,
@@ -223,7 +233,9 @@ impl Mapping {
     /// The 32-bit control word at `offset`.
     pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
         self.check(offset, 4, 4);
-        // SAFETY: as in `u64_at`, for 4 bytes, 4-aligned.
+        // SAFETY: in bounds and 4-aligned (checked; views are 64 KiB aligned); the memory
+        // lives as long as `&self`; every access to it, ours and (by contract) the peer's, is
+        // atomic, and atomics may be changed concurrently by anyone.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
     }
 
@@ -260,13 +272,15 @@ pub(crate) const UNKNOWN_CPU: u32 = u32::MAX;
 
 /// The processor this thread runs on now (in its group; a hint only).
 pub(crate) fn current_cpu() -> u32 {
-    // SAFETY: no arguments, no failure.
+    // SAFETY: `GetCurrentProcessorNumber` takes no arguments, cannot fail and touches no
+    // memory of ours.
     unsafe { GetCurrentProcessorNumber() }
 }
 
 /// How many processors are active, in all groups (1 if unknown).
 pub(crate) fn online_cpus() -> usize {
-    // SAFETY: plain call with an integer argument; 0 on failure.
+    // SAFETY: `GetActiveProcessorCount` takes an integer and touches no memory of ours; a
+    // failure is 0, which `max(1)` turns into 1.
     let n = unsafe { GetActiveProcessorCount(ALL_PROCESSOR_GROUPS) };
     (n as usize).max(1)
 }
@@ -389,7 +403,9 @@ pub(crate) fn recv_hello(
 
 /// An unnamed auto-reset event, not signalled, not inheritable.
 fn auto_reset_event() -> io::Result<OwnedHandle> {
-    // SAFETY: null attributes (not inheritable) and a null name are allowed.
+    // SAFETY: the security attributes and the name are null, which the call allows (not
+    // inheritable, unnamed); the other arguments are integers. The new handle is ours alone,
+    // taken over by `owned_handle`.
     owned_handle(unsafe { CreateEventW(ptr::null(), 0, 0, ptr::null()) })
 }
 
@@ -447,7 +463,8 @@ pub(crate) fn wakes_from_peer(
     };
     for event in [&a, &b, &c, &d] {
         // Only an event (with EVENT_MODIFY_STATE) can be reset; nothing is signalled yet.
-        // SAFETY: a handle we own, for the call.
+        // SAFETY: `event` borrows an OwnedHandle of `handles`, held here, so it is open for
+        // the call; no memory is passed. (A handle that is not an event just fails.)
         if unsafe { ResetEvent(event.as_raw_handle() as HANDLE) } == 0 {
             return Ok(None);
         }
@@ -467,12 +484,14 @@ impl Wakes {
     }
 
     fn signal_gone(&self) {
-        // SAFETY: an event handle we own, for the call.
+        // SAFETY: `self.gone` is an OwnedHandle held by `self`, so the event is open for the
+        // call; no memory is passed.
         unsafe { SetEvent(self.gone.as_raw_handle() as HANDLE) };
     }
 
     fn is_gone(&self) -> bool {
-        // SAFETY: an event handle we own, for the call; a zero timeout only polls.
+        // SAFETY: `self.gone` is an OwnedHandle held by `self`, so the event is open for the
+        // call; no memory is passed.
         unsafe { WaitForSingleObject(self.gone.as_raw_handle() as HANDLE, 0) == WAIT_OBJECT_0 }
     }
 }
@@ -495,7 +514,9 @@ struct Monitor {
 // SAFETY: after `start`, only the kernel writes `io` (until `drop` has waited for the read to
 // finish); Rust code only passes its address to CancelIoEx / GetOverlappedResult.
 unsafe impl Send for Monitor {}
-// SAFETY: as for `Send`.
+// SAFETY: no `&Monitor` method reads or writes `io` (the kernel writes it); shared access
+// only passes its address to CancelIoEx / GetOverlappedResult / `is_pending`, which is fine
+// from any thread.
 unsafe impl Sync for Monitor {}
 
 /// Starts the monitor (once the negotiation is over: from now on the pipe carries nothing).
@@ -591,12 +612,15 @@ impl Drop for Wakes {
         }
         let pipe = self.pipe.as_raw_handle() as HANDLE;
         let ov = monitor.io.overlapped.get();
-        // SAFETY: `ov` is the OVERLAPPED of the read started on `pipe`; cancelling a finished
-        // read fails harmlessly.
+        // SAFETY: `pipe` is `self.pipe`, an OwnedHandle still held (fields drop after this),
+        // so it is open; `ov` points into the boxed MonitorIo, alive until `self.monitor`
+        // drops after this; the cancel only reads it to find the read on `pipe` (a finished
+        // read: ERROR_NOT_FOUND, harmless).
         unsafe { CancelIoEx(pipe, ov) };
         let mut moved = 0u32;
-        // SAFETY: as above; waits until the read is over, so the kernel no longer writes `io`
-        // when it is freed (after this) and `pipe` is closed (after this).
+        // SAFETY: `pipe` (`self.pipe`, still held) is open and `ov` (in the box, alive until
+        // `self.monitor` drops) is alive; `moved` is a live local `u32`. bWait = TRUE returns only once the read is over, so the kernel no longer
+        // writes `io` when it is freed (after this) and `pipe` is closed (after this).
         unsafe { GetOverlappedResult(pipe, ov, &mut moved, 1) };
         while overlapped::is_pending(ov) {
             std::thread::yield_now();
@@ -609,7 +633,8 @@ pub(crate) fn wake(_stream: &Stream, wakes: &Wakes, peer: Waiter) -> io::Result<
     if wakes.is_gone() {
         return Err(io::ErrorKind::BrokenPipe.into());
     }
-    // SAFETY: an event handle we own, for the call.
+    // SAFETY: `wakes.theirs[..]` is an OwnedHandle held by `wakes`, borrowed for the call, so
+    // the event is open; no memory is passed.
     cvt(unsafe { SetEvent(wakes.theirs[index(peer)].as_raw_handle() as HANDLE) })
 }
 
@@ -642,7 +667,8 @@ fn wait_for(wakes: &Wakes, me: Waiter, millis: u32) -> io::Result<Option<bool>> 
         wakes.mine[index(me)].as_raw_handle() as HANDLE,
         wakes.gone.as_raw_handle() as HANDLE,
     ];
-    // SAFETY: two valid handles we own, for the whole call.
+    // SAFETY: `handles` is a live local array of 2 handles, the count passed; both are events
+    // held as OwnedHandles by `wakes`, borrowed for the whole call, so they stay open.
     let waited = unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, millis) };
     match waited {
         WAIT_OBJECT_0 => Ok(Some(true)),
@@ -662,8 +688,10 @@ pub(crate) fn close_path(stream: &Stream, wakes: &Wakes) {
     wakes.signal_gone();
     if let Some(monitor) = wakes.monitor.get() {
         if monitor.started {
-            // SAFETY: the OVERLAPPED of the read started on our pipe handle; cancelling a
-            // finished read fails harmlessly.
+            // SAFETY: `wakes.pipe` is an OwnedHandle held by `wakes`, borrowed for the call, so
+            // it is open; the OVERLAPPED is in the boxed MonitorIo of the read started on it,
+            // alive as long as `wakes`; the cancel only reads it (a finished read:
+            // ERROR_NOT_FOUND, harmless).
             unsafe {
                 CancelIoEx(
                     wakes.pipe.as_raw_handle() as HANDLE,
@@ -673,7 +701,8 @@ pub(crate) fn close_path(stream: &Stream, wakes: &Wakes) {
         }
     }
     if stream.is_server() {
-        // SAFETY: a server-end pipe handle we hold, for the call.
+        // SAFETY: the handle is borrowed from `stream` for the call, so it stays open;
+        // `DisconnectNamedPipe` takes no pointer.
         unsafe { DisconnectNamedPipe(stream.as_handle().as_raw_handle() as HANDLE) };
     }
 }
