@@ -161,6 +161,28 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
 
+/// Compiles the items given only where the shared-memory path exists: feature `shm` on Linux,
+/// FreeBSD, macOS and Windows (the platforms with a `sys::shm` backend). The one place that
+/// predicate is written; the items' docs say so too (`doc(cfg)` on docs.rs).
+macro_rules! cfg_shm {
+    (@when $when:tt $($item:item)*) => {
+        $(
+            #[cfg $when]
+            #[cfg_attr(docsrs, doc(cfg $when))]
+            $item
+        )*
+    };
+    ($($item:item)*) => {
+        cfg_shm! {
+            @when (all(
+                feature = "shm",
+                any(target_os = "linux", target_os = "freebsd", target_os = "macos", windows)
+            ))
+            $($item)*
+        }
+    };
+}
+
 #[cfg(all(unix, feature = "systemd"))]
 #[cfg_attr(docsrs, doc(cfg(all(unix, feature = "systemd"))))]
 pub mod activation;
@@ -171,28 +193,9 @@ mod listener;
 mod message;
 mod name;
 pub mod os;
-#[cfg(all(
-    feature = "shm",
-    any(
-        target_os = "linux",
-        target_os = "freebsd",
-        target_os = "macos",
-        windows
-    )
-))]
-#[cfg_attr(
-    docsrs,
-    doc(cfg(all(
-        feature = "shm",
-        any(
-            target_os = "linux",
-            target_os = "freebsd",
-            target_os = "macos",
-            windows
-        )
-    )))
-)]
-pub mod shm;
+cfg_shm! {
+    pub mod shm;
+}
 mod stream;
 mod sys;
 #[cfg(feature = "tokio")]
@@ -229,40 +232,34 @@ pub mod __fuzz {
         crate::sys::frame::recv(fd, buf, handles, max_handles, check_fit)
     }
 
-    /// A connected, negotiated shared-memory pair over a socket pair: (offering, answering)
-    /// side, with rings of `capacity` bytes, no spinning and non-blocking.
-    #[cfg(all(
-        feature = "shm",
-        any(target_os = "linux", target_os = "freebsd", target_os = "macos")
-    ))]
-    pub fn shm_pair(capacity: usize) -> io::Result<(crate::ShmStream, crate::ShmStream)> {
-        let (a, b) = crate::sys::shm::socket_pair()?;
-        let a = crate::LocalStream {
-            inner: crate::sys::Stream::from(a),
-        };
-        let b = crate::LocalStream {
-            inner: crate::sys::Stream::from(b),
-        };
-        let mut options = crate::ShmOptions::new();
-        options.capacity(capacity).spin(std::time::Duration::ZERO);
-        let offering = {
-            let options = options.clone();
-            std::thread::spawn(move || options.offer(a))
-        };
-        let answered = options.answer(b)?;
-        let offered = offering.join().expect("offer thread")?;
-        offered.set_nonblocking(true)?;
-        answered.set_nonblocking(true)?;
-        Ok((offered, answered))
-    }
+    cfg_shm! {
+        /// A connected, negotiated shared-memory pair over a socket pair: (offering, answering)
+        /// side, with rings of `capacity` bytes, no spinning and non-blocking.
+        pub fn shm_pair(capacity: usize) -> io::Result<(crate::ShmStream, crate::ShmStream)> {
+            let (a, b) = crate::sys::shm::socket_pair()?;
+            let a = crate::LocalStream {
+                inner: crate::sys::Stream::from(a),
+            };
+            let b = crate::LocalStream {
+                inner: crate::sys::Stream::from(b),
+            };
+            let mut options = crate::ShmOptions::new();
+            options.capacity(capacity).spin(std::time::Duration::ZERO);
+            let offering = {
+                let options = options.clone();
+                std::thread::spawn(move || options.offer(a))
+            };
+            let answered = options.answer(b)?;
+            let offered = offering.join().expect("offer thread")?;
+            offered.set_nonblocking(true)?;
+            answered.set_nonblocking(true)?;
+            Ok((offered, answered))
+        }
 
-    /// The whole shared mapping of `stream`, as the peer could write it.
-    #[cfg(all(
-        feature = "shm",
-        any(target_os = "linux", target_os = "freebsd", target_os = "macos")
-    ))]
-    pub fn shm_bytes(stream: &crate::ShmStream) -> Option<&[std::sync::atomic::AtomicU8]> {
-        stream.shared_bytes()
+        /// The whole shared mapping of `stream`, as the peer could write it.
+        pub fn shm_bytes(stream: &crate::ShmStream) -> Option<&[std::sync::atomic::AtomicU8]> {
+            stream.shared_bytes()
+        }
     }
 }
 
@@ -279,16 +276,9 @@ pub use crate::message::{
     MAX_MESSAGE_LEN,
 };
 pub use crate::name::Name;
-#[cfg(all(
-    feature = "shm",
-    any(
-        target_os = "linux",
-        target_os = "freebsd",
-        target_os = "macos",
-        windows
-    )
-))]
-pub use crate::shm::{ShmOptions, ShmSlice, ShmStream};
+cfg_shm! {
+    pub use crate::shm::{ShmOptions, ShmSlice, ShmStream};
+}
 pub use crate::stream::{ConnectOptions, LocalStream, PeerCredentials, DEFAULT_CONNECT_TIMEOUT};
 
 #[cfg(test)]

@@ -107,7 +107,8 @@
 //!   never leaked or inherited; a message too long for `buf` stays queued (`InvalidInput`).
 //! - `mod shm` (feature `shm`; Linux, Windows, and macOS/FreeBSD compile-checked): what
 //!   `crate::shm`'s one policy needs —
-//!   `Mapping` (bounds-checked atomic and raw-copy accesses, unmapped on drop), `create(len)`
+//!   `Mapping` (bounds-checked atomic and raw-copy accesses, the same code for every backend in
+//!   `sys/shm_mapping.rs`; each backend makes it and unmaps it on drop), `create(len)`
 //!   and `open_handle(&OsHandle, len)` (the peer's object, checked: `InvalidData` if it could
 //!   fault or has the wrong size), `send_hello`/`recv_hello` (negotiation frames carrying
 //!   handles), `can_share(stream)`, the wake-up channel `Wakes` (`wakes`, `wakes_from_peer`,
@@ -163,6 +164,13 @@ pub(crate) use self::unix::*;
 mod windows;
 #[cfg(windows)]
 pub(crate) use self::windows::*;
+
+cfg_shm! {
+    /// The shared-memory mapping's accesses, the same for every backend (which make and unmap
+    /// it): unsafe code, so in `sys`.
+    #[allow(unsafe_code)]
+    mod shm_mapping;
+}
 
 /// Where a socket or pipe is: what a [`crate::Name`] resolved to, as plain data. Every
 /// variant exists on every platform; `Name`'s constructors decide which ones a platform can
@@ -246,21 +254,15 @@ pub(crate) enum SecurityQos {
     Delegation,
 }
 
-/// Which side of a shared-memory connection waits (or is woken): its reader, for bytes in the
-/// ring, or its writer, for room in the ring. `sys::shm` keeps one wake-up channel for each.
-#[cfg(all(
-    feature = "shm",
-    any(
-        target_os = "linux",
-        target_os = "freebsd",
-        target_os = "macos",
-        windows
-    )
-))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Waiter {
-    Reader,
-    Writer,
+cfg_shm! {
+    /// Which side of a shared-memory connection waits (or is woken): its reader, for bytes in
+    /// the ring, or its writer, for room in the ring. `sys::shm` keeps one wake-up channel for
+    /// each.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Waiter {
+        Reader,
+        Writer,
+    }
 }
 
 /// Who is on the other end of a connection, as the OS told it: the data of

@@ -8,11 +8,9 @@ mod from_raw;
 mod inherit;
 mod listener;
 pub(crate) mod message;
-#[cfg(all(
-    feature = "shm",
-    any(target_os = "linux", target_os = "freebsd", target_os = "macos")
-))]
-pub(crate) mod shm;
+cfg_shm! {
+    pub(crate) mod shm;
+}
 mod stream;
 
 #[cfg(feature = "systemd")]

@@ -1,5 +1,6 @@
-//! The OS side of the shared-memory data path: an anonymous memory object, its mapping, the
-//! atomic and copying accesses to it, and the CPU hints that decide whether spinning can help.
+//! The OS side of the shared-memory data path: an anonymous memory object, its mapping (made
+//! and unmapped here; the accesses are `sys/shm_mapping.rs`'s), the CPU hints that decide
+//! whether spinning can help, and the wake-ups.
 //!
 //! The memory object, per OS:
 //! - Linux and FreeBSD (13 or later): a sealed `memfd_create` object. It never has a name; the
@@ -17,18 +18,8 @@
 //!
 //! # What is sound about touching memory the peer can write
 //!
-//! The peer process maps the same pages and may write any byte at any moment (a hostile peer
-//! does). So this module never creates a Rust reference to plain bytes of the mapping (`&u8`,
-//! `&[u8]`, `&mut [u8]`): a reference promises the compiler that nobody else changes the memory
-//! while it lives, which the peer can break. Instead:
-//!
-//! - control words (ring indices, flags) are read and written only as atomics
-//!   (`AtomicU64`/`AtomicU32`/`AtomicU8`), which are allowed to change under us at any time;
-//! - data bytes are moved with raw-pointer copies (`ptr::copy_nonoverlapping`) between the
-//!   mapping and the caller's own buffer. A byte the peer changes during the copy just arrives
-//!   with an arbitrary value, and every `u8` value is valid: the caller treats them as untrusted
-//!   input, exactly like bytes read from a socket;
-//! - the zero-copy view hands out `&[AtomicU8]` only, for the same reason.
+//! [`Mapping`] and its accesses are the same on every OS (`sys/shm_mapping.rs`, which says
+//! why they are sound); only making and unmapping a mapping is here.
 //!
 //! The mapping cannot shrink under us (which would turn an access into `SIGBUS`): on Linux and
 //! FreeBSD the object is sealed against shrinking and growing, and the seals themselves are
@@ -39,48 +30,21 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 use super::cvt;
+pub(crate) use crate::sys::shm_mapping::Mapping;
 
 /// The seals a shared region must carry: it can neither shrink nor grow, and no seal can be
 /// added or removed any more.
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 const REQUIRED_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
 
-/// A shared mapping of a sealed memory object, unmapped on drop.
-///
-/// Invariant: `ptr` is the start of a live `MAP_SHARED` read/write mapping of exactly `len`
-/// bytes, page aligned, of an object that cannot shrink; it stays mapped until `drop`.
-pub(crate) struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory owned by this value; all accesses through it are atomic
-// or raw copies that tolerate concurrent writers (see the module docs), so sharing it between
-// threads adds nothing the peer process cannot already do.
-unsafe impl Send for Mapping {}
-// SAFETY: `&Mapping` hands out only atomics (`&AtomicU64`/`&AtomicU32`/`&[AtomicU8]`) and
-// raw copies, which tolerate concurrent access from other threads as they do from the peer;
-// no `&self` method gives out a non-atomic reference into the mapping.
-unsafe impl Sync for Mapping {}
-
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly the mapping this value's `mmap` made (the type's
+        // SAFETY: `as_ptr()`/`len()` are exactly the mapping `map` made (`Mapping`'s
         // invariant) and only this `drop` unmaps it, once; every reference into it borrows
         // `self`, so none outlives this call.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
-impl std::fmt::Debug for Mapping {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mapping")
-            .field("ptr", &self.ptr)
-            .field("len", &self.len)
-            .finish()
+        unsafe { libc::munmap(self.as_ptr().cast(), self.len()) };
     }
 }
 
@@ -238,71 +202,10 @@ fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
         return Err(io::Error::last_os_error());
     }
     let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(io::ErrorKind::Other)?;
-    Ok(Mapping { ptr, len })
-}
-
-impl Mapping {
-    /// Its length in bytes.
-    #[cfg_attr(not(fuzzing), allow(dead_code))]
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Panics unless `[offset, offset + len)` lies in the mapping and `offset` is aligned to
-    /// `align`. The callers compute every offset from validated values; this is the last line.
-    fn check(&self, offset: usize, len: usize, align: usize) {
-        assert!(
-            offset % align == 0 && offset <= self.len && len <= self.len - offset,
-            "shared memory access out of bounds"
-        );
-    }
-
-    /// The 64-bit control word at `offset`.
-    pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        self.check(offset, 8, 8);
-        // SAFETY: in bounds and 8-aligned (checked; the mapping is page aligned); the memory
-        // lives as long as `&self`; every access to it, ours and (by contract) the peer's, is
-        // atomic, and atomics may be changed concurrently by anyone.
-        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
-    }
-
-    /// The 32-bit control word at `offset`.
-    pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        self.check(offset, 4, 4);
-        // SAFETY: in bounds and 4-aligned (checked; the mapping is page aligned); the memory
-        // lives as long as `&self`; every access to it, ours and (by contract) the peer's, is
-        // atomic, and atomics may be changed concurrently by anyone.
-        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
-    }
-
-    /// `len` data bytes at `offset`, as atomics: the only shared view of data bytes handed out.
-    pub(crate) fn bytes_at(&self, offset: usize, len: usize) -> &[AtomicU8] {
-        self.check(offset, len, 1);
-        // SAFETY: in bounds (checked), alignment 1, lives as long as `&self`; `AtomicU8` has
-        // the layout of `u8` and may be changed concurrently by the peer.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<AtomicU8>(), len) }
-    }
-
-    /// Copies `dst.len()` bytes at `offset` out of the mapping into `dst`.
-    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
-        self.check(offset, dst.len(), 1);
-        // SAFETY: the source is in bounds (checked) of a live mapping; `dst` is our own buffer
-        // and cannot overlap the mapping (no reference into the mapping is ever created). If
-        // the peer writes the source concurrently, the copied bytes are arbitrary values,
-        // which every `u8` may hold; they are handed on as untrusted data, never interpreted.
-        unsafe {
-            ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len())
-        };
-    }
-
-    /// Copies `src` into the mapping at `offset`.
-    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
-        self.check(offset, src.len(), 1);
-        // SAFETY: the destination is in bounds (checked) of a live writable mapping and cannot
-        // overlap `src` (no reference into the mapping exists); concurrent writes by the peer
-        // can only change what it will read, not our memory.
-        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len()) };
-    }
+    // SAFETY: `ptr` is the start of the new shared read/write mapping of `len` bytes that
+    // `mmap` just made (page aligned, owned by nothing else), of an object that cannot shrink
+    // (see above); the `Drop` above unmaps it.
+    Ok(unsafe { Mapping::from_raw_parts(ptr, len) })
 }
 
 /// What [`current_cpu`] returns when it does not know.

@@ -20,8 +20,9 @@ mod listener;
 pub(crate) mod message;
 mod overlapped;
 mod security;
-#[cfg(feature = "shm")]
-pub(crate) mod shm;
+cfg_shm! {
+    pub(crate) mod shm;
+}
 mod stream;
 
 #[cfg(feature = "tokio")]

@@ -1,5 +1,6 @@
 //! The OS side of the shared-memory data path on Windows: an unnamed pagefile-backed section,
-//! its view, the atomic and copying accesses to it, the negotiation frames that carry handles
+//! its view (made and unmapped here; the accesses are `sys/shm_mapping.rs`'s, the same as on
+//! Unix), the negotiation frames that carry handles
 //! over the byte-mode pipe, and the wake-ups (unnamed events, with the pipe as the peer's
 //! liveness).
 //!
@@ -21,9 +22,9 @@
 //!
 //! # What is sound about touching memory the peer can write
 //!
-//! As on Unix (see `sys/unix/shm.rs`): no Rust reference to plain bytes of the view is ever
-//! made; control words are atomics, data bytes move with raw copies, the zero-copy view is
-//! `&[AtomicU8]`.
+//! As on Unix (see `sys/shm_mapping.rs`, which holds [`Mapping`]'s accesses for both): no
+//! Rust reference to plain bytes of the view is ever made; control words are atomics, data
+//! bytes move with raw copies, the zero-copy view is `&[AtomicU8]`.
 //!
 //! # Wake-ups and liveness
 //!
@@ -38,7 +39,6 @@ use std::cell::UnsafeCell;
 use std::io;
 use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 use std::sync::{mpsc, OnceLock};
 
 use windows_sys::Win32::Foundation::{
@@ -61,6 +61,7 @@ use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED
 use super::message::{adopt, Given};
 use super::{cvt, last_error, overlapped, owned_handle, Stream};
 use crate::message::{self as policy, MAX_HANDLES};
+pub(crate) use crate::sys::shm_mapping::Mapping;
 use crate::sys::Waiter;
 
 /// What the offer carries to the peer: handles, duplicated into it.
@@ -70,43 +71,15 @@ pub(crate) const WAKE_HANDLES: usize = 4;
 
 // ---- the section and its view ----
 
-/// A read/write view of a pagefile-backed section, unmapped on drop.
-///
-/// Invariant: `ptr` is the base of a live view of at least `len` bytes, committed and
-/// read/write (created so, or checked so), of a section that cannot shrink; it stays mapped
-/// until `drop`.
-pub(crate) struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the view is plain memory owned by this value; all accesses through it are atomic or
-// raw copies that tolerate concurrent writers (see the module docs), so sharing it between
-// threads adds nothing the peer process cannot already do.
-unsafe impl Send for Mapping {}
-// SAFETY: `&Mapping` hands out only atomics (`&AtomicU64`/`&AtomicU32`/`&[AtomicU8]`) and
-// raw copies, which tolerate concurrent access from other threads as they do from the peer;
-// no `&self` method gives out a non-atomic reference into the view.
-unsafe impl Sync for Mapping {}
-
 impl Drop for Mapping {
     fn drop(&mut self) {
         let view = MEMORY_MAPPED_VIEW_ADDRESS {
-            Value: self.ptr.as_ptr().cast(),
+            Value: self.as_ptr().cast(),
         };
-        // SAFETY: `ptr` is the base of the view this value's `MapViewOfFile` made (the type's
-        // invariant) and only this `drop` unmaps it, once; every reference into it borrows
-        // `self`, so none outlives this call.
+        // SAFETY: `as_ptr()` is the base of the view `map` made with `MapViewOfFile`
+        // (`Mapping`'s invariant) and only this `drop` unmaps it, once; every reference into
+        // it borrows `self`, so none outlives this call.
         unsafe { UnmapViewOfFile(view) };
-    }
-}
-
-impl std::fmt::Debug for Mapping {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mapping")
-            .field("ptr", &self.ptr)
-            .field("len", &self.len)
-            .finish()
     }
 }
 
@@ -149,7 +122,7 @@ pub(crate) fn open_handle(section: &OwnedHandle, len: usize) -> io::Result<Mappi
     // `map`, our live view), not dereferenced.
     let got = unsafe {
         VirtualQuery(
-            map.ptr.as_ptr().cast(),
+            map.as_ptr().cast(),
             &mut info,
             std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
         )
@@ -157,7 +130,7 @@ pub(crate) fn open_handle(section: &OwnedHandle, len: usize) -> io::Result<Mappi
     if got == 0 {
         return Err(io::Error::last_os_error());
     }
-    if info.AllocationBase != map.ptr.as_ptr().cast()
+    if info.AllocationBase != map.as_ptr().cast()
         || info.RegionSize < len
         || info.State != MEM_COMMIT
         || info.Protect != PAGE_READWRITE
@@ -174,7 +147,7 @@ pub(crate) fn open_handle(section: &OwnedHandle, len: usize) -> io::Result<Mappi
     let named = unsafe {
         K32GetMappedFileNameW(
             GetCurrentProcess(),
-            map.ptr.as_ptr().cast(),
+            map.as_ptr().cast(),
             name.as_mut_ptr(),
             name.len() as u32,
         )
@@ -202,69 +175,12 @@ fn map(section: BorrowedHandle<'_>, len: usize) -> io::Result<Mapping> {
         )
     };
     let ptr = NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-    Ok(Mapping { ptr, len })
-}
-
-impl Mapping {
-    /// Its length in bytes.
-    #[cfg_attr(not(fuzzing), allow(dead_code))]
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Panics unless `[offset, offset + len)` lies in the view and `offset` is aligned to
-    /// `align`. The callers compute every offset from validated values; this is the last line.
-    fn check(&self, offset: usize, len: usize, align: usize) {
-        assert!(
-            offset % align == 0 && offset <= self.len && len <= self.len - offset,
-            "shared memory access out of bounds"
-        );
-    }
-
-    /// The 64-bit control word at `offset`.
-    pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        self.check(offset, 8, 8);
-        // SAFETY: in bounds and 8-aligned (checked; views are 64 KiB aligned); the memory
-        // lives as long as `&self`; every access to it, ours and (by contract) the peer's, is
-        // atomic, and atomics may be changed concurrently by anyone.
-        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
-    }
-
-    /// The 32-bit control word at `offset`.
-    pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        self.check(offset, 4, 4);
-        // SAFETY: in bounds and 4-aligned (checked; views are 64 KiB aligned); the memory
-        // lives as long as `&self`; every access to it, ours and (by contract) the peer's, is
-        // atomic, and atomics may be changed concurrently by anyone.
-        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
-    }
-
-    /// `len` data bytes at `offset`, as atomics: the only shared view of data bytes handed out.
-    pub(crate) fn bytes_at(&self, offset: usize, len: usize) -> &[AtomicU8] {
-        self.check(offset, len, 1);
-        // SAFETY: in bounds (checked), alignment 1, lives as long as `&self`; `AtomicU8` has
-        // the layout of `u8` and may be changed concurrently by the peer.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<AtomicU8>(), len) }
-    }
-
-    /// Copies `dst.len()` bytes at `offset` out of the view into `dst`.
-    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
-        self.check(offset, dst.len(), 1);
-        // SAFETY: the source is in bounds (checked) of a live, committed view; `dst` is our own
-        // buffer and cannot overlap the view (no reference into it is ever created). Bytes the
-        // peer changes during the copy arrive as arbitrary values, which every `u8` may hold.
-        unsafe {
-            ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len())
-        };
-    }
-
-    /// Copies `src` into the view at `offset`.
-    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
-        self.check(offset, src.len(), 1);
-        // SAFETY: the destination is in bounds (checked) of a live, committed read/write view
-        // and cannot overlap `src`; the peer's concurrent writes can only change what it reads.
-        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len()) };
-    }
+    // SAFETY: `ptr` is the base of the new read/write view of `len` bytes that
+    // `MapViewOfFile` just made (64 KiB aligned, owned by nothing else) of a section that
+    // cannot shrink; its pages are committed (a pagefile section that `create` made, or one
+    // `open_handle` checks before it hands the mapping out, dropping it otherwise); the `Drop`
+    // above unmaps it.
+    Ok(unsafe { Mapping::from_raw_parts(ptr, len) })
 }
 
 /// What `current_cpu` would return when it does not know (never, on Windows).
