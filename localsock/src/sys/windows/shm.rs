@@ -262,23 +262,19 @@ pub(crate) fn send_hello(
 /// Reads exactly `buf.len()` bytes: `Ok(false)` at end-of-file before the first byte,
 /// `UnexpectedEof` after it.
 fn read_exact(stream: &Stream, buf: &mut [u8], started: bool) -> io::Result<bool> {
-    let mut got = 0;
-    while got < buf.len() {
-        match stream.read(&mut buf[got..]) {
-            Ok(0) if got == 0 && !started => return Ok(false),
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+    match read_some(stream, buf) {
+        (_, None) => Ok(true),
+        (0, Some(e)) if !started && e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        (_, Some(e)) => Err(e),
     }
-    Ok(true)
 }
 
 /// Receives one negotiation frame of at most `buf.len()` bytes and `max_handles` handles
 /// (`None`: end-of-file). The handle values are adopted only from a peer of our own user and
-/// only if plausible (`message::adopt`); a frame with more handles than allowed is
-/// `InvalidData`, the handles it named closed.
+/// only if plausible (`message::adopt`, the rule of message attachments), before anything else
+/// about the frame is checked: a frame that is refused (too long, more handles than allowed,
+/// cut short) closes every handle it named, up to [`MAX_HANDLES`] of them, as a refused message
+/// does. Values past that many are never read (no sender of ours names more), so never closed.
 pub(crate) fn recv_hello(
     stream: &Stream,
     buf: &mut [u8],
@@ -294,25 +290,44 @@ pub(crate) fn recv_hello(
     }
     let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
     let count = usize::from(u16::from_le_bytes([header[5], header[6]]));
-    if len > buf.len() || count > MAX_HANDLES {
-        return Err(invalid(&format!(
-            "a negotiation frame of {len} bytes with {count} handles: too large"
-        )));
-    }
     let mut raw = [0u8; MAX_HANDLES * 8];
-    read_exact(stream, &mut raw[..count * 8], true)?;
-    let values: Vec<u64> = raw[..count * 8]
+    let (got, cut) = read_some(stream, &mut raw[..count.min(MAX_HANDLES) * 8]);
+    let values: Vec<u64> = raw[..got - got % 8]
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
         .collect();
     // Adopted (owned) before any other check, so that every handle named is closed on error.
     let adopted = adopt(stream, &values)?;
+    if let Some(e) = cut {
+        return Err(e);
+    }
+    if len > buf.len() || count > MAX_HANDLES {
+        return Err(invalid(&format!(
+            "a negotiation frame of {len} bytes with {count} handles: too large; the handles \
+             it named were closed"
+        )));
+    }
     if adopted.len() > max_handles {
         return Err(policy::too_many_handles(max_handles));
     }
     read_exact(stream, &mut buf[..len], true)?;
     handles.extend(adopted);
     Ok(Some(len))
+}
+
+/// Reads up to `buf.len()` bytes: how many arrived, and the error (`UnexpectedEof` at
+/// end-of-file) that stopped it short.
+fn read_some(stream: &Stream, buf: &mut [u8]) -> (usize, Option<io::Error>) {
+    let mut got = 0;
+    while got < buf.len() {
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => return (got, Some(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
 }
 
 // ---- wake-ups and liveness ----
