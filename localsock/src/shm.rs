@@ -50,7 +50,9 @@
 //!
 //! - **Linux**: the memory is a sealed `memfd_create` object; a reader is woken by a byte on
 //!   the connection's socket, a writer by a byte on a socket pair made for the stream; the CPU
-//!   hint is `sched_getcpu`.
+//!   hint is `sched_getcpu`. Descriptors go to any peer, so shared memory is offered to a peer
+//!   of another user too: who may be the peer is decided before (the listener's `Access` and
+//!   `require_same_user`, the client's `ServerIdentity`).
 //! - **FreeBSD** (13 or later) and **macOS**: as on Linux, except that macOS has no
 //!   `memfd_create` and no seals: the memory is a POSIX `shm_open` object under a random name,
 //!   unlinked at once, which the macOS kernel sizes once (so it cannot shrink under us either);

@@ -85,20 +85,41 @@ fn shm_mappings() -> usize {
     }
 }
 
-/// This process's open handle count (Windows has no list to diff).
+/// This process's handles, as well as Windows lets us count them (`common::handle_measure`:
+/// `GetProcessHandleCount`, which Wine 8.0 stubs to 0, else the lowest free handle slot, which a
+/// leaked handle pushes up). Checked once to see handles held on purpose, so that a comparison
+/// with a baseline cannot pass for want of a measure.
 #[cfg(windows)]
-fn fds() -> Vec<String> {
-    use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessHandleCount};
-    let mut count = 0u32;
-    // SAFETY: the current-process pseudo-handle is always valid; `count` is valid for writes.
-    let ok = unsafe { GetProcessHandleCount(GetCurrentProcess(), &mut count) };
-    assert_ne!(
-        ok,
-        0,
-        "GetProcessHandleCount: {}",
-        io::Error::last_os_error()
+fn fds() -> (usize, &'static str) {
+    static SEES_LEAKS: std::sync::Once = std::sync::Once::new();
+    SEES_LEAKS.call_once(common::assert_handle_measure_sees_leaks);
+    common::handle_measure()
+}
+
+/// How far the Windows measure may move without a leak: the test harness's own threads come
+/// and go (their handles), and under Wine the measure is the lowest free slot, which such a
+/// handle can take. Every leak the tests look for is more handles than this at once (an
+/// offer's 5, a stream's wake-up events and pipe duplicate: 6; a refused frame's: 5 to 253).
+#[cfg(windows)]
+const HANDLE_SLACK: usize = 4;
+
+/// Asserts that this process holds what it held at `before` (its descriptors, the same
+/// list; on Windows its handle measure, within [`HANDLE_SLACK`]).
+#[cfg(windows)]
+fn assert_fds_back(before: &(usize, &'static str), what: &str) {
+    let (now, how) = fds();
+    assert!(
+        now <= before.0 + HANDLE_SLACK,
+        "{what}: handles leaked: {how} {} -> {now}",
+        before.0
     );
-    vec![format!("{count} handles")]
+}
+
+/// Asserts that this process holds what it held at `before` (its descriptors, the same
+/// list; on Windows its handle measure, within a slack).
+#[cfg(unix)]
+fn assert_fds_back(before: &[String], what: &str) {
+    assert_eq!(fds(), before, "{what}: descriptors leaked");
 }
 
 /// This process's open descriptors, as their `/proc/self/fd` links (for a readable diff).
@@ -215,7 +236,7 @@ fn refused_by_the_answer_stays_a_socket() {
     drop(client);
     assert_eq!(server.read(&mut buf).unwrap(), 0);
     drop(server);
-    assert_eq!(fds(), before);
+    assert_fds_back(&before, "at the end");
 }
 
 #[test]
@@ -352,6 +373,34 @@ fn bulk_through_a_small_ring_wraps_often() {
     bulk(bulk_bytes() / 16, 4096);
 }
 
+/// Sets off the violation a hostile peer prepared — a read (`reader`), else writes until the
+/// ring's check trips — and checks that it is `InvalidData` and that every later read and write
+/// fails the same way.
+fn assert_violation(what: &str, stream: &ShmStream, reader: bool) {
+    let err = if reader {
+        let mut buf = [0u8; 64];
+        (&*stream).read(&mut buf).unwrap_err()
+    } else {
+        loop {
+            if let Err(e) = (&*stream).write(&[7u8; 1000]) {
+                break e;
+            }
+        }
+    };
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        (&*stream).read(&mut buf).unwrap_err().kind(),
+        io::ErrorKind::InvalidData,
+        "{what}: every later read fails the same way"
+    );
+    assert_eq!(
+        (&*stream).write(&buf).unwrap_err().kind(),
+        io::ErrorKind::InvalidData,
+        "{what}: every later write fails the same way"
+    );
+}
+
 // ---- peer death: a real child process, SIGKILLed mid-transfer ----
 
 #[derive(Clone, Copy, Debug)]
@@ -431,7 +480,10 @@ fn name_of(name: &str) -> Name {
 /// child is killed (SIGKILL; `TerminateProcess` on Windows). This process must then see
 /// end-of-file on reads and `BrokenPipe` on writes, within a bound, and get its descriptors
 /// (handles) and mappings back.
-fn kill_round(role: Role, seed: u64, reader_stops: bool) {
+///
+/// With `stranger` (Unix, as root), the child runs as that user: shared memory is offered and
+/// accepted across users on Unix (descriptors go to whoever the connection reaches).
+fn kill_round(role: Role, seed: u64, reader_stops: bool, stranger: Option<u32>) {
     let dir = tempfile::tempdir().unwrap();
     let path = if cfg!(windows) {
         common::unique_str("kill")
@@ -446,12 +498,30 @@ fn kill_round(role: Role, seed: u64, reader_stops: bool) {
         Role::ChildAnswers => "child_shm_server",
     };
     let listener = match role {
-        Role::ChildOffers => Some(LocalListener::bind(&name).unwrap()),
+        Role::ChildOffers => Some(
+            localsock::ListenerOptions::new()
+                .access(if stranger.is_some() {
+                    localsock::Access::Everyone
+                } else {
+                    localsock::Access::Owner
+                })
+                .bind(&name)
+                .unwrap(),
+        ),
         Role::ChildAnswers => None,
     };
-    let mut kid = child(entry, &[("LOCALSOCK_TEST_NAME", &path)])
-        .spawn()
-        .unwrap();
+    let envs = [("LOCALSOCK_TEST_NAME", path.as_str())];
+    #[cfg(unix)]
+    let mut kid = match stranger {
+        Some(uid) => {
+            // The stranger enters the directory, and binds in it when it answers.
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
+            common::child_as(entry, &envs, uid, uid).spawn().unwrap()
+        }
+        None => child(entry, &envs).spawn().unwrap(),
+    };
+    #[cfg(windows)]
+    let mut kid = child(entry, &envs).spawn().unwrap();
     let stream = match role {
         Role::ChildOffers => small()
             .answer(listener.as_ref().unwrap().accept().unwrap())
@@ -463,6 +533,14 @@ fn kill_round(role: Role, seed: u64, reader_stops: bool) {
     };
     drop(listener);
     assert!(stream.is_shared_memory());
+    #[cfg(unix)]
+    if let Some(uid) = stranger {
+        assert_eq!(
+            stream.socket().peer_credentials().unwrap().uid(),
+            Some(uid),
+            "the peer runs as the stranger"
+        );
+    }
     assert_eq!(read_line(&mut kid), "ready");
     let stream = std::sync::Arc::new(stream);
     let mut rng = Rng(seed);
@@ -512,7 +590,7 @@ fn kill_round(role: Role, seed: u64, reader_stops: bool) {
     drop(stream);
     drop(kid);
     assert_eq!(shm_mappings(), baseline_maps);
-    assert_eq!(fds(), baseline_fds);
+    assert_fds_back(&baseline_fds, "after the peer's death");
 }
 
 #[test]
@@ -520,7 +598,7 @@ fn peer_killed_mid_transfer_child_offers() {
     let _serial = serial();
     let _dog = watchdog("peer_killed_child_offers", 120);
     for seed in 1..=6u64 {
-        kill_round(Role::ChildOffers, seed * 0x9E37_79B9, seed % 3 == 0);
+        kill_round(Role::ChildOffers, seed * 0x9E37_79B9, seed % 3 == 0, None);
     }
 }
 
@@ -529,7 +607,35 @@ fn peer_killed_mid_transfer_child_answers() {
     let _serial = serial();
     let _dog = watchdog("peer_killed_child_answers", 120);
     for seed in 1..=6u64 {
-        kill_round(Role::ChildAnswers, seed * 0x85EB_CA6B, seed % 3 == 0);
+        kill_round(Role::ChildAnswers, seed * 0x85EB_CA6B, seed % 3 == 0, None);
+    }
+}
+
+/// A peer of another user, in both roles: on Unix descriptors go to whoever the connection
+/// reaches, so shared memory is offered and accepted across users (who may connect is the
+/// listener's `Access` and `require_same_user`, and the client's `ServerIdentity`, decided
+/// before any offer), and works as between two processes of one user, up to the peer's death.
+/// (On Windows the offer needs a peer of the same user, `can_share`; Wine has a single user,
+/// so that is not tested.)
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "needs root to play another user — run as root: cargo test -p localsock --features shm --test shm -- --ignored (CI: ci/ignored.sh)"]
+fn a_peer_of_another_user_shares_memory_in_both_roles_on_linux() {
+    let _dog = common::root_test("a_peer_of_another_user_shares_memory", 120);
+    let _serial = serial();
+    for seed in 1..=2u64 {
+        kill_round(
+            Role::ChildOffers,
+            seed * 0x9E37_79B9,
+            seed == 2,
+            Some(65534),
+        );
+        kill_round(
+            Role::ChildAnswers,
+            seed * 0x85EB_CA6B,
+            seed == 2,
+            Some(65534),
+        );
     }
 }
 
@@ -638,7 +744,7 @@ fn hostile_unsealed_memory_is_refused_as_invalid_data() {
     kid.wait().unwrap();
     drop(kid);
     assert_eq!(shm_mappings(), 0);
-    assert_eq!(fds(), before);
+    assert_fds_back(&before, "at the end");
 }
 
 #[cfg(target_os = "linux")]
@@ -652,7 +758,7 @@ fn hostile_wrong_size_is_refused_as_invalid_data() {
     let _ = kid.kill();
     kid.wait().unwrap();
     drop(kid);
-    assert_eq!(fds(), before);
+    assert_fds_back(&before, "at the end");
 }
 
 /// The peer's control words, as offsets into the mapping: ring 0 (the offerer's, which we
@@ -691,28 +797,13 @@ fn hostile_indices_are_invalid_data_never_a_crash_or_hang() {
         assert!(stream.is_shared_memory());
         assert_eq!(py_line(&mut kid), "ANSWER 3");
         assert_eq!(py_line(&mut kid), "ATTACKED");
-        let err = if reader {
-            let mut buf = [0u8; 64];
-            (&stream).read(&mut buf).unwrap_err()
-        } else {
-            loop {
-                if let Err(e) = (&stream).write(&[7u8; 1000]) {
-                    break e;
-                }
-            }
-        };
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
         // Closed: the peer sees end-of-file, and every later call fails the same way.
-        let mut buf = [0u8; 8];
-        assert_eq!(
-            (&stream).read(&mut buf).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
+        assert_violation(what, &stream, reader);
         kid.wait().unwrap();
         drop(stream);
         assert_eq!(shm_mappings(), 0, "{what}");
         drop(kid);
-        assert_eq!(fds(), before, "{what}");
+        assert_fds_back(&before, what);
     }
 }
 
@@ -732,6 +823,328 @@ fn hostile_data_and_flags_are_only_data() {
     stream.read_to_end(&mut got).unwrap();
     assert_eq!(got, [0xff, 0x00, 0xfe, 0x01, 0x02]);
     drop(stream);
+    kid.wait().unwrap();
+}
+
+// ---- a hostile peer in either role (Linux): the negotiation itself, and our offering end ----
+
+/// Helpers both Python peers below share: a memory object, the hello, a frame header.
+#[cfg(target_os = "linux")]
+const PY_COMMON: &str = r#"
+import mmap, os, socket, struct, sys, fcntl
+def memfd(size, sealed=True):
+    fd = os.memfd_create("hostile", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    if sealed:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    return fd
+def hello(kind, cap=0):
+    return b"LSHM" + bytes([1, kind, 0, 0]) + struct.pack("<I", cap) + bytes(4)
+def frame(body, count=0):
+    return bytes([0]) + struct.pack("<IH", len(body), count) + body
+def step():
+    sys.stdin.readline()
+def wait_eof(s):
+    s.settimeout(20)
+    try:
+        while s.recv(4096):
+            pass
+        print("EOF", flush=True)
+    except ConnectionResetError:
+        # Closed with our wake-up bytes unread: the end too.
+        print("EOF", flush=True)
+    except OSError as e:
+        print("ERROR", e, flush=True)
+"#;
+
+/// A Python offerer that sends what `code` sends on `s` (a connected socket), then says `SENT`
+/// and waits for the connection to end (`EOF`).
+#[cfg(target_os = "linux")]
+const PY_RAW_OFFERER: &str = r#"
+path, code = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+exec(code)
+print("SENT", flush=True)
+wait_eof(s)
+"#;
+
+/// A Python answerer: listens on `path`, takes the offer (the memory object, mapped as `m`,
+/// and the writers' wake-up socket), runs `code` (which answers on `s` and attacks `m`), says
+/// `ATTACKED`, wakes both of our waiters and waits for the connection to end (`EOF`).
+#[cfg(target_os = "linux")]
+const PY_ANSWERER: &str = r#"
+path, code = sys.argv[1], sys.argv[2]
+l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+l.bind(path)
+l.listen(1)
+print("LISTENING", flush=True)
+s, _ = l.accept()
+data, fds, _, _ = socket.recv_fds(s, 23, 8)
+while len(data) < 23:
+    data += s.recv(23 - len(data))
+cap = struct.unpack_from("<I", data, 7 + 8)[0]
+m = mmap.mmap(fds[0], 4096 + 2 * cap)
+wake = socket.socket(fileno=fds[1])
+exec(code)
+print("ATTACKED", flush=True)
+for sock in (s, wake):
+    try:
+        sock.send(b"\x01")
+    except OSError:
+        pass
+wait_eof(s)
+"#;
+
+/// Starts `python3 -c PY_COMMON + script path code`, stdin and stdout piped.
+#[cfg(target_os = "linux")]
+fn py_peer(script: &str, path: &str, code: &str, uid: Option<u32>) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let py = python().expect("python3 with os.memfd_create (3.8+) is needed: install python3");
+    let mut cmd = Command::new(py);
+    cmd.args(["-c", &format!("{PY_COMMON}{script}"), path, code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid).current_dir("/");
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Our answer to what a hostile offerer sends (`code`, Python on the socket `s`, with the
+/// helpers of `PY_COMMON`): it must be `InvalidData`, the peer must see the end, and every
+/// descriptor that came with the offer must be closed and nothing left mapped.
+#[cfg(target_os = "linux")]
+fn refused_offer(what: &str, code: &str) {
+    let _dog = watchdog("refused_offer", 30);
+    let before = fds();
+    let name = common::unique(what);
+    let listener = LocalListener::bind(&name).unwrap();
+    let path = name.fs_path().unwrap().to_str().unwrap().to_owned();
+    let mut kid = py_peer(PY_RAW_OFFERER, &path, code, None);
+    let stream = listener.accept().unwrap();
+    assert_eq!(py_line(&mut kid), "SENT", "{what}");
+    let err = ShmOptions::new().answer(stream).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+    assert_eq!(py_line(&mut kid), "EOF", "{what}: the offerer sees the end");
+    assert_eq!(shm_mappings(), 0, "{what}");
+    kid.wait().unwrap();
+    drop((kid, listener));
+    assert_fds_back(
+        &before,
+        &format!("{what}: every descriptor of the offer is closed"),
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn hostile_offers_are_invalid_data_and_their_descriptors_closed() {
+    let sound = "mem = memfd(4096 + 2 * 4096); a, b = socket.socketpair()";
+    let offers = [
+        // More descriptors on the frame than its header announces (3 extra, closed by us).
+        (
+            "extra-fds",
+            "socket.send_fds(s, [frame(hello(1, 4096), 2)], [mem, b.fileno(), memfd(4096), a.fileno(), b.fileno()])",
+        ),
+        // The announced two on the header, and a stray one on the hello's bytes.
+        (
+            "stray-fd",
+            "socket.send_fds(s, [frame(hello(1, 4096), 2)[:7]], [mem, b.fileno()]); socket.send_fds(s, [hello(1, 4096)], [memfd(4096)])",
+        ),
+        // A header announcing more handles than any frame may carry.
+        (
+            "too-many-announced",
+            "socket.send_fds(s, [frame(hello(1, 4096), 300)], [mem, b.fileno()])",
+        ),
+        // "No offer", with descriptors anyway.
+        (
+            "no-offer-with-fds",
+            "socket.send_fds(s, [frame(hello(2), 2)], [mem, b.fileno()])",
+        ),
+        // An offer with only the memory.
+        (
+            "one-fd",
+            "socket.send_fds(s, [frame(hello(1, 4096), 1)], [mem])",
+        ),
+        // Capacities out of range: not a power of two, too small, too large.
+        (
+            "cap-odd",
+            "socket.send_fds(s, [frame(hello(1, 5000), 2)], [mem, b.fileno()])",
+        ),
+        (
+            "cap-small",
+            "socket.send_fds(s, [frame(hello(1, 1024), 2)], [mem, b.fileno()])",
+        ),
+        (
+            "cap-huge",
+            "socket.send_fds(s, [frame(hello(1, 1 << 30), 2)], [mem, b.fileno()])",
+        ),
+        // A wake-up channel that is not a socket (a pipe).
+        (
+            "wake-pipe",
+            "r, w = os.pipe(); socket.send_fds(s, [frame(hello(1, 4096), 2)], [mem, r])",
+        ),
+        // A regular file (which the peer could truncate) instead of a memory object.
+        (
+            "file",
+            "import tempfile; f = tempfile.TemporaryFile(); f.truncate(4096 * 3); socket.send_fds(s, [frame(hello(1, 4096), 2)], [f.fileno(), b.fileno()])",
+        ),
+        // Another version of the negotiation.
+        (
+            "version",
+            "h = bytearray(hello(1, 4096)); h[4] = 2; socket.send_fds(s, [frame(bytes(h), 2)], [mem, b.fileno()])",
+        ),
+    ];
+    let _serial = serial();
+    for (what, offer) in offers {
+        refused_offer(what, &format!("{sound}\n{offer}"));
+    }
+}
+
+/// Runs the Python answerer (with `code`) against our offer; returns our stream and the
+/// Python process (which said `LISTENING`).
+#[cfg(target_os = "linux")]
+fn hostile_answerer(
+    dir: &std::path::Path,
+    code: &str,
+) -> (io::Result<ShmStream>, std::process::Child) {
+    let path = dir.join("py.sock");
+    let mut kid = py_peer(PY_ANSWERER, path.to_str().unwrap(), code, None);
+    assert_eq!(py_line(&mut kid), "LISTENING");
+    let stream = LocalStream::connect(&Name::path(&path).unwrap()).unwrap();
+    (small().offer(stream), kid)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn hostile_answers_are_invalid_data_and_leave_nothing_mapped() {
+    let answers = [
+        // An answer with descriptors attached (an answer carries none).
+        (
+            "answer-with-fds",
+            "socket.send_fds(s, [frame(hello(3), 1)], [memfd(4096)])",
+        ),
+        // A kind that is no answer.
+        ("answer-kind", "s.send(frame(hello(1, 4096)))"),
+        // Not the negotiation at all.
+        ("not-a-frame", "s.send(b'HTTP/1.1 200 OK\\r\\n\\r\\n')"),
+    ];
+    let _serial = serial();
+    for (what, code) in answers {
+        let _dog = watchdog("hostile_answers", 30);
+        let before = fds();
+        let dir = tempfile::tempdir().unwrap();
+        let (res, mut kid) = hostile_answerer(dir.path(), code);
+        let err = res.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+        assert_eq!(py_line(&mut kid), "ATTACKED", "{what}");
+        assert_eq!(
+            py_line(&mut kid),
+            "EOF",
+            "{what}: the answerer sees the end"
+        );
+        assert_eq!(shm_mappings(), 0, "{what}: the offered memory is unmapped");
+        kid.wait().unwrap();
+        drop((kid, dir));
+        assert_fds_back(&before, what);
+    }
+}
+
+/// Our offering (client) end against an answerer that accepts and then breaks the rings: the
+/// control words of the ring we read (ring 1: tail at 256, closed at 264) and of the ring we
+/// write (ring 0: the peer's read index at 128). Each violation is `InvalidData` on the
+/// offering end too, closes the connection (the answerer sees end-of-file), and leaves
+/// nothing mapped or open.
+#[cfg(target_os = "linux")]
+#[test]
+fn hostile_answerer_indices_are_invalid_data_on_the_offering_end() {
+    let accept = "s.send(frame(hello(3)))";
+    let attacks = [
+        ("tail-huge", "struct.pack_into('<Q', m, 256, 1 << 40)", true),
+        (
+            "tail-cap-plus-one",
+            "struct.pack_into('<Q', m, 256, cap + 1)",
+            true,
+        ),
+        (
+            "tail-wrapped",
+            "struct.pack_into('<Q', m, 256, (1 << 64) - 1)",
+            true,
+        ),
+        ("head-ahead", "struct.pack_into('<Q', m, 128, 1 << 33)", false),
+        // Ahead of what we wrote by one byte, once we wrote 100 (see below).
+        (
+            "head-one-ahead",
+            "step(); struct.pack_into('<Q', m, 128, 101)",
+            false,
+        ),
+        // A read index that moves backwards: it took 100 bytes, then gives 50 back.
+        (
+            "head-backwards",
+            "step(); struct.pack_into('<Q', m, 128, 100); print('STEP', flush=True); step(); struct.pack_into('<Q', m, 128, 50)",
+            false,
+        ),
+    ];
+    let _serial = serial();
+    for (what, attack, reader) in attacks {
+        let _dog = watchdog("hostile_answerer_indices", 30);
+        let before = fds();
+        let dir = tempfile::tempdir().unwrap();
+        let (res, mut kid) = hostile_answerer(dir.path(), &format!("{accept}\n{attack}"));
+        let stream = res.unwrap();
+        assert!(stream.is_shared_memory(), "{what}");
+        let mut input = kid.stdin.take().unwrap();
+        if attack.starts_with("step()") {
+            (&stream).write_all(&[1u8; 100]).unwrap();
+            input.write_all(b"\n").unwrap();
+        }
+        if attack.contains("'STEP'") {
+            assert_eq!(py_line(&mut kid), "STEP", "{what}");
+            // The index it took is valid: this write sees it and goes through.
+            (&stream).write_all(&[2u8; 10]).unwrap();
+            input.write_all(b"\n").unwrap();
+        }
+        assert_eq!(py_line(&mut kid), "ATTACKED", "{what}");
+        assert_violation(what, &stream, reader);
+        // Closed for the peer at once, not only when we drop the stream.
+        assert_eq!(
+            py_line(&mut kid),
+            "EOF",
+            "{what}: the answerer sees the end"
+        );
+        drop(stream);
+        assert_eq!(shm_mappings(), 0, "{what}");
+        kid.wait().unwrap();
+        drop((kid, input, dir));
+        assert_fds_back(&before, what);
+    }
+}
+
+/// Garbage in the answerer's ring and flags (its "closed" flag, both "waiting" flags) reach
+/// our offering end as data and end-of-file only.
+#[cfg(target_os = "linux")]
+#[test]
+fn hostile_answerer_data_and_flags_are_only_data() {
+    let _serial = serial();
+    let _dog = watchdog("hostile_answerer_data", 30);
+    let code = "s.send(frame(hello(3)))
+data = 4096 + cap
+m[data:data + 5] = b'\\xff\\x00\\xfe\\x01\\x02'
+struct.pack_into('<Q', m, 256, 5)
+struct.pack_into('<I', m, 256 + 8, 0xdeadbeef)
+struct.pack_into('<I', m, 256 + 12, 0xffffffff)
+struct.pack_into('<I', m, 136, 0x12345678)";
+    let dir = tempfile::tempdir().unwrap();
+    let (res, mut kid) = hostile_answerer(dir.path(), code);
+    let mut stream = res.unwrap();
+    assert_eq!(py_line(&mut kid), "ATTACKED");
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    assert_eq!(got, [0xff, 0x00, 0xfe, 0x01, 0x02]);
+    // Our direction still works: the lying "waiting" flag costs a wake-up byte at most.
+    stream.write_all(b"still fine").unwrap();
+    drop(stream);
+    assert_eq!(py_line(&mut kid), "EOF");
     kid.wait().unwrap();
 }
 
@@ -870,26 +1283,13 @@ mod win_hostile {
         // The handles the answer adopts: duplicates within this process, given away.
         let mut values = vec![section.try_clone().unwrap().into_raw_handle() as u64];
         for _ in 0..4 {
-            // SAFETY: null attributes and name: an unnamed auto-reset event.
-            let event = owned(unsafe { CreateEventW(std::ptr::null(), 0, 0, std::ptr::null()) });
             let given = match offer {
                 Offer::NoEvents => section.try_clone().unwrap(),
-                _ => event,
+                _ => event(),
             };
             values.push(given.into_raw_handle() as u64);
         }
-        let mut hello = b"LSHM".to_vec();
-        hello.extend([1, 1, 0, 0]);
-        hello.extend((CAP as u32).to_le_bytes());
-        hello.extend([0; 4]);
-        let mut frame = vec![0u8];
-        frame.extend((hello.len() as u32).to_le_bytes());
-        frame.extend((values.len() as u16).to_le_bytes());
-        for value in values {
-            frame.extend(value.to_le_bytes());
-        }
-        frame.extend(&hello);
-        (&client).write_all(&frame).unwrap();
+        (&client).write_all(&frame(16, &values, &hello(1))).unwrap();
         let answer = ShmOptions::new().answer(server);
         (
             answer,
@@ -910,7 +1310,7 @@ mod win_hostile {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{tag}: {err}");
         drop(peer);
         assert_eq!(shm_mappings(), maps, "{tag}");
-        assert_eq!(fds(), before, "{tag}: every handle adopted is closed");
+        assert_fds_back(&before, &format!("{tag}: every handle adopted is closed"));
     }
 
     #[test]
@@ -956,27 +1356,193 @@ mod win_hostile {
                 .unwrap()
                 .u64_at(offset)
                 .store(value, Ordering::SeqCst);
-            let err = if reader {
-                let mut buf = [0u8; 64];
-                (&stream).read(&mut buf).unwrap_err()
-            } else {
-                loop {
-                    if let Err(e) = (&stream).write(&[7u8; 1000]) {
-                        break e;
-                    }
-                }
-            };
-            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
-            let mut buf = [0u8; 8];
-            assert_eq!(
-                (&stream).read(&mut buf).unwrap_err().kind(),
-                io::ErrorKind::InvalidData,
-                "{what}: every later call fails the same way"
-            );
+            assert_violation(what, &stream, reader);
             drop(stream);
             drop(peer);
             assert_eq!(shm_mappings(), maps, "{what}");
-            assert_eq!(fds(), before, "{what}");
+            assert_fds_back(&before, what);
+        }
+    }
+
+    /// A frame: tag 0, the bytes' length, the handle count, the handle values, the bytes.
+    fn frame(len: u32, values: &[u64], bytes: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0u8];
+        frame.extend(len.to_le_bytes());
+        frame.extend((values.len() as u16).to_le_bytes());
+        for value in values {
+            frame.extend(value.to_le_bytes());
+        }
+        frame.extend(bytes);
+        frame
+    }
+
+    fn hello(kind: u8) -> Vec<u8> {
+        let mut hello = b"LSHM".to_vec();
+        hello.extend([1, kind, 0, 0]);
+        hello.extend((CAP as u32).to_le_bytes());
+        hello.extend([0; 4]);
+        hello
+    }
+
+    /// A new unnamed auto-reset event.
+    fn event() -> OwnedHandle {
+        // SAFETY: null attributes and name: an unnamed auto-reset event.
+        owned(unsafe { CreateEventW(std::ptr::null(), 0, 0, std::ptr::null()) })
+    }
+
+    /// Whether `handle` is still an open event of ours.
+    fn is_open_event(handle: &OwnedHandle) -> bool {
+        use windows_sys::Win32::System::Threading::SetEvent;
+        // SAFETY: a handle we own and hold open; no memory is passed.
+        unsafe { SetEvent(handle.as_raw_handle() as HANDLE) != 0 }
+    }
+
+    /// A negotiation frame that is refused must close every handle its sender duplicated into
+    /// us and named in it — also when the frame announces more handles than any frame may
+    /// carry (it named `MAX_HANDLES` real ones first), or more bytes than a hello has — and
+    /// must not close a value past the `MAX_HANDLES` it reads: here an event this test holds
+    /// and keeps using.
+    #[test]
+    fn refused_frames_close_the_handles_they_named_and_no_others() {
+        let _serial = serial();
+        let _dog = watchdog("refused_frames_close", 60);
+        let ours = event();
+        let cases: [(&str, usize, u32, bool); 3] = [
+            ("more-than-max-handles", localsock::MAX_HANDLES, 16, true),
+            ("too-long", 5, 1000, false),
+            ("too-many-for-an-offer", 7, 16, false),
+        ];
+        for (what, real, len, name_ours) in cases {
+            let before = fds();
+            let (client, server) = common::pair(what);
+            // Duplicates within this process (the peer), given away to the answering side.
+            let mut values: Vec<u64> = (0..real)
+                .map(|_| event().into_raw_handle() as u64)
+                .collect();
+            if name_ours {
+                values.push(ours.as_raw_handle() as u64);
+            }
+            (&client)
+                .write_all(&frame(len, &values, &hello(1)))
+                .unwrap();
+            let err = ShmOptions::new().answer(server).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
+            drop(client);
+            assert_fds_back(
+                &before,
+                &format!("{what}: the {real} handles named are closed"),
+            );
+            assert!(
+                is_open_event(&ours),
+                "{what}: a value past the limit is left alone"
+            );
+        }
+    }
+
+    /// The answering side written by hand: takes our offer (adopting the handles duplicated
+    /// into this process, which is the peer), maps the section, sends `answer`.
+    struct Answerer {
+        server: LocalStream,
+        view: View,
+        _handles: Vec<OwnedHandle>,
+    }
+
+    fn hostile_answer(tag: &str, answer: &[u8]) -> (io::Result<ShmStream>, Answerer) {
+        let (client, server) = common::pair(tag);
+        let mut opts = ShmOptions::new();
+        opts.capacity(CAP);
+        let offering = thread::spawn(move || opts.offer(client));
+        let mut header = [0u8; 7];
+        (&server).read_exact(&mut header).unwrap();
+        let count = u16::from_le_bytes([header[5], header[6]]) as usize;
+        assert_eq!(count, 5, "a section and four events");
+        let mut raw = vec![0u8; count * 8 + 16];
+        (&server).read_exact(&mut raw).unwrap();
+        let handles: Vec<OwnedHandle> = raw[..count * 8]
+            .chunks_exact(8)
+            .map(|c| {
+                let value = u64::from_le_bytes(c.try_into().unwrap());
+                // SAFETY: the offering side duplicated these handles into this process for
+                // this frame and gave them up: nothing else here owns them.
+                unsafe { OwnedHandle::from_raw_handle(value as usize as _) }
+            })
+            .collect();
+        // SAFETY: the section we were offered, held open; the system picks the address.
+        let at = unsafe {
+            MapViewOfFile(
+                handles[0].as_raw_handle() as HANDLE,
+                FILE_MAP_READ | FILE_MAP_WRITE,
+                0,
+                0,
+                LEN,
+            )
+        };
+        assert!(!at.Value.is_null(), "{}", io::Error::last_os_error());
+        let view = View(at.Value.cast());
+        (&server).write_all(answer).unwrap();
+        let stream = offering.join().unwrap();
+        (
+            stream,
+            Answerer {
+                server,
+                view,
+                _handles: handles,
+            },
+        )
+    }
+
+    /// An answer with handles attached (an answer carries none): `InvalidData`, the handles
+    /// closed, the offered section unmapped.
+    #[test]
+    fn hostile_answer_with_handles_is_invalid_data() {
+        let _serial = serial();
+        let _dog = watchdog("hostile_answer_handles", 30);
+        let before = fds();
+        let maps = shm_mappings();
+        let given = [
+            event().into_raw_handle() as u64,
+            event().into_raw_handle() as u64,
+        ];
+        let (res, peer) = hostile_answer("answer_handles", &frame(16, &given, &hello(3)));
+        let err = res.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        drop(peer);
+        assert_eq!(shm_mappings(), maps);
+        assert_fds_back(&before, "the answer's handles and the offer's are closed");
+    }
+
+    /// Our offering end — the pipe's client — against an answerer that accepts and then
+    /// breaks the rings: ring 1 (which we read: tail at 256) and ring 0 (which we write: the
+    /// peer's read index at 128). `InvalidData`, every later call the same; a client end
+    /// cannot disconnect the pipe, so the answerer sees the end when the stream is dropped.
+    #[test]
+    fn hostile_answerer_indices_are_invalid_data_on_the_offering_end() {
+        let attacks: [(&str, usize, u64, bool); 4] = [
+            ("tail-huge", 256, 1 << 40, true),
+            ("tail-cap-plus-one", 256, CAP as u64 + 1, true),
+            ("tail-wrapped", 256, u64::MAX, true),
+            ("head-ahead", 128, 1 << 33, false),
+        ];
+        let _serial = serial();
+        for (what, offset, value, reader) in attacks {
+            let _dog = watchdog("hostile_answerer_indices", 30);
+            let before = fds();
+            let maps = shm_mappings();
+            let (res, peer) = hostile_answer(what, &frame(16, &[], &hello(3)));
+            let stream = res.unwrap();
+            assert!(stream.is_shared_memory(), "{what}");
+            peer.view.u64_at(offset).store(value, Ordering::SeqCst);
+            assert_violation(what, &stream, reader);
+            drop(stream);
+            let mut buf = [0u8; 8];
+            assert_eq!(
+                (&peer.server).read(&mut buf).unwrap(),
+                0,
+                "{what}: the answerer sees the end once the stream is dropped"
+            );
+            drop(peer);
+            assert_eq!(shm_mappings(), maps, "{what}");
+            assert_fds_back(&before, what);
         }
     }
 
